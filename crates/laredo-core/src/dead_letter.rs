@@ -1,0 +1,163 @@
+//! Dead letters: changes a pipeline could not apply, parked for inspection and replay.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::change::{ChangeAction, ChangeEvent};
+use crate::row::Row;
+use crate::table::TableIdentifier;
+use crate::target::SyncTarget;
+use crate::time;
+use crate::BoxError;
+
+/// One parked change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeadLetterEntry {
+    /// Store-assigned id, unique per pipeline (0 until written).
+    pub id: u64,
+    /// The pipeline that failed.
+    pub pipeline_id: String,
+    /// When the change was parked, microseconds since the Unix epoch.
+    pub timestamp_micros: i64,
+    /// The table of the change.
+    pub table: TableIdentifier,
+    /// The change kind.
+    pub action: ChangeAction,
+    /// The source position, in the source's own text form.
+    pub position: String,
+    /// The origin transaction id.
+    pub xid: i64,
+    /// The new row (insert, update).
+    pub new_values: Option<Row>,
+    /// The old row or identity (update, delete).
+    pub old_values: Option<Row>,
+    /// The last error.
+    pub error: String,
+}
+
+impl DeadLetterEntry {
+    /// An entry for `change`, whose position renders as `position`.
+    pub fn new(pipeline_id: impl Into<String>, change: &ChangeEvent, position: impl Into<String>, error: impl Into<String>) -> Self {
+        Self {
+            id: 0,
+            pipeline_id: pipeline_id.into(),
+            timestamp_micros: time::system_time_to_micros(SystemTime::now()),
+            table: change.table.clone(),
+            action: change.action,
+            position: position.into(),
+            xid: change.xid,
+            new_values: change.new_values.clone(),
+            old_values: change.old_values.clone(),
+            error: error.into(),
+        }
+    }
+}
+
+/// The outcome of a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplayOutcome {
+    /// Entries tried.
+    pub replayed: u64,
+    /// Entries applied (and removed from the store).
+    pub succeeded: u64,
+    /// Entries that failed again (kept in the store).
+    pub failed: u64,
+}
+
+/// A dead-letter store error.
+#[derive(Debug, thiserror::Error)]
+#[error("dead letter store: {message}")]
+pub struct DeadLetterError {
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl DeadLetterError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), source: None }
+    }
+
+    /// An error with a message and a cause.
+    pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self { message: message.into(), source: Some(source.into()) }
+    }
+}
+
+/// Where changes that could not be applied are parked.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync {
+    /// Parks `entry`; returns the id it was given.
+    ///
+    /// # Errors
+    /// When the entry cannot be stored (the pipeline's error policy then applies).
+    async fn write(&self, entry: DeadLetterEntry) -> Result<u64, DeadLetterError>;
+
+    /// Up to `limit` entries of a pipeline, oldest first (`limit` 0 = all).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn read(&self, pipeline_id: &str, limit: usize) -> Result<Vec<DeadLetterEntry>, DeadLetterError>;
+
+    /// Removes the entries with the given ids.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    async fn remove(&self, pipeline_id: &str, ids: &[u64]) -> Result<(), DeadLetterError>;
+
+    /// Removes every entry of a pipeline.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    async fn purge(&self, pipeline_id: &str) -> Result<(), DeadLetterError>;
+
+    /// The number of entries of a pipeline.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    async fn count(&self, pipeline_id: &str) -> Result<u64, DeadLetterError>;
+
+    /// Re-applies every entry of a pipeline to `target`, oldest first, and removes the
+    /// entries that succeeded; failed ones stay for a later attempt.
+    ///
+    /// # Errors
+    /// When the store cannot be read or written (apply failures are counted instead).
+    async fn replay(&self, pipeline_id: &str, target: &dyn SyncTarget) -> Result<ReplayOutcome, DeadLetterError> {
+        let entries = self.read(pipeline_id, 0).await?;
+        let mut outcome = ReplayOutcome::default();
+        let mut done = Vec::new();
+        for entry in &entries {
+            outcome.replayed += 1;
+            if apply_entry(target, entry).await.is_ok() {
+                outcome.succeeded += 1;
+                done.push(entry.id);
+            } else {
+                outcome.failed += 1;
+            }
+        }
+        if !done.is_empty() {
+            self.remove(pipeline_id, &done).await?;
+        }
+        Ok(outcome)
+    }
+}
+
+async fn apply_entry(target: &dyn SyncTarget, entry: &DeadLetterEntry) -> Result<(), crate::TargetError> {
+    let missing = || crate::TargetError::new(format!("dead letter {} has no row for {}", entry.id, entry.action));
+    match entry.action {
+        ChangeAction::Insert => target.on_insert(&entry.table, entry.new_values.as_ref().ok_or_else(missing)?).await,
+        ChangeAction::Update => {
+            let new = entry.new_values.as_ref().ok_or_else(missing)?;
+            target.on_update(&entry.table, new, entry.old_values.as_ref()).await
+        }
+        ChangeAction::Delete => {
+            let identity = entry.old_values.as_ref().or(entry.new_values.as_ref()).ok_or_else(missing)?;
+            target.on_delete(&entry.table, identity).await
+        }
+        ChangeAction::Truncate => target.on_truncate(&entry.table).await,
+    }
+}

@@ -1,0 +1,215 @@
+//! The source side: [`SyncSource`] and the callbacks a source drives.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::change::ChangeEvent;
+use crate::position::Position;
+use crate::row::Row;
+use crate::status::{LagInfo, OrderingGuarantee, SourceState, ValidationError};
+use crate::table::{ColumnDefinition, TableIdentifier};
+use crate::BoxError;
+
+/// A source's error, classified so the engine can choose between re-baselining,
+/// stopping and reporting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The stream can no longer continue from its position (a lost slot, an expired
+    /// iterator): the engine runs a fresh baseline and streams again.
+    #[error("re-baseline required: {reason}")]
+    ReBaselineRequired {
+        /// Why the position is no longer usable.
+        reason: String,
+    },
+    /// The handler refused the change because the engine is stopping or the pipeline
+    /// policy stopped the stream. Sources return it unchanged.
+    #[error("stream stopped by the engine")]
+    Stopped,
+    /// The operation is not supported by this source.
+    #[error("{operation} is not supported by this source")]
+    Unsupported {
+        /// The operation asked for.
+        operation: &'static str,
+    },
+    /// Any other failure.
+    #[error("{message}")]
+    Other {
+        /// What failed.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl SourceError {
+    /// An error with a message and no cause.
+    pub fn msg(message: impl Into<String>) -> Self {
+        SourceError::Other { message: message.into(), source: None }
+    }
+
+    /// An error with a message and a cause.
+    pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        SourceError::Other { message: message.into(), source: Some(source.into()) }
+    }
+
+    /// True for [`SourceError::ReBaselineRequired`].
+    pub fn is_rebaseline_required(&self) -> bool {
+        matches!(self, SourceError::ReBaselineRequired { .. })
+    }
+}
+
+/// Receives the changes of a running stream. The engine implements it; a source calls
+/// it from the task that runs [`SyncSource::stream`], so calls are serialized.
+#[async_trait]
+pub trait ChangeHandler: Send {
+    /// Delivers one change, in source order. Returns once the engine has buffered it.
+    ///
+    /// # Errors
+    /// [`SourceError::Stopped`] when the engine no longer accepts changes; the source
+    /// should end its stream and return that error (or `Ok`).
+    async fn on_change(&mut self, event: ChangeEvent) -> Result<(), SourceError>;
+
+    /// Reports that the source has consumed everything up to `position` even though no
+    /// change matched (a PostgreSQL keepalive or commit of unrelated tables), so the
+    /// ACK can move over WAL with no events for us.
+    ///
+    /// # Errors
+    /// As [`ChangeHandler::on_change`].
+    async fn on_heartbeat(&mut self, position: Position) -> Result<(), SourceError> {
+        let _ = position;
+        Ok(())
+    }
+
+    /// Reports that `table`'s columns changed. Later changes of that table use the new
+    /// columns.
+    ///
+    /// # Errors
+    /// As [`ChangeHandler::on_change`].
+    async fn on_schema_change(&mut self, table: TableIdentifier, old_columns: Vec<ColumnDefinition>, new_columns: Vec<ColumnDefinition>) -> Result<(), SourceError> {
+        let _ = (table, old_columns, new_columns);
+        Ok(())
+    }
+}
+
+/// Receives baseline rows. Sources send rows in batches of any size, table after table.
+#[async_trait]
+pub trait BaselineSink: Send {
+    /// Delivers baseline rows of `table`.
+    ///
+    /// # Errors
+    /// [`SourceError::Stopped`] when the engine no longer accepts rows.
+    async fn on_rows(&mut self, table: &TableIdentifier, rows: Vec<Row>) -> Result<(), SourceError>;
+}
+
+/// A source of baseline snapshots and change streams, shared by every pipeline that
+/// reads from it.
+///
+/// All methods take `&self`: the engine calls [`SyncSource::ack`], [`SyncSource::pause`]
+/// and the monitoring methods while [`SyncSource::stream`] runs on another task.
+#[async_trait]
+pub trait SyncSource: Send + Sync + 'static {
+    /// A short type name for status output (`postgresql`, `test`, ...).
+    fn source_type(&self) -> &str;
+
+    /// Connects and returns the columns of each table.
+    ///
+    /// # Errors
+    /// When the source cannot connect or a table is unknown.
+    async fn init(&self, tables: &[TableIdentifier]) -> Result<HashMap<TableIdentifier, Vec<ColumnDefinition>>, SourceError>;
+
+    /// Checks the tables can be served; an empty list means all is well.
+    async fn validate_tables(&self, tables: &[TableIdentifier]) -> Vec<ValidationError>;
+
+    /// Takes a consistent snapshot of `tables`, delivers every row to `sink`, and returns
+    /// the position the stream must start from so that nothing is missed or repeated.
+    ///
+    /// # Errors
+    /// When the snapshot cannot be read, or `sink` refuses rows.
+    async fn baseline(&self, tables: &[TableIdentifier], sink: &mut dyn BaselineSink) -> Result<Position, SourceError>;
+
+    /// Streams changes after `from` into `handler` until `cancel` fires (then returns
+    /// `Ok`) or the stream fails. Reconnects internally before giving up.
+    ///
+    /// # Errors
+    /// [`SourceError::ReBaselineRequired`] when `from` is no longer available; any other
+    /// error stops the source's pipelines.
+    async fn stream(&self, from: Position, handler: &mut dyn ChangeHandler, cancel: CancellationToken) -> Result<(), SourceError>;
+
+    /// Confirms that every change up to `position` is durable in every target, so the
+    /// source may release it.
+    ///
+    /// # Errors
+    /// When the confirmation cannot be recorded.
+    async fn ack(&self, position: &Position) -> Result<(), SourceError>;
+
+    /// Whether the source can resume from an acknowledged position after a restart.
+    fn supports_resume(&self) -> bool;
+
+    /// The last acknowledged position kept by the source (`None` on a first run).
+    ///
+    /// # Errors
+    /// When the stored position cannot be read.
+    async fn last_acked_position(&self) -> Result<Option<Position>, SourceError>;
+
+    /// Orders two positions of this source.
+    fn compare_positions(&self, a: &Position, b: &Position) -> Ordering;
+
+    /// The persistent text form of a position.
+    fn position_to_string(&self, position: &Position) -> String;
+
+    /// Parses [`SyncSource::position_to_string`]'s output.
+    ///
+    /// # Errors
+    /// When the text is not a position of this source.
+    fn position_from_string(&self, text: &str) -> Result<Position, SourceError>;
+
+    /// Stops delivering changes without disconnecting. When it returns, no further
+    /// change reaches the handler until [`SyncSource::resume`].
+    ///
+    /// # Errors
+    /// When the source cannot pause.
+    async fn pause(&self) -> Result<(), SourceError>;
+
+    /// Resumes delivery after [`SyncSource::pause`].
+    ///
+    /// # Errors
+    /// When the source cannot resume.
+    async fn resume(&self) -> Result<(), SourceError>;
+
+    /// How far behind the upstream the source is.
+    fn lag(&self) -> LagInfo;
+
+    /// The ordering the source guarantees.
+    fn ordering_guarantee(&self) -> OrderingGuarantee;
+
+    /// The current connection state.
+    fn state(&self) -> SourceState;
+
+    /// Releases connections. Called once, at engine stop.
+    ///
+    /// # Errors
+    /// When closing fails; the engine reports it and goes on.
+    async fn close(&self) -> Result<(), SourceError>;
+
+    /// Forgets the stored position (and, for PostgreSQL, drops the slot and optionally
+    /// the publication) so the next start runs a fresh baseline.
+    ///
+    /// # Errors
+    /// [`SourceError::Unsupported`] by default.
+    async fn reset(&self, drop_publication: bool) -> Result<(), SourceError> {
+        let _ = drop_publication;
+        Err(SourceError::Unsupported { operation: "reset" })
+    }
+
+    /// The number of rows in `table` at the source, for post-baseline validation;
+    /// `None` when the source cannot count.
+    async fn count_rows(&self, table: &TableIdentifier) -> Option<u64> {
+        let _ = table;
+        None
+    }
+}
