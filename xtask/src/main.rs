@@ -1,1 +1,199 @@
-fn main() {}
+//! Project automation for laredo: `cargo xtask <command>`.
+//!
+//! - `test`: installs what the suite needs, then runs fmt, clippy, every test and the
+//!   doc tests of the workspace.
+//! - `deps`: installs what the suite needs (idempotent).
+//! - `bench <name>`: runs a benchmark in release mode; each prints a table and one JSON
+//!   line per figure.
+//! - `example`: runs the quick-start example (README's main-job command until the
+//!   server lands).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const BENCHES: &[(&str, &str, &str)] = &[(
+    "engine",
+    "laredo-core",
+    "changes/s through one pipeline into an IndexedTarget, lookups/s, bytes per row",
+)];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let root = workspace_root()?;
+    match args.first().map(String::as_str) {
+        Some("test") => test(&root, &args[1..]),
+        Some("deps") => deps(),
+        Some("bench") => bench(&root, &args[1..]),
+        Some("example") => example(&root),
+        Some("help" | "--help" | "-h") | None => {
+            print_help();
+            Ok(())
+        }
+        Some(other) => {
+            print_help();
+            bail!("unknown command {other:?}")
+        }
+    }
+}
+
+fn print_help() {
+    println!("usage: cargo xtask <command>");
+    println!();
+    println!("commands:");
+    println!(
+        "  test [--no-lint]   install what is missing, then fmt, clippy, all tests and doc tests"
+    );
+    println!("  deps               install what the test suite needs (idempotent)");
+    println!("  bench <name>       run a benchmark in release mode");
+    println!("  example            run the quick-start example");
+    println!();
+    println!("benchmarks:");
+    for (name, _, what) in BENCHES {
+        println!("  {name:<8} {what}");
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask lives one level below the workspace root")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+}
+
+fn run_step(what: &str, command: &mut Command) -> Result<()> {
+    eprintln!("==> {what}");
+    let status = command
+        .status()
+        .with_context(|| format!("failed to run {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Installs what the suite needs. Today that is only the Rust toolchain's own parts;
+/// external services (PostgreSQL, the S3/Kinesis emulator) join as their crates land.
+fn deps() -> Result<()> {
+    if !has_nextest() {
+        eprintln!("==> cargo-nextest not found; installing it (tests also run without it)");
+        let installed = cargo()
+            .args(["install", "--locked", "cargo-nextest"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!("    cargo-nextest could not be installed; falling back to cargo test");
+        }
+    }
+    Ok(())
+}
+
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    deps()?;
+    let lint = !args.iter().any(|a| a == "--no-lint");
+    if lint {
+        run_step(
+            "cargo fmt --check",
+            cargo().current_dir(root).args(["fmt", "--all", "--check"]),
+        )?;
+        run_step(
+            "cargo clippy",
+            cargo().current_dir(root).args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
+    if has_nextest() {
+        run_step(
+            "cargo nextest run",
+            cargo().current_dir(root).args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--locked",
+                "--no-fail-fast",
+            ]),
+        )?;
+    } else {
+        run_step(
+            "cargo test",
+            cargo().current_dir(root).args([
+                "test",
+                "--workspace",
+                "--locked",
+                "--lib",
+                "--bins",
+                "--tests",
+                "--examples",
+            ]),
+        )?;
+    }
+    run_step(
+        "cargo test --doc",
+        cargo()
+            .current_dir(root)
+            .args(["test", "--workspace", "--locked", "--doc"]),
+    )?;
+    Ok(())
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    let Some(name) = args.first() else {
+        print_help();
+        bail!("bench needs a name");
+    };
+    let Some((_, package, _)) = BENCHES.iter().find(|(n, _, _)| n == name) else {
+        print_help();
+        bail!("unknown benchmark {name:?}");
+    };
+    run_step(
+        &format!("bench {name}"),
+        cargo()
+            .current_dir(root)
+            .args(["bench", "--locked", "-p", package, "--bench", name, "--"])
+            .args(&args[1..]),
+    )
+}
+
+fn example(root: &Path) -> Result<()> {
+    run_step(
+        "quick-start example",
+        cargo().current_dir(root).args([
+            "run",
+            "--locked",
+            "-p",
+            "laredo-core",
+            "--example",
+            "quickstart",
+        ]),
+    )
+}

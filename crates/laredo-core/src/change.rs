@@ -100,7 +100,13 @@ impl ChangeEvent {
         Self::new(table, ChangeAction::Truncate, position, None, None)
     }
 
-    fn new(table: TableIdentifier, action: ChangeAction, position: Position, new_values: Option<Row>, old_values: Option<Row>) -> Self {
+    fn new(
+        table: TableIdentifier,
+        action: ChangeAction,
+        position: Position,
+        new_values: Option<Row>,
+        old_values: Option<Row>,
+    ) -> Self {
         Self {
             table,
             action,

@@ -5,12 +5,12 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::BoxError;
 use crate::change::{ChangeAction, ChangeEvent};
 use crate::row::Row;
 use crate::table::TableIdentifier;
 use crate::target::SyncTarget;
 use crate::time;
-use crate::BoxError;
 
 /// One parked change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +40,12 @@ pub struct DeadLetterEntry {
 
 impl DeadLetterEntry {
     /// An entry for `change`, whose position renders as `position`.
-    pub fn new(pipeline_id: impl Into<String>, change: &ChangeEvent, position: impl Into<String>, error: impl Into<String>) -> Self {
+    pub fn new(
+        pipeline_id: impl Into<String>,
+        change: &ChangeEvent,
+        position: impl Into<String>,
+        error: impl Into<String>,
+    ) -> Self {
         Self {
             id: 0,
             pipeline_id: pipeline_id.into(),
@@ -79,12 +84,18 @@ pub struct DeadLetterError {
 impl DeadLetterError {
     /// An error with a message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), source: None }
+        Self {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An error with a message and a cause.
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self { message: message.into(), source: Some(source.into()) }
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 }
 
@@ -101,7 +112,11 @@ pub trait DeadLetterStore: Send + Sync {
     ///
     /// # Errors
     /// When the store cannot be read.
-    async fn read(&self, pipeline_id: &str, limit: usize) -> Result<Vec<DeadLetterEntry>, DeadLetterError>;
+    async fn read(
+        &self,
+        pipeline_id: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetterEntry>, DeadLetterError>;
 
     /// Removes the entries with the given ids.
     ///
@@ -126,7 +141,11 @@ pub trait DeadLetterStore: Send + Sync {
     ///
     /// # Errors
     /// When the store cannot be read or written (apply failures are counted instead).
-    async fn replay(&self, pipeline_id: &str, target: &dyn SyncTarget) -> Result<ReplayOutcome, DeadLetterError> {
+    async fn replay(
+        &self,
+        pipeline_id: &str,
+        target: &dyn SyncTarget,
+    ) -> Result<ReplayOutcome, DeadLetterError> {
         let entries = self.read(pipeline_id, 0).await?;
         let mut outcome = ReplayOutcome::default();
         let mut done = Vec::new();
@@ -146,16 +165,34 @@ pub trait DeadLetterStore: Send + Sync {
     }
 }
 
-async fn apply_entry(target: &dyn SyncTarget, entry: &DeadLetterEntry) -> Result<(), crate::TargetError> {
-    let missing = || crate::TargetError::new(format!("dead letter {} has no row for {}", entry.id, entry.action));
+async fn apply_entry(
+    target: &dyn SyncTarget,
+    entry: &DeadLetterEntry,
+) -> Result<(), crate::TargetError> {
+    let missing = || {
+        crate::TargetError::new(format!(
+            "dead letter {} has no row for {}",
+            entry.id, entry.action
+        ))
+    };
     match entry.action {
-        ChangeAction::Insert => target.on_insert(&entry.table, entry.new_values.as_ref().ok_or_else(missing)?).await,
+        ChangeAction::Insert => {
+            target
+                .on_insert(&entry.table, entry.new_values.as_ref().ok_or_else(missing)?)
+                .await
+        }
         ChangeAction::Update => {
             let new = entry.new_values.as_ref().ok_or_else(missing)?;
-            target.on_update(&entry.table, new, entry.old_values.as_ref()).await
+            target
+                .on_update(&entry.table, new, entry.old_values.as_ref())
+                .await
         }
         ChangeAction::Delete => {
-            let identity = entry.old_values.as_ref().or(entry.new_values.as_ref()).ok_or_else(missing)?;
+            let identity = entry
+                .old_values
+                .as_ref()
+                .or(entry.new_values.as_ref())
+                .ok_or_else(missing)?;
             target.on_delete(&entry.table, identity).await
         }
         ChangeAction::Truncate => target.on_truncate(&entry.table).await,

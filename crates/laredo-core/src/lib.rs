@@ -58,21 +58,26 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub use crate::change::{ChangeAction, ChangeEvent};
 pub use crate::dead_letter::{DeadLetterEntry, DeadLetterError, DeadLetterStore, ReplayOutcome};
 pub use crate::engine::{
-    ConfigError, ConfigErrors, Engine, EngineBuilder, EngineError, PipelineInfo, PipelineOptions, SourceRunInfo, TtlFn,
+    ConfigError, ConfigErrors, DEFAULT_BUFFER_SIZE, DEFAULT_LAG_POLL_INTERVAL, DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, Engine, EngineBuilder, EngineError,
+    PipelineInfo, PipelineOptions, SourceRunInfo,
 };
 pub use crate::observer::{CompositeObserver, EngineObserver, NullObserver};
-pub use crate::pipeline::{filter_fn, transform_fn, PipelineFilter, PipelineTransform};
+pub use crate::pipeline::{PipelineFilter, PipelineTransform, filter_fn, transform_fn};
 pub use crate::position::Position;
 pub use crate::row::{Row, RowLayout};
 pub use crate::snapshot::{
-    SnapshotDescriptor, SnapshotEntry, SnapshotError, SnapshotFilter, SnapshotMetadata, SnapshotSerializer, SnapshotStore,
-    TableEntries, TableSnapshotInfo,
+    SnapshotDescriptor, SnapshotEntry, SnapshotError, SnapshotFilter, SnapshotMetadata,
+    SnapshotSerializer, SnapshotStore, TableEntries, TableSnapshotInfo,
 };
 pub use crate::source::{BaselineSink, ChangeHandler, SourceError, SyncSource};
 pub use crate::status::{
-    BufferPolicy, ErrorPolicy, LagInfo, OrderingGuarantee, PipelineState, ReplaySpeed, SchemaChangeAction, SchemaChangeEvent,
-    SchemaChangeResponse, SourceState, SyncMode, ValidationAction, ValidationError,
+    BufferPolicy, ErrorPolicy, LagInfo, OrderingGuarantee, PipelineState, ReplaySpeed,
+    SchemaChangeAction, SchemaChangeEvent, SchemaChangeResponse, SourceState, SyncMode,
+    ValidationAction, ValidationError,
 };
-pub use crate::table::{primary_key_columns, table, ColumnDefinition, IndexDefinition, ParseTableError, TableIdentifier};
+pub use crate::table::{
+    ColumnDefinition, IndexDefinition, ParseTableError, TableIdentifier, primary_key_columns, table,
+};
 pub use crate::target::{SyncTarget, TargetError};
 pub use crate::value::{Value, ValueKind};

@@ -13,28 +13,60 @@ use crate::table::TableIdentifier;
 /// block: hand slow work to a channel that drops on overflow.
 ///
 /// Every method has an empty default, so an observer implements only what it needs.
-#[expect(unused_variables, reason = "default no-op methods name their parameters for docs")]
+#[expect(
+    unused_variables,
+    reason = "default no-op methods name their parameters for docs"
+)]
 pub trait EngineObserver: Send + Sync {
     /// A source connected (its `init` succeeded).
     fn on_source_connected(&self, source_id: &str, source_type: &str) {}
     /// A source disconnected or failed; `reason` says why.
     fn on_source_disconnected(&self, source_id: &str, reason: &str) {}
     /// A pipeline changed state.
-    fn on_pipeline_state_changed(&self, pipeline_id: &str, old: PipelineState, new: PipelineState) {}
+    fn on_pipeline_state_changed(&self, pipeline_id: &str, old: PipelineState, new: PipelineState) {
+    }
     /// A pipeline's baseline started.
     fn on_baseline_started(&self, pipeline_id: &str, table: &TableIdentifier) {}
     /// Baseline progress: `row_count` rows loaded so far.
     fn on_baseline_row_loaded(&self, pipeline_id: &str, table: &TableIdentifier, row_count: u64) {}
     /// A pipeline's baseline completed.
-    fn on_baseline_completed(&self, pipeline_id: &str, table: &TableIdentifier, total_rows: u64, duration: Duration) {}
+    fn on_baseline_completed(
+        &self,
+        pipeline_id: &str,
+        table: &TableIdentifier,
+        total_rows: u64,
+        duration: Duration,
+    ) {
+    }
     /// A source's stream asked for a fresh baseline.
     fn on_rebaseline_triggered(&self, source_id: &str) {}
     /// A pipeline took a change from its buffer.
-    fn on_change_received(&self, pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, position: &Position) {}
+    fn on_change_received(
+        &self,
+        pipeline_id: &str,
+        table: &TableIdentifier,
+        action: ChangeAction,
+        position: &Position,
+    ) {
+    }
     /// A pipeline applied a change.
-    fn on_change_applied(&self, pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, duration: Duration) {}
+    fn on_change_applied(
+        &self,
+        pipeline_id: &str,
+        table: &TableIdentifier,
+        action: ChangeAction,
+        duration: Duration,
+    ) {
+    }
     /// A change failed to apply (each retry reports too).
-    fn on_change_error(&self, pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, error: &str) {}
+    fn on_change_error(
+        &self,
+        pipeline_id: &str,
+        table: &TableIdentifier,
+        action: ChangeAction,
+        error: &str,
+    ) {
+    }
     /// A source's acknowledged position advanced.
     fn on_ack_advanced(&self, source_id: &str, position: &Position) {}
     /// A pipeline's buffer depth changed.
@@ -44,7 +76,15 @@ pub trait EngineObserver: Send + Sync {
     /// A snapshot started.
     fn on_snapshot_started(&self, snapshot_id: &str) {}
     /// A snapshot completed.
-    fn on_snapshot_completed(&self, snapshot_id: &str, tables: usize, rows: u64, size_bytes: u64, duration: Duration) {}
+    fn on_snapshot_completed(
+        &self,
+        snapshot_id: &str,
+        tables: usize,
+        rows: u64,
+        size_bytes: u64,
+        duration: Duration,
+    ) {
+    }
     /// A snapshot failed.
     fn on_snapshot_failed(&self, snapshot_id: &str, error: &str) {}
     /// A snapshot restore started.
@@ -52,7 +92,13 @@ pub trait EngineObserver: Send + Sync {
     /// A snapshot restore completed.
     fn on_snapshot_restore_completed(&self, snapshot_id: &str, duration: Duration) {}
     /// A source reported a column change.
-    fn on_schema_change(&self, source_id: &str, table: &TableIdentifier, event: &SchemaChangeEvent) {}
+    fn on_schema_change(
+        &self,
+        source_id: &str,
+        table: &TableIdentifier,
+        event: &SchemaChangeEvent,
+    ) {
+    }
     /// A source's lag was measured.
     fn on_lag_updated(&self, source_id: &str, lag_bytes: u64, lag_time: Option<Duration>) {}
     /// A change was parked in the dead letter store.
@@ -60,7 +106,15 @@ pub trait EngineObserver: Send + Sync {
     /// A row expired (TTL) and was removed.
     fn on_row_expired(&self, pipeline_id: &str, table: &TableIdentifier, key: &str) {}
     /// A row-count validation ran.
-    fn on_validation_result(&self, pipeline_id: &str, table: &TableIdentifier, source_count: u64, target_count: u64, matched: bool) {}
+    fn on_validation_result(
+        &self,
+        pipeline_id: &str,
+        table: &TableIdentifier,
+        source_count: u64,
+        target_count: u64,
+        matched: bool,
+    ) {
+    }
     /// A fan-out client connected.
     fn on_fanout_client_connected(&self, pipeline_id: &str, client_id: &str, sync_mode: SyncMode) {}
     /// A fan-out client disconnected.
@@ -68,11 +122,30 @@ pub trait EngineObserver: Send + Sync {
     /// A fan-out client caught up with the live stream.
     fn on_fanout_client_caught_up(&self, pipeline_id: &str, client_id: &str, sequence: u64) {}
     /// A fan-out client's send buffer is filling.
-    fn on_fanout_client_backpressure(&self, pipeline_id: &str, client_id: &str, buffer_depth: usize) {}
+    fn on_fanout_client_backpressure(
+        &self,
+        pipeline_id: &str,
+        client_id: &str,
+        buffer_depth: usize,
+    ) {
+    }
     /// A fan-out target took an in-memory snapshot.
-    fn on_fanout_snapshot_created(&self, pipeline_id: &str, snapshot_id: &str, sequence: u64, rows: u64) {}
+    fn on_fanout_snapshot_created(
+        &self,
+        pipeline_id: &str,
+        snapshot_id: &str,
+        sequence: u64,
+        rows: u64,
+    ) {
+    }
     /// A fan-out journal dropped old entries.
-    fn on_fanout_journal_pruned(&self, pipeline_id: &str, entries_pruned: u64, oldest_sequence: u64) {}
+    fn on_fanout_journal_pruned(
+        &self,
+        pipeline_id: &str,
+        entries_pruned: u64,
+        oldest_sequence: u64,
+    ) {
+    }
 }
 
 /// An observer that ignores every event.
@@ -90,7 +163,9 @@ pub struct CompositeObserver {
 impl CompositeObserver {
     /// Builds a composite; `None` entries are dropped.
     pub fn new(observers: impl IntoIterator<Item = Option<Arc<dyn EngineObserver>>>) -> Self {
-        Self { observers: observers.into_iter().flatten().collect() }
+        Self {
+            observers: observers.into_iter().flatten().collect(),
+        }
     }
 
     /// Adds an observer at the end.
@@ -111,7 +186,9 @@ impl CompositeObserver {
 
 impl std::fmt::Debug for CompositeObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompositeObserver").field("len", &self.observers.len()).finish()
+        f.debug_struct("CompositeObserver")
+            .field("len", &self.observers.len())
+            .finish()
     }
 }
 

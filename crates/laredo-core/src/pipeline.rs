@@ -54,12 +54,16 @@ where
 }
 
 /// A filter from a closure.
-pub fn filter_fn(f: impl Fn(&TableIdentifier, &Row) -> bool + Send + Sync + 'static) -> Arc<dyn PipelineFilter> {
+pub fn filter_fn(
+    f: impl Fn(&TableIdentifier, &Row) -> bool + Send + Sync + 'static,
+) -> Arc<dyn PipelineFilter> {
     Arc::new(FilterFn(f))
 }
 
 /// A transform from a closure.
-pub fn transform_fn(f: impl Fn(&TableIdentifier, Row) -> Option<Row> + Send + Sync + 'static) -> Arc<dyn PipelineTransform> {
+pub fn transform_fn(
+    f: impl Fn(&TableIdentifier, Row) -> Option<Row> + Send + Sync + 'static,
+) -> Arc<dyn PipelineTransform> {
     Arc::new(TransformFn(f))
 }
 
@@ -80,8 +84,14 @@ impl fmt::Debug for RowChain {
 }
 
 impl RowChain {
-    pub(crate) fn new(filters: Vec<Arc<dyn PipelineFilter>>, transforms: Vec<Arc<dyn PipelineTransform>>) -> Self {
-        Self { filters, transforms }
+    pub(crate) fn new(
+        filters: Vec<Arc<dyn PipelineFilter>>,
+        transforms: Vec<Arc<dyn PipelineTransform>>,
+    ) -> Self {
+        Self {
+            filters,
+            transforms,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -102,11 +112,8 @@ impl RowChain {
 
     /// Whether a delete's identity passes the filters (transforms do not apply).
     pub(crate) fn includes_identity(&self, table: &TableIdentifier, identity: &Row) -> bool {
-        self.filters.iter().all(|f| f.include_identity(table, identity))
-    }
-
-    /// Whether a row passes the filters, without transforming it.
-    pub(crate) fn includes(&self, table: &TableIdentifier, row: &Row) -> bool {
-        self.filters.iter().all(|f| f.include(table, row))
+        self.filters
+            .iter()
+            .all(|f| f.include_identity(table, identity))
     }
 }

@@ -30,8 +30,13 @@ impl RowLayout {
     /// Builds a layout from column names (in value order).
     pub fn new(names: impl IntoIterator<Item = impl AsRef<str>>) -> Arc<Self> {
         let names: Box<[Arc<str>]> = names.into_iter().map(|n| Arc::from(n.as_ref())).collect();
-        let by_name = (names.len() > LINEAR_LOOKUP_MAX)
-            .then(|| names.iter().enumerate().map(|(idx, n)| (Arc::clone(n), idx)).collect());
+        let by_name = (names.len() > LINEAR_LOOKUP_MAX).then(|| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(idx, n)| (Arc::clone(n), idx))
+                .collect()
+        });
         Arc::new(Self { names, by_name })
     }
 
@@ -75,7 +80,11 @@ impl Row {
     /// Builds a row over `layout`. Missing trailing values are NULL; extra values are
     /// dropped (a length mismatch is a bug in the caller and asserts in debug builds).
     pub fn new(layout: Arc<RowLayout>, mut values: Vec<Value>) -> Self {
-        debug_assert_eq!(layout.len(), values.len(), "row values do not match the layout");
+        debug_assert_eq!(
+            layout.len(),
+            values.len(),
+            "row values do not match the layout"
+        );
         values.resize(layout.len(), Value::Null);
         Self {
             layout,
@@ -84,8 +93,11 @@ impl Row {
     }
 
     /// Builds a row with a fresh layout from `(name, value)` pairs.
-    pub fn from_pairs<N: AsRef<str>, V: Into<Value>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
-        let (names, values): (Vec<N>, Vec<Value>) = pairs.into_iter().map(|(n, v)| (n, v.into())).unzip();
+    pub fn from_pairs<N: AsRef<str>, V: Into<Value>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Self {
+        let (names, values): (Vec<N>, Vec<Value>) =
+            pairs.into_iter().map(|(n, v)| (n, v.into())).unzip();
         Self::new(RowLayout::new(names), values)
     }
 
@@ -162,7 +174,11 @@ impl Row {
 
     /// `(name, value)` pairs in column order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.layout.names().iter().map(|n| &**n).zip(self.values.iter())
+        self.layout
+            .names()
+            .iter()
+            .map(|n| &**n)
+            .zip(self.values.iter())
     }
 
     /// Column names in sorted order (for deterministic output).
@@ -200,7 +216,12 @@ impl Row {
                 }
             }
             None => {
-                let names = self.layout.names().iter().map(|n| &**n).chain(std::iter::once(name));
+                let names = self
+                    .layout
+                    .names()
+                    .iter()
+                    .map(|n| &**n)
+                    .chain(std::iter::once(name));
                 let mut values = self.values.to_vec();
                 values.push(value);
                 Row::new(RowLayout::new(names), values)
@@ -219,7 +240,9 @@ impl Row {
     pub fn key_bytes(&self, fields: &[impl AsRef<str>]) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * fields.len());
         for field in fields {
-            self.get(field.as_ref()).unwrap_or(&Value::Null).write_key(&mut out);
+            self.get(field.as_ref())
+                .unwrap_or(&Value::Null)
+                .write_key(&mut out);
         }
         out
     }
@@ -232,14 +255,23 @@ impl Row {
             if idx > 0 {
                 out.push('\0');
             }
-            out.push_str(&self.get(field.as_ref()).unwrap_or(&Value::Null).to_canonical_string());
+            out.push_str(
+                &self
+                    .get(field.as_ref())
+                    .unwrap_or(&Value::Null)
+                    .to_canonical_string(),
+            );
         }
         out
     }
 
     /// The row as a plain JSON object (see [`Value::to_json`]).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.iter().map(|(n, v)| (n.to_string(), v.to_json())).collect())
+        serde_json::Value::Object(
+            self.iter()
+                .map(|(n, v)| (n.to_string(), v.to_json()))
+                .collect(),
+        )
     }
 
     /// The sum of the values' raw sizes (see [`Value::raw_size`]).

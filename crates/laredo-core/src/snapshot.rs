@@ -6,10 +6,10 @@ use std::io::{Read, Write};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::BoxError;
 use crate::row::Row;
 use crate::table::{ColumnDefinition, IndexDefinition, TableIdentifier};
 use crate::value::Value;
-use crate::BoxError;
 
 /// One row of a table snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,12 +84,18 @@ pub struct SnapshotError {
 impl SnapshotError {
     /// An error with a message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), source: None }
+        Self {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An error with a message and a cause.
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self { message: message.into(), source: Some(source.into()) }
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 }
 
@@ -103,12 +109,19 @@ pub trait SnapshotStore: Send + Sync {
     ///
     /// # Errors
     /// When it cannot be stored; nothing partial is listed afterwards.
-    async fn save(&self, metadata: &SnapshotMetadata, tables: &TableEntries) -> Result<SnapshotDescriptor, SnapshotError>;
+    async fn save(
+        &self,
+        metadata: &SnapshotMetadata,
+        tables: &TableEntries,
+    ) -> Result<SnapshotDescriptor, SnapshotError>;
     /// Loads a snapshot.
     ///
     /// # Errors
     /// When it is missing or unreadable.
-    async fn load(&self, snapshot_id: &str) -> Result<(SnapshotMetadata, TableEntries), SnapshotError>;
+    async fn load(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<(SnapshotMetadata, TableEntries), SnapshotError>;
     /// Describes a snapshot without loading rows.
     ///
     /// # Errors
@@ -118,7 +131,8 @@ pub trait SnapshotStore: Send + Sync {
     ///
     /// # Errors
     /// When the store cannot be listed.
-    async fn list(&self, filter: &SnapshotFilter) -> Result<Vec<SnapshotDescriptor>, SnapshotError>;
+    async fn list(&self, filter: &SnapshotFilter)
+    -> Result<Vec<SnapshotDescriptor>, SnapshotError>;
     /// Deletes a snapshot.
     ///
     /// # Errors
@@ -129,7 +143,11 @@ pub trait SnapshotStore: Send + Sync {
     ///
     /// # Errors
     /// When listing or deleting fails.
-    async fn prune(&self, keep: usize, table: Option<&TableIdentifier>) -> Result<usize, SnapshotError>;
+    async fn prune(
+        &self,
+        keep: usize,
+        table: Option<&TableIdentifier>,
+    ) -> Result<usize, SnapshotError>;
 }
 
 /// Writes and reads one table's snapshot rows in a format.
@@ -140,10 +158,18 @@ pub trait SnapshotSerializer: Send + Sync {
     ///
     /// # Errors
     /// When writing fails.
-    fn write(&self, info: &TableSnapshotInfo, entries: &[SnapshotEntry], writer: &mut dyn Write) -> Result<(), SnapshotError>;
+    fn write(
+        &self,
+        info: &TableSnapshotInfo,
+        entries: &[SnapshotEntry],
+        writer: &mut dyn Write,
+    ) -> Result<(), SnapshotError>;
     /// Reads a table's rows.
     ///
     /// # Errors
     /// When the input is empty or malformed.
-    fn read(&self, reader: &mut dyn Read) -> Result<(TableSnapshotInfo, Vec<SnapshotEntry>), SnapshotError>;
+    fn read(
+        &self,
+        reader: &mut dyn Read,
+    ) -> Result<(TableSnapshotInfo, Vec<SnapshotEntry>), SnapshotError>;
 }

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use crate::BoxError;
 use crate::change::ChangeEvent;
 use crate::position::Position;
 use crate::row::Row;
 use crate::status::{LagInfo, OrderingGuarantee, SourceState, ValidationError};
 use crate::table::{ColumnDefinition, TableIdentifier};
-use crate::BoxError;
 
 /// A source's error, classified so the engine can choose between re-baselining,
 /// stopping and reporting.
@@ -49,12 +49,18 @@ pub enum SourceError {
 impl SourceError {
     /// An error with a message and no cause.
     pub fn msg(message: impl Into<String>) -> Self {
-        SourceError::Other { message: message.into(), source: None }
+        SourceError::Other {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An error with a message and a cause.
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        SourceError::Other { message: message.into(), source: Some(source.into()) }
+        SourceError::Other {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// True for [`SourceError::ReBaselineRequired`].
@@ -90,7 +96,12 @@ pub trait ChangeHandler: Send {
     ///
     /// # Errors
     /// As [`ChangeHandler::on_change`].
-    async fn on_schema_change(&mut self, table: TableIdentifier, old_columns: Vec<ColumnDefinition>, new_columns: Vec<ColumnDefinition>) -> Result<(), SourceError> {
+    async fn on_schema_change(
+        &mut self,
+        table: TableIdentifier,
+        old_columns: Vec<ColumnDefinition>,
+        new_columns: Vec<ColumnDefinition>,
+    ) -> Result<(), SourceError> {
         let _ = (table, old_columns, new_columns);
         Ok(())
     }
@@ -103,7 +114,8 @@ pub trait BaselineSink: Send {
     ///
     /// # Errors
     /// [`SourceError::Stopped`] when the engine no longer accepts rows.
-    async fn on_rows(&mut self, table: &TableIdentifier, rows: Vec<Row>) -> Result<(), SourceError>;
+    async fn on_rows(&mut self, table: &TableIdentifier, rows: Vec<Row>)
+    -> Result<(), SourceError>;
 }
 
 /// A source of baseline snapshots and change streams, shared by every pipeline that
@@ -120,7 +132,10 @@ pub trait SyncSource: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the source cannot connect or a table is unknown.
-    async fn init(&self, tables: &[TableIdentifier]) -> Result<HashMap<TableIdentifier, Vec<ColumnDefinition>>, SourceError>;
+    async fn init(
+        &self,
+        tables: &[TableIdentifier],
+    ) -> Result<HashMap<TableIdentifier, Vec<ColumnDefinition>>, SourceError>;
 
     /// Checks the tables can be served; an empty list means all is well.
     async fn validate_tables(&self, tables: &[TableIdentifier]) -> Vec<ValidationError>;
@@ -130,7 +145,11 @@ pub trait SyncSource: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the snapshot cannot be read, or `sink` refuses rows.
-    async fn baseline(&self, tables: &[TableIdentifier], sink: &mut dyn BaselineSink) -> Result<Position, SourceError>;
+    async fn baseline(
+        &self,
+        tables: &[TableIdentifier],
+        sink: &mut dyn BaselineSink,
+    ) -> Result<Position, SourceError>;
 
     /// Streams changes after `from` into `handler` until `cancel` fires (then returns
     /// `Ok`) or the stream fails. Reconnects internally before giving up.
@@ -138,7 +157,12 @@ pub trait SyncSource: Send + Sync + 'static {
     /// # Errors
     /// [`SourceError::ReBaselineRequired`] when `from` is no longer available; any other
     /// error stops the source's pipelines.
-    async fn stream(&self, from: Position, handler: &mut dyn ChangeHandler, cancel: CancellationToken) -> Result<(), SourceError>;
+    async fn stream(
+        &self,
+        from: Position,
+        handler: &mut dyn ChangeHandler,
+        cancel: CancellationToken,
+    ) -> Result<(), SourceError>;
 
     /// Confirms that every change up to `position` is durable in every target, so the
     /// source may release it.

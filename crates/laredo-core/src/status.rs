@@ -216,17 +216,26 @@ pub struct SchemaChangeResponse {
 impl SchemaChangeResponse {
     /// Keep streaming.
     pub fn proceed() -> Self {
-        Self { action: SchemaChangeAction::Continue, message: None }
+        Self {
+            action: SchemaChangeAction::Continue,
+            message: None,
+        }
     }
 
     /// Reload the table, with a reason.
     pub fn re_baseline(message: impl Into<String>) -> Self {
-        Self { action: SchemaChangeAction::ReBaseline, message: Some(message.into()) }
+        Self {
+            action: SchemaChangeAction::ReBaseline,
+            message: Some(message.into()),
+        }
     }
 
     /// Fail the pipeline, with a reason.
     pub fn error(message: impl Into<String>) -> Self {
-        Self { action: SchemaChangeAction::Error, message: Some(message.into()) }
+        Self {
+            action: SchemaChangeAction::Error,
+            message: Some(message.into()),
+        }
     }
 }
 
@@ -271,8 +280,16 @@ impl ValidationError {
     pub const TABLE_NOT_SERVED: &'static str = "TABLE_NOT_SERVED";
 
     /// Builds a validation error.
-    pub fn new(table: Option<TableIdentifier>, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { table, code: code.into(), message: message.into() }
+    pub fn new(
+        table: Option<TableIdentifier>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            table,
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -297,14 +314,21 @@ mod tests {
             assert_eq!(s.as_str().parse::<PipelineState>().unwrap(), *s);
             assert_eq!(PipelineState::from_number(s.as_number()), Some(*s));
         }
-        assert_eq!(OrderingGuarantee::PerPartitionOrder.to_string(), "per-partition");
+        assert_eq!(
+            OrderingGuarantee::PerPartitionOrder.to_string(),
+            "per-partition"
+        );
         let err = "sideways".parse::<BufferPolicy>().unwrap_err();
         assert!(err.contains("block, drop_oldest, error"), "{err}");
     }
 
     #[test]
     fn validation_error_display() {
-        let e = ValidationError::new(Some(crate::table("public", "t")), "TABLE_NOT_FOUND", "missing");
+        let e = ValidationError::new(
+            Some(crate::table("public", "t")),
+            "TABLE_NOT_FOUND",
+            "missing",
+        );
         assert_eq!(e.to_string(), "public.t: TABLE_NOT_FOUND: missing");
         let e = ValidationError::new(None, "SLOT_INVALID", "lost");
         assert_eq!(e.to_string(), "SLOT_INVALID: lost");

@@ -59,8 +59,12 @@ impl FromStr for TableIdentifier {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('.') {
-            Some((schema, table)) if !schema.is_empty() && !table.is_empty() => Ok(Self::new(schema, table)),
-            _ => Err(ParseTableError { input: s.to_string() }),
+            Some((schema, table)) if !schema.is_empty() && !table.is_empty() => {
+                Ok(Self::new(schema, table))
+            }
+            _ => Err(ParseTableError {
+                input: s.to_string(),
+            }),
         }
     }
 }
@@ -145,7 +149,11 @@ pub struct IndexDefinition {
 
 impl IndexDefinition {
     /// Builds an index definition.
-    pub fn new(name: impl Into<String>, fields: impl IntoIterator<Item = impl Into<String>>, unique: bool) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        fields: impl IntoIterator<Item = impl Into<String>>,
+        unique: bool,
+    ) -> Self {
         Self {
             name: name.into(),
             fields: fields.into_iter().map(Into::into).collect(),

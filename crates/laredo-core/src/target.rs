@@ -4,12 +4,12 @@ use std::any::Any;
 
 use async_trait::async_trait;
 
+use crate::BoxError;
 use crate::position::Position;
 use crate::row::Row;
 use crate::snapshot::{SnapshotEntry, TableSnapshotInfo};
 use crate::status::SchemaChangeResponse;
 use crate::table::{ColumnDefinition, TableIdentifier};
-use crate::BoxError;
 
 /// A target's error. The engine retries, dead-letters or applies the pipeline's error
 /// policy; the message names what failed.
@@ -24,12 +24,18 @@ pub struct TargetError {
 impl TargetError {
     /// An error with a message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), source: None }
+        Self {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An error with a message and a cause.
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self { message: message.into(), source: Some(source.into()) }
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// The message, without the cause.
@@ -61,7 +67,11 @@ pub trait SyncTarget: Any + Send + Sync {
     ///
     /// # Errors
     /// When the columns do not fit the target's configuration (a missing key field).
-    async fn on_init(&self, table: &TableIdentifier, columns: &[ColumnDefinition]) -> Result<(), TargetError>;
+    async fn on_init(
+        &self,
+        table: &TableIdentifier,
+        columns: &[ColumnDefinition],
+    ) -> Result<(), TargetError>;
 
     /// Receives one baseline row.
     ///
@@ -74,7 +84,11 @@ pub trait SyncTarget: Any + Send + Sync {
     ///
     /// # Errors
     /// As [`SyncTarget::on_baseline_row`].
-    async fn on_baseline_rows(&self, table: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
+    async fn on_baseline_rows(
+        &self,
+        table: &TableIdentifier,
+        rows: &[Row],
+    ) -> Result<(), TargetError> {
         for row in rows {
             self.on_baseline_row(table, row).await?;
         }
@@ -98,7 +112,12 @@ pub trait SyncTarget: Any + Send + Sync {
     ///
     /// # Errors
     /// As [`SyncTarget::on_insert`].
-    async fn on_update(&self, table: &TableIdentifier, row: &Row, identity: Option<&Row>) -> Result<(), TargetError>;
+    async fn on_update(
+        &self,
+        table: &TableIdentifier,
+        row: &Row,
+        identity: Option<&Row>,
+    ) -> Result<(), TargetError>;
 
     /// Applies a delete of the row identified by `identity` (at least its key columns).
     ///
@@ -130,7 +149,12 @@ pub trait SyncTarget: Any + Send + Sync {
     }
 
     /// Reacts to a column change of the table.
-    async fn on_schema_change(&self, table: &TableIdentifier, old_columns: &[ColumnDefinition], new_columns: &[ColumnDefinition]) -> SchemaChangeResponse;
+    async fn on_schema_change(
+        &self,
+        table: &TableIdentifier,
+        old_columns: &[ColumnDefinition],
+        new_columns: &[ColumnDefinition],
+    ) -> SchemaChangeResponse;
 
     /// Every row, for an engine snapshot.
     ///
@@ -142,7 +166,11 @@ pub trait SyncTarget: Any + Send + Sync {
     ///
     /// # Errors
     /// When the rows cannot be loaded.
-    async fn restore_snapshot(&self, info: &TableSnapshotInfo, entries: Vec<SnapshotEntry>) -> Result<(), TargetError>;
+    async fn restore_snapshot(
+        &self,
+        info: &TableSnapshotInfo,
+        entries: Vec<SnapshotEntry>,
+    ) -> Result<(), TargetError>;
 
     /// Reserved: whether the target can export without the sources paused.
     fn supports_consistent_snapshot(&self) -> bool {

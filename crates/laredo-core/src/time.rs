@@ -15,7 +15,8 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
     let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -25,13 +26,18 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "month and day are small and positive")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "month and day are small and positive"
+    )]
     (year, month as u32, day as u32)
 }
 
@@ -61,14 +67,20 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
     }
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = s.get(range)?;
-        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     if bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' || bytes[16] != b':' {
         return None;
     }
     let year = num(0..4)?;
-    let month = u32::try_from(num(5..7)?).ok().filter(|m| (1..=12).contains(m))?;
-    let day = u32::try_from(num(8..10)?).ok().filter(|d| (1..=31).contains(d))?;
+    let month = u32::try_from(num(5..7)?)
+        .ok()
+        .filter(|m| (1..=12).contains(m))?;
+    let day = u32::try_from(num(8..10)?)
+        .ok()
+        .filter(|d| (1..=31).contains(d))?;
     let hour = num(11..13)?;
     let minute = num(14..16)?;
     let second = num(17..19)?;
@@ -101,14 +113,20 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
             let (h, m) = match body.len() {
                 2 => (body.parse::<i64>().ok()?, 0),
                 4 => (body[0..2].parse().ok()?, body[2..4].parse().ok()?),
-                5 if body.as_bytes()[2] == b':' => (body[0..2].parse().ok()?, body[3..5].parse().ok()?),
+                5 if body.as_bytes()[2] == b':' => {
+                    (body[0..2].parse().ok()?, body[3..5].parse().ok()?)
+                }
                 _ => return None,
             };
             sign * (h * 3600 + m * 60)
         }
     };
     let days = days_from_civil(year, month, day);
-    Some(days * MICROS_PER_DAY + (hour * 3600 + minute * 60 + second - offset_seconds) * MICROS_PER_SECOND + micros)
+    Some(
+        days * MICROS_PER_DAY
+            + (hour * 3600 + minute * 60 + second - offset_seconds) * MICROS_PER_SECOND
+            + micros,
+    )
 }
 
 pub(crate) fn write_date(f: &mut fmt::Formatter<'_>, days: i32) -> fmt::Result {
@@ -133,7 +151,13 @@ fn write_ymd(f: &mut fmt::Formatter<'_>, y: i64, m: u32, d: u32) -> fmt::Result 
 pub(crate) fn write_time(f: &mut fmt::Formatter<'_>, micros: i64) -> fmt::Result {
     let secs = micros.div_euclid(MICROS_PER_SECOND);
     let frac = micros.rem_euclid(MICROS_PER_SECOND);
-    write!(f, "{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60)?;
+    write!(
+        f,
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )?;
     write_fraction(f, frac)
 }
 
@@ -152,7 +176,7 @@ pub(crate) fn write_offset(f: &mut fmt::Formatter<'_>, offset_seconds: i32) -> f
     let sign = if offset_seconds < 0 { '-' } else { '+' };
     let abs = offset_seconds.unsigned_abs();
     write!(f, "{sign}{:02}:{:02}", abs / 3600, (abs / 60) % 60)?;
-    if abs % 60 != 0 {
+    if !abs.is_multiple_of(60) {
         write!(f, ":{:02}", abs % 60)?;
     }
     Ok(())
@@ -176,7 +200,12 @@ pub(crate) fn write_timestamp(f: &mut fmt::Formatter<'_>, micros: i64, utc: bool
 }
 
 /// ISO 8601 duration: `P1Y2M3DT4H5M6.5S`, `PT0S` for zero.
-pub(crate) fn write_interval(f: &mut fmt::Formatter<'_>, months: i32, days: i32, micros: i64) -> fmt::Result {
+pub(crate) fn write_interval(
+    f: &mut fmt::Formatter<'_>,
+    months: i32,
+    days: i32,
+    micros: i64,
+) -> fmt::Result {
     f.write_str("P")?;
     let (years, months) = (months / 12, months % 12);
     if years != 0 {
@@ -240,8 +269,14 @@ mod tests {
     #[test]
     fn parses_rfc3339() {
         assert_eq!(parse_rfc3339_micros("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_micros("1970-01-01T01:00:00.5+01:00"), Some(500_000));
-        assert_eq!(parse_rfc3339_micros("2024-01-01 00:00:00"), Some(19_723 * MICROS_PER_DAY));
+        assert_eq!(
+            parse_rfc3339_micros("1970-01-01T01:00:00.5+01:00"),
+            Some(500_000)
+        );
+        assert_eq!(
+            parse_rfc3339_micros("2024-01-01 00:00:00"),
+            Some(19_723 * MICROS_PER_DAY)
+        );
         assert_eq!(parse_rfc3339_micros("not a time"), None);
         assert_eq!(parse_rfc3339_micros("2024-13-01T00:00:00Z"), None);
     }

@@ -361,7 +361,11 @@ fn write_key_float(f: f64, out: &mut Vec<u8>) {
     #[expect(clippy::cast_possible_truncation, reason = "checked round trip below")]
     let as_int = f as i64;
     #[expect(clippy::cast_precision_loss, reason = "checked round trip")]
-    if f.is_finite() && f.fract() == 0.0 && (as_int as f64) == f && f.abs() < 9.007_199_254_740_992e15 {
+    if f.is_finite()
+        && f.fract() == 0.0
+        && (as_int as f64) == f
+        && f.abs() < 9.007_199_254_740_992e15
+    {
         write_key_int(as_int, out);
         return;
     }
@@ -610,7 +614,10 @@ mod tests {
         assert!(!Value::Float64(2.5).eq_normalized(&Value::Int64(2)));
         assert!(Value::Float64(f64::NAN).eq_normalized(&Value::Float64(f64::NAN)));
         assert_eq!(normalize_decimal("-0.000"), "0");
-        assert_eq!(normalize_decimal("123456789012345678901234567890.10"), "123456789012345678901234567890.1");
+        assert_eq!(
+            normalize_decimal("123456789012345678901234567890.10"),
+            "123456789012345678901234567890.1"
+        );
     }
 
     #[test]
@@ -631,7 +638,10 @@ mod tests {
         assert_eq!(Value::Float64(0.1).to_string(), "0.1");
         assert_eq!(Value::Float64(3.0).to_string(), "3");
         assert_eq!(Value::bytes([0xde, 0xad]).to_string(), "\\xdead");
-        assert_eq!(Value::array([Value::Int64(1), Value::Null]).to_string(), "{1,<nil>}");
+        assert_eq!(
+            Value::array([Value::Int64(1), Value::Null]).to_string(),
+            "{1,<nil>}"
+        );
         assert_eq!(Value::TimestampTz(0).to_string(), "1970-01-01T00:00:00Z");
         assert_eq!(Value::Date(-1).to_string(), "1969-12-31");
     }

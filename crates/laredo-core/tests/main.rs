@@ -1,1 +1,1 @@
-//! engine tests
+//! engine tests (pending)

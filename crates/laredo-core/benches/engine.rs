@@ -1,0 +1,366 @@
+//! `cargo xtask bench engine`: changes/s from the test source through one pipeline into
+//! an `IndexedTarget` with one non-unique secondary index, lookups/s, and bytes held per
+//! row against the raw size of the values.
+//!
+//! Reference run in the same invocation: the same changes applied straight to a fresh
+//! `IndexedTarget` through its `SyncTarget` methods, with no engine in between, so
+//! `engine_overhead_ratio` shows what the engine's buffers, tasks, observer calls and
+//! ACK tracking cost.
+//!
+//! Memory is counted by a counting global allocator (`stats_alloc`): the bytes the
+//! target still holds after loading every row, divided by the rows, against the sum of
+//! `Value::raw_size` per row. It counts requested bytes, not the allocator's own
+//! per-block overhead; RSS growth is printed beside it for that.
+//!
+//! Options: `--rows N` (default 1,000,000).
+
+use std::alloc::System;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use laredo_core::{
+    ChangeEvent, Engine, IndexDefinition, PipelineOptions, Position, Row, RowLayout, SyncSource,
+    SyncTarget, TableIdentifier, Value, table,
+};
+use laredo_source_test::TestSource;
+use laredo_target_memory::IndexedTarget;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const BENCH: &str = "engine";
+const ACCOUNTS: u64 = 1000;
+
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+}
+
+fn main() {
+    let rows = parse_rows();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let figures = runtime.block_on(run(rows));
+    println!();
+    println!("engine benchmark, {rows} rows, 1 pipeline, IndexedTarget with 1 non-unique index");
+    println!("{:<28} {:>16} {}", "figure", "value", "unit");
+    for f in &figures {
+        println!("{:<28} {:>16.2} {}", f.name, f.value, f.unit);
+    }
+    println!();
+    for f in &figures {
+        println!(
+            "{{\"bench\":\"{BENCH}\",\"figure\":\"{}\",\"value\":{:.1},\"unit\":\"{}\"}}",
+            f.name, f.value, f.unit
+        );
+    }
+}
+
+fn parse_rows() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    let mut rows = 1_000_000;
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        if arg == "--rows" {
+            rows = iter
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("--rows takes a number");
+        }
+    }
+    rows
+}
+
+fn bench_table() -> TableIdentifier {
+    table("public", "accounts_users")
+}
+
+/// Deterministic xorshift so every run loads the same data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn word(&mut self, len: usize) -> String {
+        (0..len)
+            .map(|_| char::from(b'a' + (self.next() % 26) as u8))
+            .collect()
+    }
+}
+
+fn columns() -> Vec<(&'static str, &'static str, bool)> {
+    vec![
+        ("id", "int8", true),
+        ("account_id", "int8", false),
+        ("email", "text", false),
+        ("name", "text", false),
+        ("status", "text", false),
+        ("score", "float8", false),
+        ("login_count", "int8", false),
+        ("active", "bool", false),
+        ("created_at", "timestamptz", false),
+        ("updated_at", "timestamptz", false),
+    ]
+}
+
+fn make_row(layout: &Arc<RowLayout>, rng: &mut Rng, id: u64) -> Row {
+    let created = 1_700_000_000_000_000 + (rng.next() % 10_000_000_000) as i64;
+    Row::new(
+        Arc::clone(layout),
+        vec![
+            Value::Int64(id as i64),
+            Value::Int64((rng.next() % ACCOUNTS) as i64),
+            Value::text(format!("{}@{}.example", rng.word(12), rng.word(6))),
+            Value::text(format!("{} {}", rng.word(7), rng.word(8))),
+            Value::text(if rng.next() % 3 == 0 {
+                "pending"
+            } else {
+                "active!"
+            }),
+            Value::Float64((rng.next() % 100_000) as f64 / 7.0),
+            Value::Int64((rng.next() % 5000) as i64),
+            Value::Bool(rng.next() % 2 == 0),
+            Value::TimestampTz(created),
+            Value::TimestampTz(created + 1_000_000),
+        ],
+    )
+}
+
+fn generate(rows: usize, seed: u64) -> Vec<Row> {
+    let names: Vec<&str> = columns().into_iter().map(|(n, _, _)| n).collect();
+    let layout = RowLayout::new(names);
+    let mut rng = Rng(seed);
+    (1..=rows as u64)
+        .map(|id| make_row(&layout, &mut rng, id))
+        .collect()
+}
+
+fn new_target() -> Arc<IndexedTarget> {
+    IndexedTarget::builder()
+        .lookup_fields(["id"])
+        .index(IndexDefinition::new("by_account", ["account_id"], false))
+        .build()
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+async fn run(rows: usize) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    let inserts = generate(rows, 0x5eed_1234);
+    let updates = generate(rows, 0xfeed_beef);
+    let raw_bytes: usize = inserts.iter().map(Row::raw_size).sum();
+    let t = bench_table();
+
+    // Engine: inserts then updates, from the test source's stream.
+    let source = TestSource::new();
+    source.set_schema(t.clone(), TestSource::columns(&columns()));
+    let target = new_target();
+    let engine = Engine::builder()
+        .source("bench", source.clone())
+        .pipeline(
+            "bench",
+            t.clone(),
+            target.clone(),
+            PipelineOptions::default(),
+        )
+        .build()
+        .expect("valid engine");
+    engine.start().await.expect("engine starts");
+    assert!(
+        engine.await_ready(Duration::from_secs(30)).await,
+        "engine ready"
+    );
+
+    let insert_time = stream_through_engine(
+        &source,
+        &t,
+        inserts
+            .iter()
+            .map(|r| ChangeEvent::insert(t.clone(), Position::from_u64(0), r.clone())),
+        || target.count() == rows,
+    )
+    .await;
+    assert_eq!(target.count(), rows);
+    let update_time = stream_through_engine(
+        &source,
+        &t,
+        updates
+            .iter()
+            .map(|r| ChangeEvent::update(t.clone(), Position::from_u64(0), r.clone(), None)),
+        || true,
+    )
+    .await;
+    let engine_rate = (2 * rows) as f64 / (insert_time + update_time).as_secs_f64();
+    figures.push(Figure {
+        name: "insert_changes_per_sec",
+        value: rows as f64 / insert_time.as_secs_f64(),
+        unit: "changes/s",
+    });
+    figures.push(Figure {
+        name: "update_changes_per_sec",
+        value: rows as f64 / update_time.as_secs_f64(),
+        unit: "changes/s",
+    });
+    figures.push(Figure {
+        name: "changes_per_sec",
+        value: engine_rate,
+        unit: "changes/s",
+    });
+
+    // Lookups on the loaded target, one thread.
+    let mut rng = Rng(42);
+    let started = Instant::now();
+    let mut found = 0usize;
+    for _ in 0..rows {
+        let id = (rng.next() % rows as u64 + 1) as i64;
+        found += usize::from(target.lookup(id).is_some());
+    }
+    let lookup_time = started.elapsed();
+    assert_eq!(found, rows, "every looked-up id exists");
+    figures.push(Figure {
+        name: "lookups_per_sec",
+        value: rows as f64 / lookup_time.as_secs_f64(),
+        unit: "lookups/s",
+    });
+    let index_lookups = 10_000usize;
+    let started = Instant::now();
+    let mut index_rows = 0usize;
+    for n in 0..index_lookups {
+        index_rows += target
+            .lookup_all("by_account", (n as u64 % ACCOUNTS) as i64)
+            .expect("index exists")
+            .len();
+    }
+    let index_time = started.elapsed();
+    figures.push(Figure {
+        name: "index_lookups_per_sec",
+        value: index_lookups as f64 / index_time.as_secs_f64(),
+        unit: "lookups/s",
+    });
+    figures.push(Figure {
+        name: "index_rows_per_sec",
+        value: index_rows as f64 / index_time.as_secs_f64(),
+        unit: "rows/s",
+    });
+    engine.stop().await.expect("engine stops");
+    drop(engine);
+    drop(target);
+    drop(source);
+
+    // Reference: the same changes applied straight to a target.
+    let direct = new_target();
+    direct
+        .on_init(&t, &TestSource::columns(&columns()))
+        .await
+        .expect("init");
+    let started = Instant::now();
+    for row in &inserts {
+        direct.on_insert(&t, row).await.expect("insert");
+    }
+    for row in &updates {
+        direct.on_update(&t, row, None).await.expect("update");
+    }
+    let direct_rate = (2 * rows) as f64 / started.elapsed().as_secs_f64();
+    figures.push(Figure {
+        name: "direct_changes_per_sec",
+        value: direct_rate,
+        unit: "changes/s",
+    });
+    figures.push(Figure {
+        name: "engine_overhead_ratio",
+        value: engine_rate / direct_rate,
+        unit: "ratio",
+    });
+    drop(direct);
+
+    // Memory: bytes a freshly loaded target holds per row.
+    let memory_target = new_target();
+    memory_target
+        .on_init(&t, &TestSource::columns(&columns()))
+        .await
+        .expect("init");
+    let rss_before = rss_bytes();
+    let region = Region::new(GLOBAL);
+    for chunk in inserts.chunks(10_000) {
+        memory_target
+            .on_baseline_rows(&t, chunk)
+            .await
+            .expect("load");
+    }
+    memory_target
+        .on_baseline_complete(&t)
+        .await
+        .expect("complete");
+    let stats = region.change();
+    let held = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+        + stats.bytes_reallocated as i64;
+    let rss_after = rss_bytes();
+    let raw_per_row = raw_bytes as f64 / rows as f64;
+    let held_per_row = held as f64 / rows as f64;
+    figures.push(Figure {
+        name: "raw_bytes_per_row",
+        value: raw_per_row,
+        unit: "bytes",
+    });
+    figures.push(Figure {
+        name: "held_bytes_per_row",
+        value: held_per_row,
+        unit: "bytes",
+    });
+    figures.push(Figure {
+        name: "bytes_per_row_ratio",
+        value: held_per_row / raw_per_row,
+        unit: "ratio",
+    });
+    figures.push(Figure {
+        name: "rss_bytes_per_row",
+        value: rss_after.saturating_sub(rss_before) as f64 / rows as f64,
+        unit: "bytes",
+    });
+    figures.push(Figure {
+        name: "heap_size_bytes_per_row",
+        value: memory_target.heap_size() as f64 / rows as f64,
+        unit: "bytes",
+    });
+    assert_eq!(memory_target.count(), rows);
+    figures
+}
+
+/// Pauses the source, queues `events`, resumes, and times until every change is applied
+/// and acknowledged.
+async fn stream_through_engine(
+    source: &Arc<TestSource>,
+    _table: &TableIdentifier,
+    events: impl Iterator<Item = ChangeEvent>,
+    mut applied: impl FnMut() -> bool,
+) -> Duration {
+    source.pause().await.expect("pause");
+    let last = source.enqueue(events).as_u64().expect("u64 position");
+    let started = Instant::now();
+    source.resume().await.expect("resume");
+    loop {
+        if source.acked_position().is_some_and(|acked| acked >= last) && applied() {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}

@@ -1,0 +1,267 @@
+//! The bounded buffer between a source's dispatcher and one pipeline's consumer.
+//!
+//! One producer (the source task) and one consumer (the pipeline task). The producer
+//! pushes one item at a time under the buffer's policy; the consumer takes whatever is
+//! queued, up to a batch limit, so locking and wake-ups are paid per batch when the
+//! consumer is behind. Wake-ups use `Notify` permits, so a notification sent between a
+//! check and the wait is never lost.
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::change::ChangeEvent;
+use crate::position::Position;
+use crate::table::ColumnDefinition;
+
+/// What flows through a pipeline buffer.
+#[derive(Debug)]
+pub(crate) enum Item {
+    /// A change for the pipeline's table.
+    Change(ChangeEvent),
+    /// The source has consumed everything up to this position.
+    Heartbeat(Position),
+    /// The table's columns changed; later changes use the new ones.
+    Schema {
+        old_columns: Vec<ColumnDefinition>,
+        new_columns: Vec<ColumnDefinition>,
+    },
+}
+
+/// Why a push did not happen.
+#[derive(Debug)]
+pub(crate) enum PushError {
+    /// The wait was cancelled.
+    Cancelled,
+}
+
+#[derive(Debug)]
+pub(crate) struct ChangeBuffer {
+    queue: Mutex<VecDeque<Item>>,
+    capacity: usize,
+    not_empty: Notify,
+    not_full: Notify,
+    closed: CancellationToken,
+}
+
+impl ChangeBuffer {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            queue: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            capacity,
+            not_empty: Notify::new(),
+            not_full: Notify::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.lock().len()
+    }
+
+    /// Waits for room, then enqueues; returns the depth after the push.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes loses `item` but leaves the buffer intact.
+    pub(crate) async fn push(
+        &self,
+        item: Item,
+        cancel: &CancellationToken,
+    ) -> Result<usize, PushError> {
+        let mut item = item;
+        loop {
+            match self.try_push(item) {
+                Ok(depth) => return Ok(depth),
+                Err(back) => item = back,
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(PushError::Cancelled),
+                () = self.not_full.notified() => {}
+            }
+        }
+    }
+
+    /// Enqueues if there is room; gives the item back otherwise.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the item is handed back by value, without allocating"
+    )]
+    pub(crate) fn try_push(&self, item: Item) -> Result<usize, Item> {
+        let depth = {
+            let mut queue = self.queue.lock();
+            if queue.len() >= self.capacity {
+                return Err(item);
+            }
+            queue.push_back(item);
+            queue.len()
+        };
+        self.not_empty.notify_one();
+        Ok(depth)
+    }
+
+    /// Enqueues, discarding the oldest queued item when full; returns the depth and
+    /// whether an item was discarded.
+    pub(crate) fn push_drop_oldest(&self, item: Item) -> (usize, bool) {
+        let (depth, dropped) = {
+            let mut queue = self.queue.lock();
+            let dropped = queue.len() >= self.capacity && queue.pop_front().is_some();
+            queue.push_back(item);
+            (queue.len(), dropped)
+        };
+        self.not_empty.notify_one();
+        (depth, dropped)
+    }
+
+    /// Waits for items and moves up to `max` of them into `out`. Returns `false` once the
+    /// buffer is closed and empty.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: items are moved only in the synchronous part.
+    pub(crate) async fn pop_batch(&self, out: &mut Vec<Item>, max: usize) -> bool {
+        loop {
+            {
+                let mut queue = self.queue.lock();
+                if !queue.is_empty() {
+                    let n = queue.len().min(max);
+                    out.extend(queue.drain(..n));
+                    drop(queue);
+                    self.not_full.notify_one();
+                    return true;
+                }
+                if self.closed.is_cancelled() {
+                    return false;
+                }
+            }
+            tokio::select! {
+                () = self.not_empty.notified() => {}
+                () = self.closed.cancelled() => {}
+            }
+        }
+    }
+
+    /// No more pushes will come; the consumer drains what is queued and ends.
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Completes once [`ChangeBuffer::close`] was called.
+    pub(crate) async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn hb(n: u64) -> Item {
+        Item::Heartbeat(Position::from_u64(n))
+    }
+
+    fn positions(items: &[Item]) -> Vec<u64> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Heartbeat(p) => p.as_u64().unwrap(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_evicts_the_front() {
+        let b = ChangeBuffer::new(2);
+        assert_eq!(b.push_drop_oldest(hb(1)), (1, false));
+        assert_eq!(b.push_drop_oldest(hb(2)), (2, false));
+        assert_eq!(b.push_drop_oldest(hb(3)), (2, true));
+        let mut out = Vec::new();
+        assert!(b.pop_batch(&mut out, 10).await);
+        assert_eq!(positions(&out), vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn try_push_refuses_when_full_and_minimum_capacity_is_one() {
+        let b = ChangeBuffer::new(0);
+        assert_eq!(b.capacity(), 1);
+        assert!(b.try_push(hb(1)).is_ok());
+        assert!(b.try_push(hb(2)).is_err());
+    }
+
+    #[tokio::test]
+    async fn blocking_push_waits_for_room_and_can_be_cancelled() {
+        let b = Arc::new(ChangeBuffer::new(1));
+        let cancel = CancellationToken::new();
+        b.push(hb(1), &cancel).await.unwrap();
+        let producer = {
+            let (b, cancel) = (Arc::clone(&b), cancel.clone());
+            tokio::spawn(async move { b.push(hb(2), &cancel).await.map(|_| ()) })
+        };
+        let mut out = Vec::new();
+        assert!(b.pop_batch(&mut out, 10).await);
+        producer.await.unwrap().unwrap();
+        out.clear();
+        assert!(b.pop_batch(&mut out, 10).await);
+        assert_eq!(positions(&out), vec![2]);
+
+        b.push(hb(3), &cancel).await.unwrap();
+        let blocked = {
+            let (b, cancel) = (Arc::clone(&b), cancel.clone());
+            tokio::spawn(async move { b.push(hb(4), &cancel).await })
+        };
+        cancel.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(res, Err(PushError::Cancelled)));
+    }
+
+    #[tokio::test]
+    async fn close_drains_then_ends() {
+        let b = ChangeBuffer::new(4);
+        b.try_push(hb(1)).unwrap();
+        b.close();
+        let mut out = Vec::new();
+        assert!(b.pop_batch(&mut out, 10).await);
+        assert!(!b.pop_batch(&mut out, 10).await);
+        assert_eq!(positions(&out), vec![1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_producer_and_consumer_keep_order() {
+        let b = Arc::new(ChangeBuffer::new(8));
+        let cancel = CancellationToken::new();
+        let producer = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move {
+                for n in 0..10_000 {
+                    b.push(hb(n), &cancel).await.unwrap();
+                }
+                b.close();
+            })
+        };
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        while b.pop_batch(&mut out, 3).await {
+            seen.extend(positions(&out));
+            out.clear();
+        }
+        producer.await.unwrap();
+        assert_eq!(seen, (0..10_000).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,935 @@
+//! The engine's tasks: the source task (init → resume or baseline → stream, with the
+//! re-baseline loop), its dispatcher, and one consumer per pipeline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::change::{ChangeAction, ChangeEvent};
+use crate::dead_letter::DeadLetterEntry;
+use crate::position::Position;
+use crate::row::Row;
+use crate::source::{BaselineSink, ChangeHandler, SourceError};
+use crate::status::{
+    BufferPolicy, ErrorPolicy, PipelineState, SchemaChangeAction, SchemaChangeEvent,
+    ValidationAction,
+};
+use crate::table::{ColumnDefinition, TableIdentifier};
+use crate::target::TargetError;
+
+use super::buffer::{ChangeBuffer, Item, PushError};
+use super::{EngineError, Inner, PipelineEntry, SourceRuntime, Transition, ack};
+
+/// The most items a consumer takes from its buffer at once.
+const MAX_BATCH: usize = 1024;
+
+/// Starts the task of source `source_idx` under `parent`.
+pub(crate) fn spawn_source(inner: &Arc<Inner>, source_idx: usize, parent: &CancellationToken) {
+    let cancel = parent.child_token();
+    let handle = tokio::spawn(run_source(Arc::clone(inner), source_idx, cancel.clone()));
+    *inner.sources[source_idx].runtime.lock() = Some(SourceRuntime { cancel, handle });
+}
+
+/// One source's whole life: init, startup path, stream / re-baseline loop, drain.
+async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationToken) {
+    let source = &inner.sources[source_idx];
+    let pipelines: Vec<&PipelineEntry> = source
+        .pipelines
+        .iter()
+        .map(|&p| &inner.pipelines[p])
+        .collect();
+
+    let schemas = tokio::select! {
+        () = cancel.cancelled() => return,
+        res = source.source.init(&source.tables) => res,
+    };
+    let schemas = match schemas {
+        Ok(schemas) => schemas,
+        Err(e) => {
+            for p in &pipelines {
+                inner.set_state(p, PipelineState::Error, Transition::Bulk);
+            }
+            inner
+                .observer
+                .on_source_disconnected(&source.id, &format!("init failed: {e}"));
+            tracing::error!(source = %source.id, error = %e, "source init failed");
+            return;
+        }
+    };
+    inner
+        .observer
+        .on_source_connected(&source.id, source.source.source_type());
+    inner
+        .schemas
+        .write()
+        .extend(schemas.iter().map(|(t, c)| (t.clone(), c.clone())));
+
+    for problem in source.source.validate_tables(&source.tables).await {
+        tracing::error!(source = %source.id, %problem, "table validation failed");
+        for p in &pipelines {
+            if problem.table.as_ref().is_none_or(|t| *t == p.table) {
+                inner.set_state(p, PipelineState::Error, Transition::Bulk);
+            }
+        }
+    }
+    for p in &pipelines {
+        if p.state().is_terminal() {
+            continue;
+        }
+        let columns = schemas.get(&p.table).cloned().unwrap_or_default();
+        if let Err(e) = p.target.on_init(&p.table, &columns).await {
+            tracing::error!(pipeline = %p.id, error = %e, "target init failed");
+            inner.set_state(p, PipelineState::Error, Transition::Bulk);
+        }
+    }
+
+    // One buffer and one consumer per pipeline, whatever its state, for this run.
+    let mut consumers = JoinSet::new();
+    let mut buffers = Vec::with_capacity(pipelines.len());
+    for p in &pipelines {
+        let buffer = Arc::new(ChangeBuffer::new(p.options.buffer_size));
+        *p.buffer.lock() = Some(Arc::clone(&buffer));
+        buffers.push(Arc::clone(&buffer));
+        consumers.spawn(consume(Arc::clone(&inner), p.idx, buffer));
+    }
+
+    if let Some(mut from) = startup_position(&inner, source_idx, &cancel).await {
+        let mut dispatcher = Dispatcher::new(&inner, source_idx, cancel.clone());
+        loop {
+            let result = source
+                .source
+                .stream(from.clone(), &mut dispatcher, cancel.clone())
+                .await;
+            match result {
+                Ok(()) | Err(SourceError::Stopped) => break,
+                Err(e) if e.is_rebaseline_required() && !cancel.is_cancelled() => {
+                    tracing::warn!(source = %source.id, error = %e, "re-baseline required");
+                    inner.observer.on_rebaseline_triggered(&source.id);
+                    match baseline(&inner, source_idx, &source.tables, true, &cancel).await {
+                        Some(position) => from = position,
+                        None => break,
+                    }
+                }
+                Err(e) => {
+                    if !cancel.is_cancelled() {
+                        inner
+                            .observer
+                            .on_source_disconnected(&source.id, &format!("stream error: {e}"));
+                        tracing::error!(source = %source.id, error = %e, "source stream failed");
+                        for p in &pipelines {
+                            inner.set_state(p, PipelineState::Error, Transition::Bulk);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    for buffer in &buffers {
+        buffer.close();
+    }
+    while let Some(res) = consumers.join_next().await {
+        if let Err(e) = res {
+            tracing::error!(source = %source.id, error = %e, "pipeline task panicked");
+        }
+    }
+    for p in &pipelines {
+        *p.buffer.lock() = None;
+    }
+}
+
+/// Resume from the last acknowledged position when the source can, else baseline.
+/// `None` when the source cannot stream (baseline failed or cancelled).
+async fn startup_position(
+    inner: &Arc<Inner>,
+    source_idx: usize,
+    cancel: &CancellationToken,
+) -> Option<Position> {
+    let source = &inner.sources[source_idx];
+    if source.source.supports_resume() {
+        match source.source.last_acked_position().await {
+            Ok(Some(position)) => {
+                tracing::info!(source = %source.id, %position, "resuming from acknowledged position");
+                ack::seed(inner, source_idx, &position).await;
+                for &p in &source.pipelines {
+                    let p = &inner.pipelines[p];
+                    inner.transition_from(p, PipelineState::Initializing, PipelineState::Streaming);
+                }
+                return Some(position);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(source = %source.id, error = %e, "cannot read the acknowledged position, baselining")
+            }
+        }
+    }
+    baseline(inner, source_idx, &source.tables, false, cancel).await
+}
+
+/// Runs a baseline of `tables` into their live pipelines (truncating them first when
+/// `truncate`), holding each pipeline's apply lock throughout. Returns the position to
+/// stream from, or `None` when the baseline failed (pipelines in ERROR) or was
+/// cancelled.
+async fn baseline(
+    inner: &Arc<Inner>,
+    source_idx: usize,
+    tables: &[TableIdentifier],
+    truncate: bool,
+    cancel: &CancellationToken,
+) -> Option<Position> {
+    let source = &inner.sources[source_idx];
+    let pipelines: Vec<&PipelineEntry> = source
+        .pipelines
+        .iter()
+        .map(|&p| &inner.pipelines[p])
+        .filter(|p| tables.contains(&p.table) && !p.state().is_terminal())
+        .collect();
+    let mut guards = Vec::with_capacity(pipelines.len());
+    for p in &pipelines {
+        guards.push(p.apply_lock.lock().await);
+    }
+    let result = run_baseline_locked(inner, source_idx, tables, &pipelines, truncate, cancel).await;
+    drop(guards);
+    match result {
+        Ok((position, mismatched)) => {
+            // A row-count mismatch under `re_baseline` reloads the table once; a reload
+            // that mismatches again only warns, so a target that never matches cannot
+            // loop.
+            if !truncate {
+                for table in mismatched {
+                    spawn_reload(inner, source_idx, table);
+                }
+            }
+            for p in &pipelines {
+                if let Some(durable) = p.target.durable_position(&position) {
+                    ack::confirm(inner, source_idx, p.local_idx, durable).await;
+                }
+            }
+            Some(position)
+        }
+        Err(None) => None,
+        Err(Some(e)) => {
+            for p in &pipelines {
+                inner.set_state(p, PipelineState::Error, Transition::Bulk);
+            }
+            inner
+                .observer
+                .on_source_disconnected(&source.id, &format!("baseline failed: {e}"));
+            tracing::error!(source = %source.id, error = %e, "baseline failed");
+            None
+        }
+    }
+}
+
+/// The baseline proper; `Err(None)` means cancelled.
+async fn run_baseline_locked(
+    inner: &Inner,
+    source_idx: usize,
+    tables: &[TableIdentifier],
+    pipelines: &[&PipelineEntry],
+    truncate: bool,
+    cancel: &CancellationToken,
+) -> Result<(Position, Vec<TableIdentifier>), Option<SourceError>> {
+    let source = &inner.sources[source_idx];
+    let mut mismatched = Vec::new();
+    for p in pipelines {
+        inner.set_state(p, PipelineState::Baselining, Transition::Bulk);
+        p.expected_rows.store(0, AtomicOrdering::Relaxed);
+        if truncate && let Err(e) = p.target.on_truncate(&p.table).await {
+            tracing::error!(pipeline = %p.id, error = %e, "truncate before re-baseline failed");
+            inner.set_state(p, PipelineState::Error, Transition::Bulk);
+            continue;
+        }
+        inner.observer.on_baseline_started(&p.id, &p.table);
+    }
+    let mut sink = BaselineDispatch::new(inner, pipelines);
+    let started = Instant::now();
+    let result = tokio::select! {
+        () = cancel.cancelled() => return Err(None),
+        res = source.source.baseline(tables, &mut sink) => res,
+    };
+    let position = result.map_err(Some)?;
+    for (slot, p) in pipelines.iter().enumerate() {
+        if p.state() != PipelineState::Baselining {
+            continue;
+        }
+        p.target.set_change_position(&position);
+        if let Err(e) = p.target.on_baseline_complete(&p.table).await {
+            tracing::error!(pipeline = %p.id, error = %e, "baseline completion failed");
+            inner.set_state(p, PipelineState::Error, Transition::Bulk);
+            continue;
+        }
+        let rows = sink.rows[slot];
+        inner
+            .observer
+            .on_baseline_completed(&p.id, &p.table, rows, started.elapsed());
+        match validate_count(inner, p, rows) {
+            Validation::Passed => {}
+            Validation::Failed => continue,
+            Validation::ReBaseline => {
+                if !mismatched.contains(&p.table) {
+                    mismatched.push(p.table.clone());
+                }
+            }
+        }
+        inner.set_state(p, PipelineState::Streaming, Transition::Bulk);
+    }
+    Ok((position, mismatched))
+}
+
+enum Validation {
+    Passed,
+    Failed,
+    ReBaseline,
+}
+
+/// Post-baseline row-count validation for countable targets.
+fn validate_count(inner: &Inner, p: &PipelineEntry, expected: u64) -> Validation {
+    let Some(held) = p.target.count() else {
+        return Validation::Passed;
+    };
+    let matched = held == expected;
+    inner
+        .observer
+        .on_validation_result(&p.id, &p.table, expected, held, matched);
+    if matched {
+        return Validation::Passed;
+    }
+    match p.options.validation_action {
+        ValidationAction::Warn => {
+            tracing::warn!(pipeline = %p.id, expected, held, "row count mismatch after baseline");
+            Validation::Passed
+        }
+        ValidationAction::Error => {
+            tracing::error!(pipeline = %p.id, expected, held, "row count mismatch after baseline");
+            inner.set_state(p, PipelineState::Error, Transition::Bulk);
+            Validation::Failed
+        }
+        ValidationAction::ReBaseline => {
+            tracing::warn!(pipeline = %p.id, expected, held, "row count mismatch after baseline; reloading");
+            Validation::ReBaseline
+        }
+    }
+}
+
+/// Delivers baseline rows to the pipelines of their table.
+struct BaselineDispatch<'a> {
+    inner: &'a Inner,
+    pipelines: &'a [&'a PipelineEntry],
+    rows: Vec<u64>,
+}
+
+impl<'a> BaselineDispatch<'a> {
+    fn new(inner: &'a Inner, pipelines: &'a [&'a PipelineEntry]) -> Self {
+        Self {
+            inner,
+            pipelines,
+            rows: vec![0; pipelines.len()],
+        }
+    }
+}
+
+#[async_trait]
+impl BaselineSink for BaselineDispatch<'_> {
+    async fn on_rows(
+        &mut self,
+        table: &TableIdentifier,
+        rows: Vec<Row>,
+    ) -> Result<(), SourceError> {
+        for (slot, p) in self.pipelines.iter().enumerate() {
+            if &p.table != table || p.state() != PipelineState::Baselining {
+                continue;
+            }
+            let result = if p.chain.is_empty() {
+                self.rows[slot] += rows.len() as u64;
+                p.target.on_baseline_rows(table, &rows).await
+            } else {
+                let kept: Vec<Row> = rows
+                    .iter()
+                    .filter_map(|r| p.chain.apply(table, r))
+                    .collect();
+                self.rows[slot] += kept.len() as u64;
+                p.target.on_baseline_rows(table, &kept).await
+            };
+            if let Err(e) = result {
+                tracing::error!(pipeline = %p.id, error = %e, "baseline row failed");
+                self.inner
+                    .set_state(p, PipelineState::Error, Transition::Bulk);
+                continue;
+            }
+            let loaded = self.rows[slot];
+            p.expected_rows.store(
+                i64::try_from(loaded).unwrap_or(i64::MAX),
+                AtomicOrdering::Relaxed,
+            );
+            self.inner
+                .observer
+                .on_baseline_row_loaded(&p.id, table, loaded);
+        }
+        Ok(())
+    }
+}
+
+/// The [`ChangeHandler`] of a source task: routes each change to the buffers of its
+/// table's pipelines under their buffer policies.
+struct Dispatcher<'a> {
+    inner: &'a Inner,
+    source_idx: usize,
+    cancel: CancellationToken,
+    routes: HashMap<TableIdentifier, Vec<(usize, Arc<ChangeBuffer>)>>,
+    all: Vec<(usize, Arc<ChangeBuffer>)>,
+}
+
+impl<'a> Dispatcher<'a> {
+    fn new(inner: &'a Inner, source_idx: usize, cancel: CancellationToken) -> Self {
+        let source = &inner.sources[source_idx];
+        let mut routes: HashMap<TableIdentifier, Vec<(usize, Arc<ChangeBuffer>)>> = HashMap::new();
+        let mut all = Vec::new();
+        for &p in &source.pipelines {
+            let pipeline = &inner.pipelines[p];
+            let buffer = pipeline
+                .buffer
+                .lock()
+                .clone()
+                .expect("the source task created every buffer");
+            routes
+                .entry(pipeline.table.clone())
+                .or_default()
+                .push((p, Arc::clone(&buffer)));
+            all.push((p, buffer));
+        }
+        Self {
+            inner,
+            source_idx,
+            cancel,
+            routes,
+            all,
+        }
+    }
+
+    /// Whether a pipeline in `state` takes changes: after its baseline it does, also
+    /// while paused or reloading (they are held in its buffer).
+    fn accepts(state: PipelineState) -> bool {
+        matches!(
+            state,
+            PipelineState::Streaming | PipelineState::Paused | PipelineState::Baselining
+        )
+    }
+
+    async fn push_blocking(
+        &self,
+        pipeline: &PipelineEntry,
+        buffer: &ChangeBuffer,
+        item: Item,
+    ) -> Result<(), SourceError> {
+        let depth = buffer
+            .push(item, &self.cancel)
+            .await
+            .map_err(|_| SourceError::Stopped)?;
+        self.inner
+            .observer
+            .on_buffer_depth_changed(&pipeline.id, depth, buffer.capacity());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChangeHandler for Dispatcher<'_> {
+    async fn on_change(&mut self, event: ChangeEvent) -> Result<(), SourceError> {
+        if self.cancel.is_cancelled() {
+            return Err(SourceError::Stopped);
+        }
+        let Some(routes) = self.routes.get(&event.table) else {
+            return Ok(());
+        };
+        let last = routes.len() - 1;
+        let mut event = Some(event);
+        for (n, (p, buffer)) in routes.iter().enumerate() {
+            let pipeline = &self.inner.pipelines[*p];
+            if !Self::accepts(pipeline.state()) {
+                continue;
+            }
+            let item = if n == last {
+                Item::Change(event.take().expect("moved only on the last route"))
+            } else {
+                Item::Change(event.clone().expect("present before the last route"))
+            };
+            match pipeline.options.buffer_policy {
+                BufferPolicy::Block => match buffer.push(item, &self.cancel).await {
+                    Ok(depth) => self.inner.observer.on_buffer_depth_changed(
+                        &pipeline.id,
+                        depth,
+                        buffer.capacity(),
+                    ),
+                    Err(PushError::Cancelled) => return Err(SourceError::Stopped),
+                },
+                BufferPolicy::DropOldest => {
+                    let (depth, dropped) = buffer.push_drop_oldest(item);
+                    if dropped {
+                        self.inner
+                            .observer
+                            .on_buffer_policy_triggered(&pipeline.id, BufferPolicy::DropOldest);
+                        tracing::warn!(pipeline = %pipeline.id, "buffer full: dropped the oldest change");
+                    }
+                    self.inner.observer.on_buffer_depth_changed(
+                        &pipeline.id,
+                        depth,
+                        buffer.capacity(),
+                    );
+                }
+                BufferPolicy::Error => match buffer.try_push(item) {
+                    Ok(depth) => self.inner.observer.on_buffer_depth_changed(
+                        &pipeline.id,
+                        depth,
+                        buffer.capacity(),
+                    ),
+                    Err(_) => {
+                        self.inner
+                            .observer
+                            .on_buffer_policy_triggered(&pipeline.id, BufferPolicy::Error);
+                        fail_pipeline(self.inner, pipeline, "buffer full").await;
+                        if self.cancel.is_cancelled() {
+                            return Err(SourceError::Stopped);
+                        }
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_heartbeat(&mut self, position: Position) -> Result<(), SourceError> {
+        for (p, buffer) in &self.all {
+            let pipeline = &self.inner.pipelines[*p];
+            if Self::accepts(pipeline.state()) {
+                self.push_blocking(pipeline, buffer, Item::Heartbeat(position.clone()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_schema_change(
+        &mut self,
+        table: TableIdentifier,
+        old_columns: Vec<ColumnDefinition>,
+        new_columns: Vec<ColumnDefinition>,
+    ) -> Result<(), SourceError> {
+        let source_id = &self.inner.sources[self.source_idx].id;
+        self.inner
+            .schemas
+            .write()
+            .insert(table.clone(), new_columns.clone());
+        let event = SchemaChangeEvent {
+            old_columns,
+            new_columns,
+        };
+        self.inner
+            .observer
+            .on_schema_change(source_id, &table, &event);
+        let Some(routes) = self.routes.get(&table) else {
+            return Ok(());
+        };
+        for (p, buffer) in routes {
+            let pipeline = &self.inner.pipelines[*p];
+            if Self::accepts(pipeline.state()) {
+                let item = Item::Schema {
+                    old_columns: event.old_columns.clone(),
+                    new_columns: event.new_columns.clone(),
+                };
+                self.push_blocking(pipeline, buffer, item).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the consumer does with a change after filters and transforms.
+enum Op {
+    Skip,
+    Insert(Row),
+    Update(Row, Option<Row>),
+    Delete(Row),
+    Truncate,
+}
+
+fn prepare(p: &PipelineEntry, event: &ChangeEvent) -> Op {
+    let table = &event.table;
+    match event.action {
+        ChangeAction::Insert => match event
+            .new_values
+            .as_ref()
+            .and_then(|row| p.chain.apply(table, row))
+        {
+            Some(row) => Op::Insert(row),
+            None => Op::Skip,
+        },
+        ChangeAction::Update => {
+            let Some(new) = event.new_values.as_ref() else {
+                return Op::Skip;
+            };
+            match p.chain.apply(table, new) {
+                Some(row) => Op::Update(row, event.old_values.clone()),
+                // The row left the pipeline's set: remove it unless the old row was
+                // (known to be) outside the set too.
+                None => match &event.old_values {
+                    Some(old) if !p.chain.includes_identity(table, old) => Op::Skip,
+                    Some(old) => Op::Delete(old.clone()),
+                    None => Op::Delete(new.clone()),
+                },
+            }
+        }
+        ChangeAction::Delete => match event.old_values.as_ref() {
+            Some(identity) if p.chain.includes_identity(table, identity) => {
+                Op::Delete(identity.clone())
+            }
+            _ => Op::Skip,
+        },
+        ChangeAction::Truncate => Op::Truncate,
+    }
+}
+
+async fn apply_op(p: &PipelineEntry, op: &Op) -> Result<(), TargetError> {
+    let table = &p.table;
+    match op {
+        Op::Skip => Ok(()),
+        Op::Insert(row) => p.target.on_insert(table, row).await,
+        Op::Update(row, identity) => p.target.on_update(table, row, identity.as_ref()).await,
+        Op::Delete(identity) => p.target.on_delete(table, identity).await,
+        Op::Truncate => p.target.on_truncate(table).await,
+    }
+}
+
+/// The outcome of handling one change.
+enum Handled {
+    /// Applied (or skipped by the filters): the position is done.
+    Done,
+    /// Failed and parked in the dead letter store: the position is done.
+    DeadLettered,
+    /// Failed; the error policy put the pipeline in ERROR.
+    Failed,
+}
+
+async fn handle_change(inner: &Inner, p: &PipelineEntry, event: &ChangeEvent) -> Handled {
+    inner
+        .observer
+        .on_change_received(&p.id, &p.table, event.action, &event.position);
+    let started = Instant::now();
+    let op = prepare(p, event);
+    if matches!(op, Op::Skip) {
+        return Handled::Done;
+    }
+    p.target.set_change_position(&event.position);
+    let mut backoff = p.options.retry_backoff;
+    let mut attempt = 0;
+    let error = loop {
+        match apply_op(p, &op).await {
+            Ok(()) => {
+                match &op {
+                    Op::Insert(_) => {
+                        p.expected_rows.fetch_add(1, AtomicOrdering::Relaxed);
+                    }
+                    Op::Delete(_) => {
+                        p.expected_rows.fetch_sub(1, AtomicOrdering::Relaxed);
+                    }
+                    Op::Truncate => p.expected_rows.store(0, AtomicOrdering::Relaxed),
+                    Op::Update(..) | Op::Skip => {}
+                }
+                inner
+                    .observer
+                    .on_change_applied(&p.id, &p.table, event.action, started.elapsed());
+                return Handled::Done;
+            }
+            Err(e) => {
+                let message = if attempt == 0 {
+                    e.to_string()
+                } else {
+                    format!("retry {attempt}/{}: {e}", p.options.max_retries)
+                };
+                inner
+                    .observer
+                    .on_change_error(&p.id, &p.table, event.action, &message);
+                tracing::warn!(pipeline = %p.id, action = %event.action, error = %message, "change failed");
+                if attempt >= p.options.max_retries {
+                    break e;
+                }
+                attempt += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(p.options.retry_backoff_max);
+            }
+        }
+    };
+    if let Some(store) = &inner.dead_letters {
+        let source = &inner.sources[p.source_idx];
+        let mut entry = DeadLetterEntry::new(
+            &p.id,
+            event,
+            source.source.position_to_string(&event.position),
+            error.to_string(),
+        );
+        match store.write(entry.clone()).await {
+            Ok(id) => {
+                entry.id = id;
+                inner.observer.on_dead_letter_written(&p.id, &entry);
+                return Handled::DeadLettered;
+            }
+            Err(e) => tracing::error!(pipeline = %p.id, error = %e, "dead letter write failed"),
+        }
+    }
+    fail_pipeline(inner, p, &error.to_string()).await;
+    Handled::Failed
+}
+
+/// Applies the pipeline's error policy after an unrecoverable failure.
+pub(crate) async fn fail_pipeline(inner: &Inner, p: &PipelineEntry, reason: &str) {
+    let source = &inner.sources[p.source_idx];
+    tracing::error!(pipeline = %p.id, policy = %p.options.error_policy, reason, "pipeline failed");
+    match p.options.error_policy {
+        ErrorPolicy::Isolate => {
+            inner.set_state(p, PipelineState::Error, Transition::Bulk);
+        }
+        ErrorPolicy::StopSource => {
+            for &other in &source.pipelines {
+                inner.set_state(
+                    &inner.pipelines[other],
+                    PipelineState::Error,
+                    Transition::Bulk,
+                );
+            }
+            if let Some(runtime) = &*source.runtime.lock() {
+                runtime.cancel.cancel();
+            }
+        }
+        ErrorPolicy::StopAll => {
+            for other in &inner.pipelines {
+                inner.set_state(other, PipelineState::Error, Transition::Bulk);
+            }
+            if let Some(root) = &*inner.root_cancel.lock() {
+                root.cancel();
+            }
+        }
+    }
+    // The failed pipelines left the ACK tracker; the others may now advance.
+    ack::advance(inner, p.source_idx).await;
+}
+
+/// One pipeline's consumer: applies its buffer to its target until the buffer closes.
+async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffer>) {
+    let p = &inner.pipelines[pipeline_idx];
+    let mut state_rx = p.state.subscribe();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while buffer.pop_batch(&mut batch, MAX_BATCH).await {
+        inner
+            .observer
+            .on_buffer_depth_changed(&p.id, buffer.len(), buffer.capacity());
+        let mut items = batch.drain(..);
+        let mut done: Option<Position> = None;
+        let mut guard = p.apply_lock.lock().await;
+        let mut next = items.next();
+        while let Some(item) = next.take() {
+            match p.state() {
+                PipelineState::Streaming => {}
+                PipelineState::Error | PipelineState::Stopped => break,
+                // Paused or reloading: hold the change until the state moves on; on
+                // shutdown (buffer closed) a paused pipeline drains what it holds.
+                PipelineState::Paused if buffer.is_closed() => {}
+                PipelineState::Paused | PipelineState::Baselining | PipelineState::Initializing => {
+                    drop(guard);
+                    state_rx.borrow_and_update();
+                    tokio::select! {
+                        _ = state_rx.changed() => {}
+                        () = buffer.closed() => {}
+                    }
+                    guard = p.apply_lock.lock().await;
+                    next = Some(item);
+                    continue;
+                }
+            }
+            match item {
+                Item::Change(event) => match handle_change(&inner, p, &event).await {
+                    Handled::Done | Handled::DeadLettered => done = Some(event.position),
+                    Handled::Failed => break,
+                },
+                Item::Heartbeat(position) => done = Some(position),
+                Item::Schema {
+                    old_columns,
+                    new_columns,
+                } => {
+                    let response = p
+                        .target
+                        .on_schema_change(&p.table, &old_columns, &new_columns)
+                        .await;
+                    match response.action {
+                        SchemaChangeAction::Continue => {}
+                        SchemaChangeAction::ReBaseline => {
+                            tracing::info!(pipeline = %p.id, reason = ?response.message, "schema change: reloading table");
+                            spawn_reload(&inner, p.source_idx, p.table.clone());
+                        }
+                        SchemaChangeAction::Error => {
+                            tracing::error!(pipeline = %p.id, reason = ?response.message, "schema change rejected by target");
+                            inner.set_state(p, PipelineState::Error, Transition::Bulk);
+                            break;
+                        }
+                    }
+                }
+            }
+            next = items.next();
+        }
+        drop(items);
+        drop(guard);
+        if let Some(position) = done
+            && !p.state().is_terminal()
+            && let Some(durable) = p.target.durable_position(&position)
+        {
+            ack::confirm(&inner, p.source_idx, p.local_idx, durable).await;
+        }
+    }
+}
+
+/// Reloads a table from a background task (a consumer cannot reload inline: the reload
+/// needs the consumer's apply lock).
+fn spawn_reload(inner: &Arc<Inner>, source_idx: usize, table: TableIdentifier) {
+    let inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        if let Err(e) = reload(&inner, source_idx, &table).await {
+            tracing::error!(%table, error = %e, "reload after schema change failed");
+        }
+    });
+}
+
+/// See [`Engine::reload`](super::Engine::reload).
+pub(crate) async fn reload(
+    inner: &Arc<Inner>,
+    source_idx: usize,
+    table: &TableIdentifier,
+) -> Result<(), EngineError> {
+    let source = &inner.sources[source_idx];
+    let active =
+        |p: &PipelineEntry| matches!(p.state(), PipelineState::Streaming | PipelineState::Paused);
+    let has_active = source
+        .by_table
+        .get(table)
+        .is_some_and(|ps| ps.iter().any(|&p| active(&inner.pipelines[p])));
+    if !has_active {
+        return Err(EngineError::NoActivePipelines {
+            source_id: source.id.clone(),
+            table: table.clone(),
+        });
+    }
+    let _admin = source.admin.lock().await;
+    let user_paused = source.user_paused.load(AtomicOrdering::SeqCst);
+    if !user_paused {
+        source
+            .source
+            .pause()
+            .await
+            .map_err(|e| EngineError::Source {
+                operation: "pause",
+                source_id: source.id.clone(),
+                source: e,
+            })?;
+    }
+    let cancel = source
+        .runtime
+        .lock()
+        .as_ref()
+        .map_or_else(CancellationToken::new, |r| r.cancel.clone());
+    let position = baseline(
+        inner,
+        source_idx,
+        std::slice::from_ref(table),
+        true,
+        &cancel,
+    )
+    .await;
+    if user_paused {
+        if let Some(ps) = source.by_table.get(table) {
+            for &p in ps {
+                inner.transition_from(
+                    &inner.pipelines[p],
+                    PipelineState::Streaming,
+                    PipelineState::Paused,
+                );
+            }
+        }
+    } else if let Err(e) = source.source.resume().await {
+        return Err(EngineError::Source {
+            operation: "resume",
+            source_id: source.id.clone(),
+            source: e,
+        });
+    }
+    match position {
+        Some(_) => Ok(()),
+        None => Err(EngineError::ReloadFailed {
+            table: table.clone(),
+            message: "the baseline failed or was cancelled; see the source's disconnect event"
+                .to_string(),
+        }),
+    }
+}
+
+/// See [`Engine::reset_source`](super::Engine::reset_source).
+pub(crate) async fn reset_source(
+    inner: &Arc<Inner>,
+    source_idx: usize,
+    drop_publication: bool,
+) -> Result<(), EngineError> {
+    let source = &inner.sources[source_idx];
+    let _admin = source.admin.lock().await;
+    let runtime = source.runtime.lock().take();
+    if let Some(runtime) = runtime {
+        runtime.cancel.cancel();
+        if let Err(e) = runtime.handle.await {
+            tracing::error!(source = %source.id, error = %e, "source task panicked");
+        }
+    }
+    let parent = inner.root_cancel.lock().clone().unwrap_or_default();
+    if let Err(e) = source.source.reset(drop_publication).await {
+        spawn_source(inner, source_idx, &parent);
+        return Err(match e {
+            SourceError::Unsupported { .. } => EngineError::ResetUnsupported(source.id.clone()),
+            other => EngineError::Source {
+                operation: "reset",
+                source_id: source.id.clone(),
+                source: other,
+            },
+        });
+    }
+    source.ack.lock().await.clear();
+    source.user_paused.store(false, AtomicOrdering::SeqCst);
+    for &p in &source.pipelines {
+        let p = &inner.pipelines[p];
+        if let Err(e) = p.target.on_truncate(&p.table).await {
+            tracing::warn!(pipeline = %p.id, error = %e, "truncate on reset failed");
+        }
+        p.expected_rows.store(0, AtomicOrdering::Relaxed);
+        inner.set_state(p, PipelineState::Initializing, Transition::Explicit);
+    }
+    spawn_source(inner, source_idx, &parent);
+    Ok(())
+}
+
+/// Reports every source's lag every `interval` until cancelled.
+pub(crate) async fn poll_lag(inner: Arc<Inner>, interval: Duration, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        for source in &inner.sources {
+            let lag = source.source.lag();
+            inner
+                .observer
+                .on_lag_updated(&source.id, lag.lag_bytes, lag.lag_time);
+        }
+    }
+}
