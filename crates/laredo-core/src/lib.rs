@@ -31,8 +31,17 @@
 //! engine.start().await.expect("starts");
 //! assert!(engine.await_ready(Duration::from_secs(5)).await);
 //!
+//! // Query the running target: by lookup fields, all rows, and live changes.
 //! let users = engine.get_target::<IndexedTarget>("main", &table("public", "users")).expect("registered");
 //! assert_eq!(users.lookup(1).and_then(|r| r.get_string("name")).as_deref(), Some("ann"));
+//! assert_eq!(users.all().len(), 1);
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let _listener = users.listen(move |old: Option<&laredo_core::Row>, new: Option<&laredo_core::Row>| {
+//!     let _ = tx.send((old.cloned(), new.cloned()));
+//! });
+//! source.emit_insert(table("public", "users"), row! {"id" => 2, "name" => "bob"}).await;
+//! let (old, new) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("listener called").expect("open");
+//! assert_eq!((old, new), (None, Some(row! {"id" => 2, "name" => "bob"})));
 //! engine.stop().await.expect("stops");
 //! # }
 //! ```
@@ -59,8 +68,8 @@ pub use crate::change::{ChangeAction, ChangeEvent};
 pub use crate::dead_letter::{DeadLetterEntry, DeadLetterError, DeadLetterStore, ReplayOutcome};
 pub use crate::engine::{
     ConfigError, ConfigErrors, DEFAULT_BUFFER_SIZE, DEFAULT_LAG_POLL_INTERVAL, DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, Engine, EngineBuilder, EngineError,
-    PipelineInfo, PipelineOptions, SourceRunInfo,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, Engine, EngineBuilder,
+    EngineError, PipelineInfo, PipelineOptions, SourceRunInfo, TtlFn,
 };
 pub use crate::observer::{CompositeObserver, EngineObserver, NullObserver};
 pub use crate::pipeline::{PipelineFilter, PipelineTransform, filter_fn, transform_fn};

@@ -187,4 +187,10 @@ pub trait SyncTarget: Any + Send + Sync {
     fn count(&self) -> Option<u64> {
         None
     }
+
+    /// Every row held, for targets that can scan (the TTL scanner); `None` when the
+    /// target cannot.
+    fn scan_rows(&self) -> Option<Vec<Row>> {
+        None
+    }
 }

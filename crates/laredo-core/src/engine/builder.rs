@@ -11,7 +11,10 @@ use crate::pipeline::{PipelineFilter, PipelineTransform};
 use crate::source::SyncSource;
 use crate::status::{BufferPolicy, ErrorPolicy, ValidationAction};
 use crate::table::TableIdentifier;
+use crate::row::Row;
 use crate::target::SyncTarget;
+use crate::time;
+use crate::value::Value;
 
 use super::Engine;
 
@@ -23,6 +26,8 @@ pub const DEFAULT_MAX_RETRIES: u32 = 5;
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 /// Default cap on the retry delay.
 pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Default interval of the TTL scanner.
+pub const DEFAULT_TTL_SCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// Default interval between lag measurements.
 pub const DEFAULT_LAG_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -40,6 +45,40 @@ pub struct PipelineOptions {
     pub(crate) retry_backoff: Duration,
     pub(crate) retry_backoff_max: Duration,
     pub(crate) validation_action: ValidationAction,
+    pub(crate) ttl: Option<Ttl>,
+    pub(crate) ttl_scan_interval: Duration,
+}
+
+/// A row's expiry, microseconds since the Unix epoch; `None` never expires.
+pub type TtlFn = Arc<dyn Fn(&Row) -> Option<i64> + Send + Sync>;
+
+/// How a pipeline finds a row's expiry time.
+#[derive(Clone)]
+pub(crate) enum Ttl {
+    /// A column holding a timestamp, a date or an RFC 3339 string.
+    Field(String),
+    /// A user function.
+    Computed(TtlFn),
+}
+
+impl Ttl {
+    /// The row's expiry (microseconds since the Unix epoch); missing or unparseable
+    /// values never expire.
+    pub(crate) fn expiry(&self, row: &Row) -> Option<i64> {
+        match self {
+            Ttl::Computed(f) => f(row),
+            Ttl::Field(field) => match row.get(field)? {
+                Value::TimestampTz(micros) | Value::Timestamp(micros) => Some(*micros),
+                Value::Date(days) => Some(i64::from(*days) * 86_400_000_000),
+                Value::Text(text) => time::parse_rfc3339_micros(text),
+                _ => None,
+            },
+        }
+    }
+
+    pub(crate) fn is_expired(&self, row: &Row, now_micros: i64) -> bool {
+        self.expiry(row).is_some_and(|expiry| expiry <= now_micros)
+    }
 }
 
 impl Default for PipelineOptions {
@@ -55,6 +94,8 @@ impl Default for PipelineOptions {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             validation_action: ValidationAction::default(),
+            ttl: None,
+            ttl_scan_interval: DEFAULT_TTL_SCAN_INTERVAL,
         }
     }
 }
@@ -72,6 +113,11 @@ impl fmt::Debug for PipelineOptions {
             .field("retry_backoff", &self.retry_backoff)
             .field("retry_backoff_max", &self.retry_backoff_max)
             .field("validation_action", &self.validation_action)
+            .field("ttl", &self.ttl.as_ref().map(|t| match t {
+                Ttl::Field(f) => format!("field {f}"),
+                Ttl::Computed(_) => "computed".to_string(),
+            }))
+            .field("ttl_scan_interval", &self.ttl_scan_interval)
             .finish()
     }
 }
@@ -133,6 +179,31 @@ impl PipelineOptions {
     pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.retry_backoff = initial;
         self.retry_backoff_max = max;
+        self
+    }
+
+    /// Expires rows by the timestamp in `field` (a timestamp, a date or an RFC 3339
+    /// string; missing or unparseable never expires): expired rows are skipped on
+    /// baseline and insert, an update to an expired time deletes, and a scanner removes
+    /// rows as they expire.
+    #[must_use]
+    pub fn ttl_field(mut self, field: impl Into<String>) -> Self {
+        self.ttl = Some(Ttl::Field(field.into()));
+        self
+    }
+
+    /// Expires rows by a function returning the expiry in microseconds since the Unix
+    /// epoch (`None` never expires); otherwise as [`PipelineOptions::ttl_field`].
+    #[must_use]
+    pub fn ttl_fn(mut self, expiry: TtlFn) -> Self {
+        self.ttl = Some(Ttl::Computed(expiry));
+        self
+    }
+
+    /// How often the TTL scanner looks for expired rows (default 60 s).
+    #[must_use]
+    pub fn ttl_scan_interval(mut self, interval: Duration) -> Self {
+        self.ttl_scan_interval = interval;
         self
     }
 
@@ -331,6 +402,9 @@ impl EngineBuilder {
                         p.options.buffer_size
                     ),
                 ));
+            }
+            if p.options.ttl.is_some() && p.options.ttl_scan_interval.is_zero() {
+                errors.push(ConfigError::at(&at, "ttl scan interval must be positive"));
             }
             if p.options.retry_backoff > p.options.retry_backoff_max {
                 errors.push(ConfigError::at(

@@ -20,7 +20,9 @@ use crate::status::{
     ValidationAction,
 };
 use crate::table::{ColumnDefinition, TableIdentifier};
+use crate::table::primary_key_columns;
 use crate::target::TargetError;
+use crate::time;
 
 use super::buffer::{ChangeBuffer, Item, PushError};
 use super::{EngineError, Inner, PipelineEntry, SourceRuntime, Transition, ack};
@@ -95,7 +97,10 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
         let buffer = Arc::new(ChangeBuffer::new(p.options.buffer_size));
         *p.buffer.lock() = Some(Arc::clone(&buffer));
         buffers.push(Arc::clone(&buffer));
-        consumers.spawn(consume(Arc::clone(&inner), p.idx, buffer));
+        consumers.spawn(consume(Arc::clone(&inner), p.idx, Arc::clone(&buffer)));
+        if p.options.ttl.is_some() {
+            consumers.spawn(scan_ttl(Arc::clone(&inner), p.idx, buffer));
+        }
     }
 
     if let Some(mut from) = startup_position(&inner, source_idx, &cancel).await {
@@ -346,13 +351,15 @@ impl BaselineSink for BaselineDispatch<'_> {
             if &p.table != table || p.state() != PipelineState::Baselining {
                 continue;
             }
-            let result = if p.chain.is_empty() {
+            let result = if p.chain.is_empty() && p.options.ttl.is_none() {
                 self.rows[slot] += rows.len() as u64;
                 p.target.on_baseline_rows(table, &rows).await
             } else {
+                let now = time::now_micros();
                 let kept: Vec<Row> = rows
                     .iter()
                     .filter_map(|r| p.chain.apply(table, r))
+                    .filter(|r| p.options.ttl.as_ref().is_none_or(|ttl| !ttl.is_expired(r, now)))
                     .collect();
                 self.rows[slot] += kept.len() as u64;
                 p.target.on_baseline_rows(table, &kept).await
@@ -567,6 +574,7 @@ fn prepare(p: &PipelineEntry, event: &ChangeEvent) -> Op {
             .as_ref()
             .and_then(|row| p.chain.apply(table, row))
         {
+            Some(row) if is_expired(p, &row) => Op::Skip,
             Some(row) => Op::Insert(row),
             None => Op::Skip,
         },
@@ -575,6 +583,10 @@ fn prepare(p: &PipelineEntry, event: &ChangeEvent) -> Op {
                 return Op::Skip;
             };
             match p.chain.apply(table, new) {
+                // An update to an expired time removes the row.
+                Some(row) if is_expired(p, &row) => {
+                    Op::Delete(event.old_values.clone().unwrap_or(row))
+                }
                 Some(row) => Op::Update(row, event.old_values.clone()),
                 // The row left the pipeline's set: remove it unless the old row was
                 // (known to be) outside the set too.
@@ -593,6 +605,13 @@ fn prepare(p: &PipelineEntry, event: &ChangeEvent) -> Op {
         },
         ChangeAction::Truncate => Op::Truncate,
     }
+}
+
+fn is_expired(p: &PipelineEntry, row: &Row) -> bool {
+    p.options
+        .ttl
+        .as_ref()
+        .is_some_and(|ttl| ttl.is_expired(row, time::now_micros()))
 }
 
 async fn apply_op(p: &PipelineEntry, op: &Op) -> Result<(), TargetError> {
@@ -930,6 +949,62 @@ pub(crate) async fn poll_lag(inner: Arc<Inner>, interval: Duration, cancel: Canc
             inner
                 .observer
                 .on_lag_updated(&source.id, lag.lag_bytes, lag.lag_time);
+        }
+    }
+}
+
+/// The TTL scanner of one pipeline: every scan interval, while the pipeline streams,
+/// removes the rows whose expiry has passed. Runs until the source run ends.
+async fn scan_ttl(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffer>) {
+    let p = &inner.pipelines[pipeline_idx];
+    let Some(ttl) = p.options.ttl.clone() else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(p.options.ttl_scan_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = buffer.closed() => return,
+            _ = ticker.tick() => {}
+        }
+        if p.state() != PipelineState::Streaming {
+            continue;
+        }
+        let Some(rows) = p.target.scan_rows() else {
+            tracing::warn!(pipeline = %p.id, "ttl configured but the target cannot scan its rows; scanner stopped");
+            return;
+        };
+        if !rows.iter().any(|r| ttl.is_expired(r, time::now_micros())) {
+            continue;
+        }
+        // Something expired: scan again under the apply lock, so that a change applied
+        // since the first scan (an update extending the expiry) is respected.
+        let _guard = p.apply_lock.lock().await;
+        let now = time::now_micros();
+        let expired: Vec<Row> = p
+            .target
+            .scan_rows()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| ttl.is_expired(r, now))
+            .collect();
+        let key_fields: Vec<String> = {
+            let schemas = inner.schemas.read();
+            let columns = schemas.get(&p.table).map(Vec::as_slice).unwrap_or_default();
+            primary_key_columns(columns).into_iter().map(str::to_string).collect()
+        };
+        for row in expired {
+            if p.state() != PipelineState::Streaming {
+                break;
+            }
+            match p.target.on_delete(&p.table, &row).await {
+                Ok(()) => {
+                    p.expected_rows.fetch_sub(1, AtomicOrdering::Relaxed);
+                    let key = if key_fields.is_empty() { row.to_string() } else { row.key_string(&key_fields) };
+                    inner.observer.on_row_expired(&p.id, &p.table, &key);
+                }
+                Err(e) => tracing::warn!(pipeline = %p.id, error = %e, "expiring a row failed; retried next scan"),
+            }
         }
     }
 }

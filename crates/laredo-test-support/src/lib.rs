@@ -1,0 +1,26 @@
+//! Test helpers shared by laredo's test suites (dev-only).
+//!
+//! - [`TestObserver`]: an [`EngineObserver`] that records every event, with waits for
+//!   events to arrive.
+//! - [`wait_until`]: wait for a condition with a timeout instead of sleeping.
+//!
+//! ```
+//! use std::time::Duration;
+//! use laredo_core::EngineObserver;
+//! use laredo_test_support::TestObserver;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let observer = TestObserver::new();
+//! observer.on_source_connected("main", "test");
+//! let event = observer.wait_for_event("SourceConnected", Duration::from_secs(1)).await;
+//! assert_eq!(event.subject, "main");
+//! assert_eq!(event.field("source_type"), Some("test"));
+//! # }
+//! ```
+
+mod observer;
+mod wait;
+
+pub use crate::observer::{RecordedEvent, TestObserver};
+pub use crate::wait::{wait_until, wait_until_async};
