@@ -48,7 +48,7 @@ fn main() {
     let figures = runtime.block_on(run(rows));
     println!();
     println!("engine benchmark, {rows} rows, 1 pipeline, IndexedTarget with 1 non-unique index");
-    println!("{:<28} {:>16} {}", "figure", "value", "unit");
+    println!("{:<28} {:>16} unit", "figure", "value");
     for f in &figures {
         println!("{:<28} {:>16.2} {}", f.name, f.value, f.unit);
     }
@@ -122,14 +122,14 @@ fn make_row(layout: &Arc<RowLayout>, rng: &mut Rng, id: u64) -> Row {
             Value::Int64((rng.next() % ACCOUNTS) as i64),
             Value::text(format!("{}@{}.example", rng.word(12), rng.word(6))),
             Value::text(format!("{} {}", rng.word(7), rng.word(8))),
-            Value::text(if rng.next() % 3 == 0 {
+            Value::text(if rng.next().is_multiple_of(3) {
                 "pending"
             } else {
                 "active!"
             }),
             Value::Float64((rng.next() % 100_000) as f64 / 7.0),
             Value::Int64((rng.next() % 5000) as i64),
-            Value::Bool(rng.next() % 2 == 0),
+            Value::Bool(rng.next().is_multiple_of(2)),
             Value::TimestampTz(created),
             Value::TimestampTz(created + 1_000_000),
         ],

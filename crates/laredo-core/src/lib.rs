@@ -68,8 +68,8 @@ pub use crate::change::{ChangeAction, ChangeEvent};
 pub use crate::dead_letter::{DeadLetterEntry, DeadLetterError, DeadLetterStore, ReplayOutcome};
 pub use crate::engine::{
     ConfigError, ConfigErrors, DEFAULT_BUFFER_SIZE, DEFAULT_LAG_POLL_INTERVAL, DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, Engine, EngineBuilder,
-    EngineError, PipelineInfo, PipelineOptions, SourceRunInfo, TtlFn,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, Engine,
+    EngineBuilder, EngineError, PipelineInfo, PipelineOptions, SourceRunInfo, TtlFn,
 };
 pub use crate::observer::{CompositeObserver, EngineObserver, NullObserver};
 pub use crate::pipeline::{PipelineFilter, PipelineTransform, filter_fn, transform_fn};

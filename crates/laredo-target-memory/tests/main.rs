@@ -440,7 +440,7 @@ async fn compiled_target_semantics() {
         "key field id not found in columns"
     );
     target.on_init(&t(), &columns()).await.unwrap();
-    let seen: Arc<Mutex<Vec<(Option<i64>, Option<i64>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let _handle = target.listen({
         let seen = Arc::clone(&seen);
         move |old, new| seen.lock().push((old.map(|u| u.id), new.map(|u| u.id)))

@@ -5,6 +5,14 @@
 //! queued, up to a batch limit, so locking and wake-ups are paid per batch when the
 //! consumer is behind. Wake-ups use `Notify` permits, so a notification sent between a
 //! check and the wait is never lost.
+//!
+//! Besides items, the buffer holds a **caught-up mark**: the latest source position the
+//! dispatcher has passed without giving this pipeline anything (a change of another
+//! table, a heartbeat). The mark and the queue share one lock, and the consumer takes
+//! the mark only when the queue is empty after it applied its batch, so everything the
+//! dispatcher routed here before the mark has been applied: the pipeline may confirm
+//! the mark. This keeps a pipeline whose table is idle from holding the ACK back, at
+//! the cost of one overwrite per change, not one queued item.
 
 use std::collections::VecDeque;
 
@@ -21,8 +29,6 @@ use crate::table::ColumnDefinition;
 pub(crate) enum Item {
     /// A change for the pipeline's table.
     Change(ChangeEvent),
-    /// The source has consumed everything up to this position.
-    Heartbeat(Position),
     /// The table's columns changed; later changes use the new ones.
     Schema {
         old_columns: Vec<ColumnDefinition>,
@@ -37,9 +43,15 @@ pub(crate) enum PushError {
     Cancelled,
 }
 
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    mark: Option<Position>,
+}
+
 #[derive(Debug)]
 pub(crate) struct ChangeBuffer {
-    queue: Mutex<VecDeque<Item>>,
+    queue: Mutex<Queue>,
     capacity: usize,
     not_empty: Notify,
     not_full: Notify,
@@ -50,7 +62,10 @@ impl ChangeBuffer {
     pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            queue: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            queue: Mutex::new(Queue {
+                items: VecDeque::with_capacity(capacity.min(4096)),
+                mark: None,
+            }),
             capacity,
             not_empty: Notify::new(),
             not_full: Notify::new(),
@@ -63,7 +78,26 @@ impl ChangeBuffer {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.queue.lock().len()
+        self.queue.lock().items.len()
+    }
+
+    /// Records that the source passed `position` with nothing for this pipeline. Wakes
+    /// the consumer only when no mark was pending (marks coalesce).
+    pub(crate) fn set_mark(&self, position: Position) {
+        let was_empty = self.queue.lock().mark.replace(position).is_none();
+        if was_empty {
+            self.not_empty.notify_one();
+        }
+    }
+
+    /// The pending mark, taken only when no item is queued (see the module docs).
+    pub(crate) fn take_mark_if_idle(&self) -> Option<Position> {
+        let mut queue = self.queue.lock();
+        if queue.items.is_empty() {
+            queue.mark.take()
+        } else {
+            None
+        }
     }
 
     /// Waits for room, then enqueues; returns the depth after the push.
@@ -97,11 +131,11 @@ impl ChangeBuffer {
     pub(crate) fn try_push(&self, item: Item) -> Result<usize, Item> {
         let depth = {
             let mut queue = self.queue.lock();
-            if queue.len() >= self.capacity {
+            if queue.items.len() >= self.capacity {
                 return Err(item);
             }
-            queue.push_back(item);
-            queue.len()
+            queue.items.push_back(item);
+            queue.items.len()
         };
         self.not_empty.notify_one();
         Ok(depth)
@@ -112,16 +146,17 @@ impl ChangeBuffer {
     pub(crate) fn push_drop_oldest(&self, item: Item) -> (usize, bool) {
         let (depth, dropped) = {
             let mut queue = self.queue.lock();
-            let dropped = queue.len() >= self.capacity && queue.pop_front().is_some();
-            queue.push_back(item);
-            (queue.len(), dropped)
+            let dropped = queue.items.len() >= self.capacity && queue.items.pop_front().is_some();
+            queue.items.push_back(item);
+            (queue.items.len(), dropped)
         };
         self.not_empty.notify_one();
         (depth, dropped)
     }
 
-    /// Waits for items and moves up to `max` of them into `out`. Returns `false` once the
-    /// buffer is closed and empty.
+    /// Waits for items (or a pending mark) and moves up to `max` items into `out`, which
+    /// may stay empty when only a mark is pending. Returns `false` once the buffer is
+    /// closed and empty.
     ///
     /// # Cancel safety
     /// Cancel safe: items are moved only in the synchronous part.
@@ -129,11 +164,14 @@ impl ChangeBuffer {
         loop {
             {
                 let mut queue = self.queue.lock();
-                if !queue.is_empty() {
-                    let n = queue.len().min(max);
-                    out.extend(queue.drain(..n));
+                if !queue.items.is_empty() {
+                    let n = queue.items.len().min(max);
+                    out.extend(queue.items.drain(..n));
                     drop(queue);
                     self.not_full.notify_one();
+                    return true;
+                }
+                if queue.mark.is_some() {
                     return true;
                 }
                 if self.closed.is_cancelled() {
@@ -170,17 +208,45 @@ mod tests {
     use super::*;
 
     fn hb(n: u64) -> Item {
-        Item::Heartbeat(Position::from_u64(n))
+        Item::Change(ChangeEvent::truncate(
+            crate::table("s", "t"),
+            Position::from_u64(n),
+        ))
     }
 
     fn positions(items: &[Item]) -> Vec<u64> {
         items
             .iter()
             .map(|i| match i {
-                Item::Heartbeat(p) => p.as_u64().unwrap(),
+                Item::Change(e) => e.position.as_u64().unwrap(),
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn marks_coalesce_and_wait_for_an_empty_queue() {
+        let b = ChangeBuffer::new(4);
+        b.try_push(hb(1)).unwrap();
+        b.set_mark(Position::from_u64(5));
+        b.set_mark(Position::from_u64(6));
+        assert_eq!(
+            b.take_mark_if_idle(),
+            None,
+            "items before the mark are still queued"
+        );
+        let mut out = Vec::new();
+        assert!(b.pop_batch(&mut out, 10).await);
+        assert_eq!(positions(&out), vec![1]);
+        assert_eq!(b.take_mark_if_idle(), Some(Position::from_u64(6)));
+        assert_eq!(b.take_mark_if_idle(), None);
+        b.set_mark(Position::from_u64(7));
+        out.clear();
+        assert!(
+            b.pop_batch(&mut out, 10).await,
+            "a pending mark wakes the consumer"
+        );
+        assert!(out.is_empty());
     }
 
     #[tokio::test]

@@ -8,10 +8,10 @@ use std::time::Duration;
 use crate::dead_letter::DeadLetterStore;
 use crate::observer::{CompositeObserver, EngineObserver, NullObserver};
 use crate::pipeline::{PipelineFilter, PipelineTransform};
+use crate::row::Row;
 use crate::source::SyncSource;
 use crate::status::{BufferPolicy, ErrorPolicy, ValidationAction};
 use crate::table::TableIdentifier;
-use crate::row::Row;
 use crate::target::SyncTarget;
 use crate::time;
 use crate::value::Value;
@@ -113,10 +113,13 @@ impl fmt::Debug for PipelineOptions {
             .field("retry_backoff", &self.retry_backoff)
             .field("retry_backoff_max", &self.retry_backoff_max)
             .field("validation_action", &self.validation_action)
-            .field("ttl", &self.ttl.as_ref().map(|t| match t {
-                Ttl::Field(f) => format!("field {f}"),
-                Ttl::Computed(_) => "computed".to_string(),
-            }))
+            .field(
+                "ttl",
+                &self.ttl.as_ref().map(|t| match t {
+                    Ttl::Field(f) => format!("field {f}"),
+                    Ttl::Computed(_) => "computed".to_string(),
+                }),
+            )
             .field("ttl_scan_interval", &self.ttl_scan_interval)
             .finish()
     }

@@ -41,7 +41,8 @@ use crate::value::Value;
 use self::builder::pipeline_id;
 pub use self::builder::{
     ConfigError, ConfigErrors, DEFAULT_BUFFER_SIZE, DEFAULT_LAG_POLL_INTERVAL, DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, EngineBuilder, PipelineOptions, TtlFn,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, EngineBuilder,
+    PipelineOptions, TtlFn,
 };
 
 /// An engine API error.

@@ -19,8 +19,8 @@ use crate::status::{
     BufferPolicy, ErrorPolicy, PipelineState, SchemaChangeAction, SchemaChangeEvent,
     ValidationAction,
 };
-use crate::table::{ColumnDefinition, TableIdentifier};
 use crate::table::primary_key_columns;
+use crate::table::{ColumnDefinition, TableIdentifier};
 use crate::target::TargetError;
 use crate::time;
 
@@ -359,7 +359,12 @@ impl BaselineSink for BaselineDispatch<'_> {
                 let kept: Vec<Row> = rows
                     .iter()
                     .filter_map(|r| p.chain.apply(table, r))
-                    .filter(|r| p.options.ttl.as_ref().is_none_or(|ttl| !ttl.is_expired(r, now)))
+                    .filter(|r| {
+                        p.options
+                            .ttl
+                            .as_ref()
+                            .is_none_or(|ttl| !ttl.is_expired(r, now))
+                    })
                     .collect();
                 self.rows[slot] += kept.len() as u64;
                 p.target.on_baseline_rows(table, &kept).await
@@ -429,6 +434,19 @@ impl<'a> Dispatcher<'a> {
         )
     }
 
+    /// Leaves a caught-up mark at `position` on every pipeline not of `table`.
+    fn mark_others(&self, table: &TableIdentifier, position: &Position) {
+        if self.routes.len() == 1 && self.routes.contains_key(table) {
+            return;
+        }
+        for (p, buffer) in &self.all {
+            let pipeline = &self.inner.pipelines[*p];
+            if &pipeline.table != table && Self::accepts(pipeline.state()) {
+                buffer.set_mark(position.clone());
+            }
+        }
+    }
+
     async fn push_blocking(
         &self,
         pipeline: &PipelineEntry,
@@ -452,6 +470,7 @@ impl ChangeHandler for Dispatcher<'_> {
         if self.cancel.is_cancelled() {
             return Err(SourceError::Stopped);
         }
+        self.mark_others(&event.table, &event.position);
         let Some(routes) = self.routes.get(&event.table) else {
             return Ok(());
         };
@@ -512,11 +531,12 @@ impl ChangeHandler for Dispatcher<'_> {
     }
 
     async fn on_heartbeat(&mut self, position: Position) -> Result<(), SourceError> {
+        if self.cancel.is_cancelled() {
+            return Err(SourceError::Stopped);
+        }
         for (p, buffer) in &self.all {
-            let pipeline = &self.inner.pipelines[*p];
-            if Self::accepts(pipeline.state()) {
-                self.push_blocking(pipeline, buffer, Item::Heartbeat(position.clone()))
-                    .await?;
+            if Self::accepts(self.inner.pipelines[*p].state()) {
+                buffer.set_mark(position.clone());
             }
         }
         Ok(())
@@ -775,7 +795,6 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                     Handled::Done | Handled::DeadLettered => done = Some(event.position),
                     Handled::Failed => break,
                 },
-                Item::Heartbeat(position) => done = Some(position),
                 Item::Schema {
                     old_columns,
                     new_columns,
@@ -802,6 +821,15 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
         }
         drop(items);
         drop(guard);
+        // Everything routed here before a pending caught-up mark is now applied when the
+        // queue is empty: the mark is as good as a change of our own at that position.
+        if let Some(mark) = buffer.take_mark_if_idle() {
+            let source = &inner.sources[p.source_idx].source;
+            done = match done {
+                Some(applied) if source.compare_positions(&applied, &mark).is_ge() => Some(applied),
+                _ => Some(mark),
+            };
+        }
         if let Some(position) = done
             && !p.state().is_terminal()
             && let Some(durable) = p.target.durable_position(&position)
@@ -991,7 +1019,10 @@ async fn scan_ttl(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuff
         let key_fields: Vec<String> = {
             let schemas = inner.schemas.read();
             let columns = schemas.get(&p.table).map(Vec::as_slice).unwrap_or_default();
-            primary_key_columns(columns).into_iter().map(str::to_string).collect()
+            primary_key_columns(columns)
+                .into_iter()
+                .map(str::to_string)
+                .collect()
         };
         for row in expired {
             if p.state() != PipelineState::Streaming {
@@ -1000,10 +1031,16 @@ async fn scan_ttl(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuff
             match p.target.on_delete(&p.table, &row).await {
                 Ok(()) => {
                     p.expected_rows.fetch_sub(1, AtomicOrdering::Relaxed);
-                    let key = if key_fields.is_empty() { row.to_string() } else { row.key_string(&key_fields) };
+                    let key = if key_fields.is_empty() {
+                        row.to_string()
+                    } else {
+                        row.key_string(&key_fields)
+                    };
                     inner.observer.on_row_expired(&p.id, &p.table, &key);
                 }
-                Err(e) => tracing::warn!(pipeline = %p.id, error = %e, "expiring a row failed; retried next scan"),
+                Err(e) => {
+                    tracing::warn!(pipeline = %p.id, error = %e, "expiring a row failed; retried next scan")
+                }
             }
         }
     }

@@ -1,0 +1,246 @@
+//! Retries, dead letters and error policies.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use laredo_core::{DeadLetterStore, Engine, ErrorPolicy, PipelineOptions, PipelineState};
+use laredo_deadletter::MemoryDeadLetterStore;
+use laredo_test_support::{TestObserver, wait_until};
+
+use super::support::*;
+
+fn quick_retries(retries: u32) -> PipelineOptions {
+    PipelineOptions::default()
+        .max_retries(retries)
+        .retry_backoff(Duration::from_millis(1), Duration::from_millis(4))
+}
+
+fn state_of(engine: &Engine, pipeline_id: &str) -> PipelineState {
+    engine
+        .pipelines()
+        .into_iter()
+        .find(|p| p.id == pipeline_id)
+        .expect("pipeline exists")
+        .state
+}
+
+#[tokio::test]
+async fn a_change_is_retried_until_it_succeeds() {
+    let source = source_with_users([1]);
+    let target = FaultTarget::new("flaky");
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), target.clone(), quick_retries(3))
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    target.fail_next(2);
+    let last = source
+        .emit_insert(users(), user(2, "b"))
+        .await
+        .as_u64()
+        .unwrap();
+    wait_until("applied after retries", WAIT, || max_ack(&source) == last).await;
+    assert_eq!(target.inner.lookup(2), Some(user(2, "b")));
+    let errors: Vec<String> = observer
+        .events_of("ChangeError")
+        .iter()
+        .map(|e| e.field("error").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            "injected failure".to_string(),
+            "retry 1/3: injected failure".to_string()
+        ]
+    );
+    assert_eq!(
+        state_of(&engine, "main:public.users:flaky"),
+        PipelineState::Streaming
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn isolate_keeps_the_sibling_streaming() {
+    let source = source_with_users([1]);
+    let healthy = FaultTarget::new("healthy");
+    let broken = FaultTarget::new("broken");
+    broken.fail_when(Some(Box::new(|row| row.get_i64("id") == Some(2))));
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), healthy.clone(), PipelineOptions::default())
+        .pipeline("main", users(), broken.clone(), quick_retries(1))
+        .build()
+        .unwrap();
+    started(&engine).await;
+    source.emit_insert(users(), user(2, "b")).await;
+    wait_until("broken pipeline in ERROR", WAIT, || {
+        state_of(&engine, "main:public.users:broken") == PipelineState::Error
+    })
+    .await;
+    assert!(
+        !engine.is_ready(),
+        "an ERROR pipeline makes the engine not ready"
+    );
+    assert!(!engine.is_source_ready("main"));
+
+    let last = source
+        .emit_insert(users(), user(3, "c"))
+        .await
+        .as_u64()
+        .unwrap();
+    wait_until("sibling applies later changes", WAIT, || {
+        healthy.inner.lookup(3).is_some()
+    })
+    .await;
+    wait_until("ack advances", WAIT, || max_ack(&source) == last).await;
+    assert_eq!(
+        state_of(&engine, "main:public.users:healthy"),
+        PipelineState::Streaming
+    );
+    assert_eq!(
+        broken.inner.lookup(3),
+        None,
+        "later changes are ignored for the failed pipeline"
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_source_fails_the_source_and_spares_other_sources() {
+    let main = source_with_users([1]);
+    let other = source_with_users([1]);
+    let broken = FaultTarget::new("broken");
+    broken.fail_when(Some(Box::new(|_| true)));
+    let sibling = FaultTarget::new("sibling");
+    let elsewhere = FaultTarget::new("elsewhere");
+    let engine = Engine::builder()
+        .source("main", main.clone())
+        .source("other", other.clone())
+        .pipeline(
+            "main",
+            users(),
+            broken.clone(),
+            quick_retries(0).error_policy(ErrorPolicy::StopSource),
+        )
+        .pipeline(
+            "main",
+            orders(),
+            sibling.clone(),
+            PipelineOptions::default(),
+        )
+        .pipeline(
+            "other",
+            users(),
+            elsewhere.clone(),
+            PipelineOptions::default(),
+        )
+        .build()
+        .unwrap();
+    started(&engine).await;
+    main.emit_insert(users(), user(2, "b")).await;
+    wait_until("source pipelines in ERROR", WAIT, || {
+        state_of(&engine, "main:public.users:broken") == PipelineState::Error
+            && state_of(&engine, "main:public.orders:sibling") == PipelineState::Error
+    })
+    .await;
+    assert!(!engine.is_source_ready("main"));
+    other.emit_insert(users(), user(5, "e")).await;
+    wait_until("other source keeps streaming", WAIT, || {
+        elsewhere.inner.lookup(5).is_some()
+    })
+    .await;
+    assert!(engine.is_source_ready("other"));
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_all_fails_every_pipeline() {
+    let main = source_with_users([1]);
+    let other = source_with_users([1]);
+    let broken = FaultTarget::new("broken");
+    broken.fail_when(Some(Box::new(|_| true)));
+    let engine = Engine::builder()
+        .source("main", main.clone())
+        .source("other", other.clone())
+        .pipeline(
+            "main",
+            users(),
+            broken.clone(),
+            quick_retries(0).error_policy(ErrorPolicy::StopAll),
+        )
+        .pipeline("other", users(), indexed(), PipelineOptions::default())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    main.emit_insert(users(), user(2, "b")).await;
+    wait_until("every pipeline in ERROR", WAIT, || {
+        engine
+            .pipelines()
+            .iter()
+            .all(|p| p.state == PipelineState::Error)
+    })
+    .await;
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn exhausted_retries_go_to_the_dead_letter_store_and_replay() {
+    let source = source_with_users([1]);
+    let target = FaultTarget::new("picky");
+    target.fail_when(Some(Box::new(|row| row.get_str("name") == Some("poison"))));
+    let store = std::sync::Arc::new(MemoryDeadLetterStore::new());
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), target.clone(), quick_retries(2))
+        .dead_letter_store(store.clone())
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    let poison_at = source.emit_insert(users(), user(2, "poison")).await;
+    let last = source
+        .emit_insert(users(), user(3, "fine"))
+        .await
+        .as_u64()
+        .unwrap();
+    wait_until("later changes applied", WAIT, || max_ack(&source) == last).await;
+
+    let pipeline = "main:public.users:picky";
+    assert_eq!(
+        state_of(&engine, pipeline),
+        PipelineState::Streaming,
+        "a parked change does not stop the pipeline"
+    );
+    assert_eq!(
+        observer.event_count("ChangeError"),
+        3,
+        "first failure and two retries"
+    );
+    let written = observer.wait_for_event("DeadLetterWritten", WAIT).await;
+    assert_eq!(written.subject, pipeline);
+    let entries = store.read(pipeline, 0).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].new_values.as_ref(), Some(&user(2, "poison")));
+    assert_eq!(entries[0].position, poison_at.as_u64().unwrap().to_string());
+    assert!(
+        entries[0].error.contains("injected failure"),
+        "{}",
+        entries[0].error
+    );
+
+    target.fail_when(None);
+    let outcome = store.replay(pipeline, &*target).await.unwrap();
+    assert_eq!(
+        (outcome.replayed, outcome.succeeded, outcome.failed),
+        (1, 1, 0)
+    );
+    assert_eq!(target.inner.lookup(2), Some(user(2, "poison")));
+    assert_eq!(store.count(pipeline).await.unwrap(), 0);
+    assert_eq!(target.applied.load(Ordering::SeqCst), 2);
+    engine.stop().await.unwrap();
+}

@@ -1,0 +1,10 @@
+mod ack;
+mod admin;
+mod backpressure;
+mod errors;
+mod lifecycle;
+mod readiness;
+mod schema;
+mod streaming;
+mod support;
+mod ttl;

@@ -1,0 +1,354 @@
+//! Baseline and streaming: rows and changes reach the right targets, filtered and
+//! transformed, and targets end equal to the source's tables.
+
+use std::sync::Arc;
+
+use laredo_core::{
+    ChangeEvent, Engine, PipelineOptions, Position, Row, Value, filter_fn, row, transform_fn,
+};
+use laredo_filter::FieldEquals;
+use laredo_target_memory::{CompiledTarget, IndexedTarget};
+use laredo_test_support::TestObserver;
+use parking_lot::Mutex;
+
+use super::support::*;
+
+#[tokio::test]
+async fn baseline_rows_reach_the_indexed_target() {
+    let source = source_with_users(1..=25);
+    let target = indexed();
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), target.clone(), PipelineOptions::default())
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    assert_eq!(target.lookup(7), Some(user(7, "user-7")));
+    assert_eq!(sorted_rows(&target), sorted_source_rows(&source, &users()));
+    let completed = observer.wait_for_event("BaselineCompleted", WAIT).await;
+    assert_eq!(completed.subject, "main:public.users:indexed-memory");
+    assert_eq!(completed.field("total_rows"), Some("25"));
+    assert!(observer.has_event("BaselineStarted"));
+    let loaded = observer.events_of("BaselineRowLoaded");
+    assert_eq!(loaded.last().and_then(|e| e.field("row_count")), Some("25"));
+    let validation = observer.wait_for_event("ValidationResult", WAIT).await;
+    assert_eq!(validation.field("matched"), Some("true"));
+    assert!(observer.has_event("SourceConnected"));
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_change_kind_is_applied_in_order() {
+    let source = source_with_users([1, 2, 3]);
+    let target = indexed();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let _listener = target.listen({
+        let seen = Arc::clone(&seen);
+        move |old: Option<&Row>, new: Option<&Row>| {
+            seen.lock().push((
+                old.and_then(|r| r.get_i64("id")),
+                new.and_then(|r| r.get_string("name")),
+            ));
+        }
+    });
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), target.clone(), PipelineOptions::default())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    seen.lock().clear();
+
+    source.emit_insert(users(), user(4, "dora")).await;
+    source
+        .emit_update(users(), user(2, "bob-renamed"), Some(user(2, "user-2")))
+        .await;
+    let last = source.emit_delete(users(), row! {"id" => 3}).await;
+    wait_for_ack(&source, &last).await;
+    assert_eq!(sorted_rows(&target), sorted_source_rows(&source, &users()));
+    assert_eq!(
+        target
+            .lookup(2)
+            .and_then(|r| r.get_string("name"))
+            .as_deref(),
+        Some("bob-renamed")
+    );
+    assert_eq!(
+        *seen.lock(),
+        vec![
+            (None, Some("dora".to_string())),
+            (Some(2), Some("bob-renamed".to_string())),
+            (Some(3), None)
+        ]
+    );
+
+    let last = source.emit_truncate(users()).await;
+    wait_for_ack(&source, &last).await;
+    assert_eq!(target.count(), 0);
+    engine.stop().await.unwrap();
+}
+
+async fn wait_for_ack(source: &laredo_source_test::TestSource, position: &Position) {
+    let want = position.as_u64().unwrap();
+    laredo_test_support::wait_until("the source is acknowledged", WAIT, || {
+        max_ack(source) >= want
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tables_are_routed_and_one_table_feeds_many_targets() {
+    let source = source_with_users([1]);
+    let by_id = indexed();
+    let by_team = IndexedTarget::builder()
+        .lookup_fields(["id"])
+        .index(laredo_core::IndexDefinition::new("team", ["team"], false))
+        .build();
+    let names =
+        CompiledTarget::<String>::builder(|row: &Row| row.get_string("name").ok_or("no name"))
+            .key_fields(["id"])
+            .build();
+    let order_target = indexed();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), by_id.clone(), PipelineOptions::default())
+        .pipeline(
+            "main",
+            users(),
+            by_team.clone(),
+            PipelineOptions::default().id("users-by-team"),
+        )
+        .pipeline("main", users(), names.clone(), PipelineOptions::default())
+        .pipeline(
+            "main",
+            orders(),
+            order_target.clone(),
+            PipelineOptions::default(),
+        )
+        .build()
+        .unwrap();
+    started(&engine).await;
+    source.emit_insert(users(), user(2, "bea")).await;
+    let last = source.emit_insert(orders(), order(10, 2)).await;
+    wait_for_ack(&source, &last).await;
+
+    assert_eq!(by_id.count(), 2);
+    assert_eq!(
+        by_team.lookup_all("team", "even").unwrap(),
+        vec![user(2, "bea")]
+    );
+    assert_eq!(names.get(2).as_deref().map(String::as_str), Some("bea"));
+    assert_eq!(order_target.count(), 1, "orders only get order changes");
+    assert_eq!(order_target.lookup(10), Some(order(10, 2)));
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn filters_and_transforms_shape_baseline_and_changes() {
+    let source = source_with_users(1..=6);
+    let target = indexed();
+    let options = PipelineOptions::default()
+        .filter(Arc::new(FieldEquals::new("team", "even")))
+        .filter(filter_fn(|_, row| row.get_i64("id") != Some(6)))
+        .transform(transform_fn(|_, row| Some(row.without(&["team"]))))
+        .transform(transform_fn(|_, row| {
+            let upper = row.get_str("name").map(str::to_uppercase);
+            Some(row.with("name", upper))
+        }));
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), target.clone(), options)
+        .build()
+        .unwrap();
+    started(&engine).await;
+    let shaped = |id: i64, name: &str| row! {"id" => id, "name" => name};
+    assert_eq!(
+        sorted_rows(&target),
+        vec![shaped(2, "USER-2"), shaped(4, "USER-4")]
+    );
+
+    source.emit_insert(users(), user(8, "hal")).await; // kept
+    source.emit_insert(users(), user(9, "ivy")).await; // odd: filtered
+    // An update that leaves the filtered set removes the row.
+    source
+        .emit_update(
+            users(),
+            row! {"id" => 4, "name" => "user-4", "team" => "odd"},
+            Some(user(4, "user-4")),
+        )
+        .await;
+    // A delete whose identity lacks the filtered field still deletes by key.
+    let last = source.emit_delete(users(), row! {"id" => 2}).await;
+    wait_for_ack(&source, &last).await;
+    assert_eq!(sorted_rows(&target), vec![shaped(8, "HAL")]);
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resumable_source_resumes_without_gap_or_duplicate() {
+    let source = source_with_users([1]);
+    let first_target = FaultTarget::new("recording");
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline(
+            "main",
+            users(),
+            first_target.clone(),
+            PipelineOptions::default(),
+        )
+        .build()
+        .unwrap();
+    started(&engine).await;
+    source.emit_insert(users(), user(2, "b")).await;
+    let last = source.emit_insert(users(), user(3, "c")).await;
+    wait_for_ack(&source, &last).await;
+    engine.stop().await.unwrap();
+
+    // Written while no engine runs.
+    source.enqueue([
+        ChangeEvent::insert(users(), Position::from_u64(0), user(4, "d")),
+        ChangeEvent::update(users(), Position::from_u64(0), user(2, "b2"), None),
+    ]);
+    let second_target = FaultTarget::new("recording");
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline(
+            "main",
+            users(),
+            second_target.clone(),
+            PipelineOptions::default(),
+        )
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    assert_eq!(source.baseline_calls(), 1, "resume skips the baseline");
+    assert!(!observer.has_event("BaselineStarted"));
+    let last = source.emit_insert(users(), user(5, "e")).await;
+    wait_for_ack(&source, &last).await;
+    assert_eq!(
+        second_target.log(),
+        vec!["INSERT 4", "UPDATE 2", "INSERT 5"],
+        "exactly the changes after the ACK"
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn rebaseline_required_reloads_everything_and_drops_stale_rows() {
+    let source = source_with_users([1, 2]);
+    source.set_supports_resume(Some(false));
+    let target = indexed();
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), target.clone(), PipelineOptions::default())
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    // A row only the target has (as after a missed delete) must not survive a re-baseline.
+    laredo_core::SyncTarget::on_insert(&*target, &users(), &user(99, "stale"))
+        .await
+        .unwrap();
+    source.emit_insert(users(), user(3, "c")).await;
+    source.fail_stream(laredo_core::SourceError::ReBaselineRequired {
+        reason: "slot lost".to_string(),
+    });
+    observer.wait_for_event("ReBaselineTriggered", WAIT).await;
+    observer
+        .wait_for_event_count("BaselineCompleted", 2, WAIT)
+        .await;
+    assert!(engine.await_ready(WAIT).await);
+    assert_eq!(source.baseline_calls(), 2);
+    let last = source.emit_insert(users(), user(4, "d")).await;
+    wait_for_ack(&source, &last).await;
+    assert_eq!(sorted_rows(&target), sorted_source_rows(&source, &users()));
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_stream_disconnects_and_fails_its_pipelines() {
+    let source = source_with_users([1]);
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), indexed(), PipelineOptions::default())
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    source.fail_stream(laredo_core::SourceError::msg("connection reset"));
+    let event = observer.wait_for_event("SourceDisconnected", WAIT).await;
+    assert_eq!(
+        event.field("reason"),
+        Some("stream error: connection reset")
+    );
+    laredo_test_support::wait_until("pipeline in ERROR", WAIT, || !engine.is_ready()).await;
+    assert_eq!(
+        engine.pipelines()[0].state,
+        laredo_core::PipelineState::Error
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn values_keep_their_kinds_end_to_end() {
+    let source = laredo_source_test::TestSource::new();
+    let t = laredo_core::table("public", "kinds");
+    source.set_schema(
+        t.clone(),
+        laredo_source_test::TestSource::columns(&[("id", "int8", true), ("v", "jsonb", false)]),
+    );
+    let values = [
+        Value::Null,
+        Value::Bool(true),
+        Value::Float64(1.5),
+        Value::numeric("12345678901234567890.123"),
+        Value::json(r#"{"a":[1,2]}"#),
+        Value::Uuid([9; 16]),
+        Value::Date(19_000),
+        Value::TimestampTz(1_700_000_000_000_001),
+        Value::Interval {
+            months: 1,
+            days: 2,
+            micros: 3,
+        },
+        Value::array([Value::text("x"), Value::Null]),
+        Value::bytes([0, 255]),
+    ];
+    let target = indexed();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline(
+            "main",
+            t.clone(),
+            target.clone(),
+            PipelineOptions::default(),
+        )
+        .build()
+        .unwrap();
+    started(&engine).await;
+    let mut last = None;
+    for (id, v) in values.iter().enumerate() {
+        last = Some(
+            source
+                .emit_insert(t.clone(), row! {"id" => id as i64, "v" => v.clone()})
+                .await,
+        );
+    }
+    wait_for_ack(&source, &last.unwrap()).await;
+    for (id, v) in values.iter().enumerate() {
+        assert_eq!(
+            target
+                .lookup(id as i64)
+                .and_then(|r| r.get("v").cloned())
+                .as_ref(),
+            Some(v)
+        );
+    }
+    engine.stop().await.unwrap();
+}
