@@ -193,7 +193,7 @@ fn example(root: &Path) -> Result<()> {
             "-p",
             "laredo-core",
             "--example",
-            "quickstart",
+            "query_target",
         ]),
     )
 }
