@@ -34,6 +34,12 @@ impl TableIdentifier {
     pub fn table(&self) -> &str {
         &self.table
     }
+
+    /// True when both parts share their allocations with `other`'s (a clone of the same
+    /// identifier): a cheap positive check before comparing strings.
+    pub(crate) fn same_allocation(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.schema, &other.schema) && Arc::ptr_eq(&self.table, &other.table)
+    }
 }
 
 /// Shorthand for [`TableIdentifier::new`], as in the seed's `laredo.Table("public", "users")`.

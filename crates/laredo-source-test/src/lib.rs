@@ -28,6 +28,7 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -149,8 +150,9 @@ pub struct TestSource {
     changed: Notify,
     /// The last position handed to a handler.
     delivered: watch::Sender<u64>,
-    /// `true` while delivery is allowed.
+    /// `true` while delivery is allowed; `running_now` mirrors it for the per-entry check.
     running: watch::Sender<bool>,
+    running_now: AtomicBool,
     /// Held by the stream loop while it delivers; `pause` takes it to wait out an
     /// in-flight delivery.
     delivering: tokio::sync::Mutex<()>,
@@ -176,6 +178,7 @@ impl TestSource {
             changed: Notify::new(),
             delivered: watch::Sender::new(0),
             running: watch::Sender::new(true),
+            running_now: AtomicBool::new(true),
             delivering: tokio::sync::Mutex::new(()),
             close: Mutex::new(CancellationToken::new()),
         })
@@ -401,6 +404,14 @@ impl TestSource {
         self.state.lock().reset_calls.clone()
     }
 
+    fn publish_delivered(&self, position: u64) {
+        self.delivered.send_if_modified(|d| {
+            let newer = *d < position;
+            *d = (*d).max(position);
+            newer
+        });
+    }
+
     fn set_state(&self, state: SourceState) {
         self.state.lock().state = Some(state);
     }
@@ -408,10 +419,15 @@ impl TestSource {
     /// Takes up to a chunk of entries after `cursor`; `Err(position)` when `cursor` was
     /// already released.
     fn take_chunk(&self, cursor: u64, out: &mut Vec<(u64, Entry)>) -> Result<(), u64> {
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         if cursor < state.released {
             return Err(state.released);
         }
+        let released = state.released;
+        let trim = state
+            .history
+            .partition_point(|(position, _)| *position <= released);
+        drop(state.history.drain(..trim));
         let start = state
             .history
             .partition_point(|(position, _)| *position <= cursor);
@@ -557,7 +573,7 @@ impl SyncSource for TestSource {
             let delay = self.state.lock().event_delay;
             let _delivering = self.delivering.lock().await;
             for (position, entry) in chunk.drain(..) {
-                if !*self.running.borrow() || cancel.is_cancelled() {
+                if !self.running_now.load(AtomicOrdering::Acquire) || cancel.is_cancelled() {
                     break;
                 }
                 if !delay.is_zero() {
@@ -577,12 +593,12 @@ impl SyncSource for TestSource {
                     }
                 }
                 cursor = position;
-                self.delivered.send_if_modified(|d| {
-                    let newer = *d < position;
-                    *d = (*d).max(position);
-                    newer
-                });
+                // Publish per entry only while someone waits; otherwise once per chunk.
+                if self.delivered.receiver_count() > 0 {
+                    self.publish_delivered(cursor);
+                }
             }
+            self.publish_delivered(cursor);
         }
     }
 
@@ -593,8 +609,8 @@ impl SyncSource for TestSource {
         let mut state = self.state.lock();
         state.acks.push(value);
         state.acked = Some(state.acked.map_or(value, |a| a.max(value)));
-        let released = state.history.partition_point(|(p, _)| *p <= value);
-        state.history.drain(..released);
+        // Entries up to `released` are dropped by the stream loop (`take_chunk`), so an
+        // ack stays cheap for the engine task that calls it.
         state.released = state.released.max(value);
         Ok(())
     }
@@ -623,6 +639,7 @@ impl SyncSource for TestSource {
     }
 
     async fn pause(&self) -> Result<(), SourceError> {
+        self.running_now.store(false, AtomicOrdering::Release);
         self.running.send_replace(false);
         // Wait out a delivery in flight: after this, nothing reaches the handler.
         drop(self.delivering.lock().await);
@@ -631,6 +648,7 @@ impl SyncSource for TestSource {
     }
 
     async fn resume(&self) -> Result<(), SourceError> {
+        self.running_now.store(true, AtomicOrdering::Release);
         self.running.send_replace(true);
         self.set_state(SourceState::Streaming);
         Ok(())

@@ -63,12 +63,24 @@ pub struct IndexInfo {
     pub entry_count: usize,
 }
 
+/// No slot (end of a group list).
+const NONE: u32 = u32::MAX;
+
+/// An index over the slab.
+///
+/// A unique index maps each key to one slot. A non-unique index maps each distinct key
+/// to the first slot of its group, and the group's rows form a doubly linked list
+/// through `links` (`[prev, next]` per slot), so adding or removing a row is O(1)
+/// however many rows share its key, and the index costs 8 bytes per row plus one
+/// table entry per distinct key.
 struct Index {
     name: String,
     fields: Vec<String>,
     positions: Vec<usize>,
     unique: bool,
     table: HashTable<u32>,
+    links: Vec<[u32; 2]>,
+    entries: usize,
 }
 
 /// Computes a stored row's key bytes into `out` (cleared first).
@@ -93,6 +105,42 @@ struct Scratch {
     key: Vec<u8>,
 }
 
+thread_local! {
+    /// Buffers for keying stored rows during probes and rehashing, reused per thread so
+    /// that lookups and inserts allocate nothing for keys. Never borrowed re-entrantly:
+    /// hashbrown does not call its `eq` and `hasher` closures inside each other.
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Whether the stored row in `slot` has key bytes `key` for the columns at `positions`.
+fn slot_matches(slots: &Slots, slot: u32, positions: &[usize], key: &[u8]) -> bool {
+    SCRATCH.with_borrow_mut(|Scratch { values, key: buf }| {
+        stored_key(slots, slot, positions, values, buf);
+        buf.as_slice() == key
+    })
+}
+
+/// The hash of the stored row in `slot` for the columns at `positions`.
+fn slot_hash(slots: &Slots, slot: u32, positions: &[usize], hasher: &DefaultHashBuilder) -> u64 {
+    SCRATCH.with_borrow_mut(|Scratch { values, key: buf }| {
+        stored_key(slots, slot, positions, values, buf);
+        hasher.hash_one(buf.as_slice())
+    })
+}
+
+/// Writes the key bytes of `row` for the stored columns at `positions`; `map` gives each
+/// stored column's position in the row (`None`: the row has the stored layout).
+fn row_key(row: &Row, positions: &[usize], map: Option<&[Option<usize>]>, out: &mut Vec<u8>) {
+    out.clear();
+    for &p in positions {
+        let value = match map {
+            None => row.value(p),
+            Some(map) => map.get(p).copied().flatten().and_then(|rp| row.value(rp)),
+        };
+        value.unwrap_or(&Value::Null).write_key(out);
+    }
+}
+
 impl Index {
     fn new(name: &str, fields: Vec<String>, unique: bool) -> Self {
         Self {
@@ -101,72 +149,130 @@ impl Index {
             positions: Vec::new(),
             unique,
             table: HashTable::new(),
+            links: Vec::new(),
+            entries: 0,
         }
+    }
+
+    fn clear(&mut self) {
+        self.table = HashTable::new();
+        self.links = Vec::new();
+        self.entries = 0;
+    }
+
+    fn link(&mut self, slot: u32) -> &mut [u32; 2] {
+        let idx = slot as usize;
+        if self.links.len() <= idx {
+            self.links.resize(idx + 1, [NONE, NONE]);
+        }
+        &mut self.links[idx]
     }
 
     fn key_of_row(&self, row: &Row) -> Vec<u8> {
         row.key_bytes(&self.fields)
     }
 
-    fn matches(&self, slots: &Slots, slot: u32, key: &[u8], scratch: &RefCell<Scratch>) -> bool {
-        let mut scratch = scratch.borrow_mut();
-        let Scratch { values, key: buf } = &mut *scratch;
-        stored_key(slots, slot, &self.positions, values, buf);
-        buf.as_slice() == key
+    /// Adds `slot` under `key` (hash `hash`); a unique index re-points an existing key
+    /// (last write wins), a non-unique one adds the row to the key's group.
+    fn insert_hashed(
+        &mut self,
+        slots: &Slots,
+        hasher: &DefaultHashBuilder,
+        hash: u64,
+        slot: u32,
+        key: &[u8],
+    ) {
+        let positions = &self.positions;
+        let existing = self
+            .table
+            .find_mut(hash, |&s| slot_matches(slots, s, positions, key));
+        match existing {
+            Some(head) if self.unique => *head = slot,
+            Some(head) => {
+                let next = std::mem::replace(head, slot);
+                *self.link(slot) = [NONE, next];
+                self.link(next)[0] = slot;
+                self.entries += 1;
+            }
+            None => self.insert_absent(slots, hasher, hash, slot),
+        }
+    }
+
+    /// Adds `slot` knowing its key is not in the index yet.
+    fn insert_absent(&mut self, slots: &Slots, hasher: &DefaultHashBuilder, hash: u64, slot: u32) {
+        let positions = &self.positions;
+        self.table
+            .insert_unique(hash, slot, |&s| slot_hash(slots, s, positions, hasher));
+        if !self.unique {
+            *self.link(slot) = [NONE, NONE];
+            self.entries += 1;
+        }
     }
 
     fn insert(&mut self, slots: &Slots, hasher: &DefaultHashBuilder, slot: u32, key: &[u8]) {
-        let hash = hasher.hash_one(key);
-        let eq_scratch = RefCell::new(Scratch::default());
-        let hash_scratch = RefCell::new(Scratch::default());
-        let positions = &self.positions;
-        let rehash = |&s: &u32| {
-            let mut scratch = hash_scratch.borrow_mut();
-            let Scratch { values, key: buf } = &mut *scratch;
-            stored_key(slots, s, positions, values, buf);
-            hasher.hash_one(buf.as_slice())
-        };
-        if self.unique {
-            let found = self.table.find_mut(hash, |&s| {
-                let mut scratch = eq_scratch.borrow_mut();
-                let Scratch { values, key: buf } = &mut *scratch;
-                stored_key(slots, s, positions, values, buf);
-                buf.as_slice() == key
-            });
-            if let Some(existing) = found {
-                // Last write wins.
-                *existing = slot;
-                return;
-            }
-        }
-        self.table.insert_unique(hash, slot, rehash);
+        self.insert_hashed(slots, hasher, hasher.hash_one(key), slot, key);
     }
 
+    fn find_hashed(&self, slots: &Slots, hash: u64, key: &[u8]) -> Option<u32> {
+        self.table
+            .find(hash, |&s| slot_matches(slots, s, &self.positions, key))
+            .copied()
+    }
+
+    /// Removes `slot`, whose key in this index was `key` (its bytes may already differ).
     fn remove(&mut self, hasher: &DefaultHashBuilder, slot: u32, key: &[u8]) {
         let hash = hasher.hash_one(key);
-        if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
-            entry.remove();
+        if self.unique {
+            if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
+                entry.remove();
+            }
+            return;
+        }
+        let Some(&[prev, next]) = self.links.get(slot as usize) else {
+            return;
+        };
+        if prev == NONE {
+            // The group's head: the table entry moves to the next row, or goes.
+            match self.table.find_entry(hash, |&s| s == slot) {
+                Ok(entry) if next == NONE => {
+                    entry.remove();
+                }
+                Ok(mut entry) => *entry.get_mut() = next,
+                Err(_) => return,
+            }
+        } else {
+            self.links[prev as usize][1] = next;
+        }
+        if next != NONE {
+            self.links[next as usize][0] = prev;
+        }
+        self.links[slot as usize] = [NONE, NONE];
+        self.entries -= 1;
+    }
+
+    fn entry_count(&self) -> usize {
+        if self.unique {
+            self.table.len()
+        } else {
+            self.entries
         }
     }
 
     fn find_one(&self, slots: &Slots, hasher: &DefaultHashBuilder, key: &[u8]) -> Option<u32> {
-        let scratch = RefCell::new(Scratch::default());
-        self.table
-            .find(hasher.hash_one(key), |&s| {
-                self.matches(slots, s, key, &scratch)
-            })
-            .copied()
+        self.find_hashed(slots, hasher.hash_one(key), key)
     }
 
     fn find_all(&self, slots: &Slots, hasher: &DefaultHashBuilder, key: &[u8]) -> Vec<u32> {
-        let scratch = RefCell::new(Scratch::default());
-        let mut found: Vec<u32> = self
-            .table
-            .iter_hash(hasher.hash_one(key))
-            .copied()
-            .filter(|&s| self.matches(slots, s, key, &scratch))
-            .collect();
-        found.sort_unstable();
+        let mut found = Vec::new();
+        let mut next = self.find_one(slots, hasher, key).unwrap_or(NONE);
+        while next != NONE {
+            found.push(next);
+            next = if self.unique {
+                NONE
+            } else {
+                self.links.get(next as usize).map_or(NONE, |l| l[1])
+            };
+        }
         found
     }
 }
@@ -188,6 +294,11 @@ struct Store {
     indexes: Vec<Index>,
     hasher: DefaultHashBuilder,
     encode_buf: Vec<u8>,
+    /// Whether the row last encoded had the stored layout (else `mapping` applies).
+    last_identity: bool,
+    key_buf: Vec<u8>,
+    old_key_buf: Vec<u8>,
+    old_values: Vec<Option<Value>>,
 }
 
 impl Store {
@@ -204,6 +315,10 @@ impl Store {
             indexes: Vec::new(),
             hasher: DefaultHashBuilder::default(),
             encode_buf: Vec::new(),
+            last_identity: true,
+            key_buf: Vec::new(),
+            old_key_buf: Vec::new(),
+            old_values: Vec::new(),
         }
     }
 
@@ -276,7 +391,8 @@ impl Store {
         let layout = self.layout.clone().expect("fit_layout set the layout");
         let mut buf = std::mem::take(&mut self.encode_buf);
         buf.clear();
-        if Arc::ptr_eq(&layout, row.layout()) || layout.names() == row.columns() {
+        self.last_identity = Arc::ptr_eq(&layout, row.layout()) || layout.names() == row.columns();
+        if self.last_identity {
             row.values()
                 .iter()
                 .for_each(|v| codec::encode_value(v, &mut buf));
@@ -369,57 +485,73 @@ impl Store {
         }
     }
 
-    fn index_row(&mut self, slot: u32, row: &Row) {
-        let hasher = self.hasher.clone();
-        let keys: Vec<Vec<u8>> = std::iter::once(&self.primary)
-            .chain(self.lookup.as_ref())
-            .chain(self.indexes.iter())
-            .map(|i| i.key_of_row(row))
-            .collect();
+    /// Inserts or replaces the row with `row`'s primary key; returns the old row bytes.
+    ///
+    /// One probe of the primary index; a replacement leaves the primary index alone
+    /// and touches a secondary index only when the row's key in it changed.
+    fn upsert(&mut self, row: &Row) -> Option<Box<[u8]>> {
+        let bytes = self.encode(row);
         let Self {
             slots,
+            free,
+            len,
+            row_bytes,
             primary,
             lookup,
             indexes,
+            hasher,
+            mapping,
+            last_identity,
+            key_buf,
+            old_key_buf,
+            old_values,
             ..
         } = self;
-        for (index, key) in std::iter::once(primary)
-            .chain(lookup.as_mut())
-            .chain(indexes.iter_mut())
-            .zip(keys)
-        {
-            index.insert(slots, &hasher, slot, &key);
-        }
-    }
-
-    /// Inserts or replaces the row with `row`'s primary key; returns the old row bytes.
-    fn upsert(&mut self, row: &Row) -> Option<Box<[u8]>> {
-        let bytes = self.encode(row);
-        let key = self.primary.key_of_row(row);
-        self.row_bytes += bytes.len();
-        match self.find_by_key(&key) {
+        let map = if *last_identity {
+            None
+        } else {
+            mapping.as_ref().map(|(_, m)| m.as_slice())
+        };
+        row_key(row, &primary.positions, map, key_buf);
+        let hash = hasher.hash_one(key_buf.as_slice());
+        *row_bytes += bytes.len();
+        match primary.find_hashed(slots, hash, key_buf) {
             Some(slot) => {
-                self.unindex(slot);
-                let old = self.slots[slot as usize].replace(bytes);
-                if let Some(old) = &old {
-                    self.row_bytes -= old.len();
+                let old = slots[slot as usize]
+                    .replace(bytes)
+                    .expect("indexed slots hold a row");
+                *row_bytes -= old.len();
+                for index in lookup.iter_mut().chain(indexes.iter_mut()) {
+                    old_key_buf.clear();
+                    if codec::write_key(&old, &index.positions, old_values, old_key_buf).is_err() {
+                        tracing::error!(index = %index.name, "stored row cannot be keyed");
+                    }
+                    row_key(row, &index.positions, map, key_buf);
+                    if old_key_buf == key_buf && !index.unique {
+                        continue;
+                    }
+                    index.remove(hasher, slot, old_key_buf);
+                    index.insert(slots, hasher, slot, key_buf);
                 }
-                self.index_row(slot, row);
-                old
+                Some(old)
             }
             None => {
-                let slot = match self.free.pop() {
+                let slot = match free.pop() {
                     Some(slot) => {
-                        self.slots[slot as usize] = Some(bytes);
+                        slots[slot as usize] = Some(bytes);
                         slot
                     }
                     None => {
-                        self.slots.push(Some(bytes));
-                        u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 rows")
+                        slots.push(Some(bytes));
+                        u32::try_from(slots.len() - 1).expect("fewer than 2^32 rows")
                     }
                 };
-                self.len += 1;
-                self.index_row(slot, row);
+                *len += 1;
+                primary.insert_absent(slots, hasher, hash, slot);
+                for index in lookup.iter_mut().chain(indexes.iter_mut()) {
+                    row_key(row, &index.positions, map, key_buf);
+                    index.insert(slots, hasher, slot, key_buf);
+                }
                 None
             }
         }
@@ -443,8 +575,7 @@ impl Store {
         self.free = Vec::new();
         self.len = 0;
         self.row_bytes = 0;
-        self.all_indexes_mut()
-            .for_each(|i| i.table = HashTable::new());
+        self.all_indexes_mut().for_each(Index::clear);
     }
 
     fn rows(&self) -> Vec<Row> {
@@ -610,7 +741,7 @@ impl IndexedTarget {
                 name: name.to_string(),
                 fields: i.fields.clone(),
                 unique: i.unique,
-                entry_count: i.table.len(),
+                entry_count: i.entry_count(),
             })
             .collect()
     }
@@ -638,7 +769,9 @@ impl IndexedTarget {
         let tables: usize = std::iter::once(&store.primary)
             .chain(store.lookup.as_ref())
             .chain(store.indexes.iter())
-            .map(|i| i.table.allocation_size())
+            .map(|i| {
+                i.table.allocation_size() + i.links.capacity() * std::mem::size_of::<[u32; 2]>()
+            })
             .sum();
         store.slots.capacity() * std::mem::size_of::<Option<Box<[u8]>>>()
             + store.free.capacity() * std::mem::size_of::<u32>()

@@ -4,7 +4,11 @@
 //! pushes one item at a time under the buffer's policy; the consumer takes whatever is
 //! queued, up to a batch limit, so locking and wake-ups are paid per batch when the
 //! consumer is behind. Wake-ups use `Notify` permits, so a notification sent between a
-//! check and the wait is never lost.
+//! check and the wait is never lost, and they are sent only on the transitions a waiter
+//! can be waiting for: the consumer sleeps only after seeing an empty queue under the
+//! lock, so only a push onto an empty queue wakes it; the producer sleeps only after
+//! seeing a full queue, so only a pop from a full queue wakes it. A busy pipeline pays
+//! no wake-up per change.
 //!
 //! Besides items, the buffer holds a **caught-up mark**: the latest source position the
 //! dispatcher has passed without giving this pipeline anything (a change of another
@@ -137,7 +141,9 @@ impl ChangeBuffer {
             queue.items.push_back(item);
             queue.items.len()
         };
-        self.not_empty.notify_one();
+        if depth == 1 {
+            self.not_empty.notify_one();
+        }
         Ok(depth)
     }
 
@@ -150,7 +156,9 @@ impl ChangeBuffer {
             queue.items.push_back(item);
             (queue.items.len(), dropped)
         };
-        self.not_empty.notify_one();
+        if depth == 1 {
+            self.not_empty.notify_one();
+        }
         (depth, dropped)
     }
 
@@ -165,10 +173,13 @@ impl ChangeBuffer {
             {
                 let mut queue = self.queue.lock();
                 if !queue.items.is_empty() {
+                    let was_full = queue.items.len() >= self.capacity;
                     let n = queue.items.len().min(max);
                     out.extend(queue.items.drain(..n));
                     drop(queue);
-                    self.not_full.notify_one();
+                    if was_full {
+                        self.not_full.notify_one();
+                    }
                     return true;
                 }
                 if queue.mark.is_some() {

@@ -21,7 +21,7 @@ mod runtime;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -152,7 +152,10 @@ pub(crate) struct PipelineEntry {
     pub(crate) target: Arc<dyn SyncTarget>,
     pub(crate) chain: RowChain,
     pub(crate) options: PipelineOptions,
+    /// The state, for waiters; `state_now` mirrors it for the hot path.
     pub(crate) state: watch::Sender<PipelineState>,
+    /// The state as a number, read on every change without touching the watch's lock.
+    pub(crate) state_now: AtomicU8,
     pub(crate) expected_rows: AtomicI64,
     /// Held by whoever writes the target: the consumer per batch, baselines and reloads
     /// for their whole duration.
@@ -163,7 +166,8 @@ pub(crate) struct PipelineEntry {
 
 impl PipelineEntry {
     pub(crate) fn state(&self) -> PipelineState {
-        *self.state.borrow()
+        PipelineState::from_number(self.state_now.load(AtomicOrdering::Acquire))
+            .expect("state_now only ever holds PipelineState numbers")
     }
 }
 
@@ -237,6 +241,9 @@ impl Inner {
             }
             old = *state;
             *state = new;
+            pipeline
+                .state_now
+                .store(new.as_number(), AtomicOrdering::Release);
             true
         });
         if changed {
@@ -260,6 +267,9 @@ impl Inner {
                 return false;
             }
             *state = to;
+            pipeline
+                .state_now
+                .store(to.as_number(), AtomicOrdering::Release);
             true
         });
         if changed {
@@ -396,6 +406,7 @@ impl Engine {
                 chain,
                 options: spec.options,
                 state: watch::Sender::new(PipelineState::Initializing),
+                state_now: AtomicU8::new(PipelineState::Initializing.as_number()),
                 expected_rows: AtomicI64::new(0),
                 apply_lock: tokio::sync::Mutex::new(()),
                 buffer: Mutex::new(None),

@@ -388,14 +388,22 @@ impl BaselineSink for BaselineDispatch<'_> {
     }
 }
 
+/// A pipeline (by index) and its buffer.
+type Route = (usize, Arc<ChangeBuffer>);
+
 /// The [`ChangeHandler`] of a source task: routes each change to the buffers of its
 /// table's pipelines under their buffer policies.
 struct Dispatcher<'a> {
     inner: &'a Inner,
     source_idx: usize,
     cancel: CancellationToken,
-    routes: HashMap<TableIdentifier, Vec<(usize, Arc<ChangeBuffer>)>>,
+    /// Per table: its pipelines and their buffers.
+    routes: Vec<(TableIdentifier, Vec<Route>)>,
+    route_index: HashMap<TableIdentifier, usize>,
     all: Vec<(usize, Arc<ChangeBuffer>)>,
+    /// The route of the previous change, to skip hashing when changes of one table
+    /// follow each other (sources hand out clones of one identifier per table).
+    last_route: Option<usize>,
 }
 
 impl<'a> Dispatcher<'a> {
@@ -416,12 +424,20 @@ impl<'a> Dispatcher<'a> {
                 .push((p, Arc::clone(&buffer)));
             all.push((p, buffer));
         }
+        let routes: Vec<(TableIdentifier, Vec<Route>)> = routes.into_iter().collect();
+        let route_index = routes
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| (t.clone(), i))
+            .collect();
         Self {
             inner,
             source_idx,
             cancel,
             routes,
+            route_index,
             all,
+            last_route: None,
         }
     }
 
@@ -435,8 +451,8 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Leaves a caught-up mark at `position` on every pipeline not of `table`.
-    fn mark_others(&self, table: &TableIdentifier, position: &Position) {
-        if self.routes.len() == 1 && self.routes.contains_key(table) {
+    fn mark_others(&self, table: &TableIdentifier, position: &Position, routed: bool) {
+        if self.routes.len() == 1 && routed {
             return;
         }
         for (p, buffer) in &self.all {
@@ -470,10 +486,21 @@ impl ChangeHandler for Dispatcher<'_> {
         if self.cancel.is_cancelled() {
             return Err(SourceError::Stopped);
         }
-        self.mark_others(&event.table, &event.position);
-        let Some(routes) = self.routes.get(&event.table) else {
+        let route = match self.last_route {
+            Some(i) if self.routes[i].0.same_allocation(&event.table) => Some(i),
+            _ => {
+                let found = self.route_index.get(&event.table).copied();
+                if found.is_some() {
+                    self.last_route = found;
+                }
+                found
+            }
+        };
+        self.mark_others(&event.table, &event.position, route.is_some());
+        let Some(route) = route else {
             return Ok(());
         };
+        let routes = &self.routes[route].1;
         let last = routes.len() - 1;
         let mut event = Some(event);
         for (n, (p, buffer)) in routes.iter().enumerate() {
@@ -560,10 +587,10 @@ impl ChangeHandler for Dispatcher<'_> {
         self.inner
             .observer
             .on_schema_change(source_id, &table, &event);
-        let Some(routes) = self.routes.get(&table) else {
+        let Some(&route) = self.route_index.get(&table) else {
             return Ok(());
         };
-        for (p, buffer) in routes {
+        for (p, buffer) in &self.routes[route].1 {
             let pipeline = &self.inner.pipelines[*p];
             if Self::accepts(pipeline.state()) {
                 let item = Item::Schema {
