@@ -5,6 +5,7 @@
 //! values of inserts and updates, and the identity of deletes; transforms never see a
 //! delete's identity.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -100,14 +101,27 @@ impl RowChain {
 
     /// Filters, then transforms; `None` when the row is dropped.
     pub(crate) fn apply(&self, table: &TableIdentifier, row: &Row) -> Option<Row> {
+        self.apply_borrowed(table, row).map(Cow::into_owned)
+    }
+
+    /// As [`RowChain::apply`], borrowing `row` when no transform rewrites it (the hot
+    /// path: no reference-count traffic on a row another task created).
+    pub(crate) fn apply_borrowed<'a>(
+        &self,
+        table: &TableIdentifier,
+        row: &'a Row,
+    ) -> Option<Cow<'a, Row>> {
         if !self.filters.iter().all(|f| f.include(table, row)) {
             return None;
+        }
+        if self.transforms.is_empty() {
+            return Some(Cow::Borrowed(row));
         }
         let mut row = row.clone();
         for t in &self.transforms {
             row = t.transform(table, row)?;
         }
-        Some(row)
+        Some(Cow::Owned(row))
     }
 
     /// Whether a delete's identity passes the filters (transforms do not apply).

@@ -1,6 +1,7 @@
 //! The engine's tasks: the source task (init → resume or baseline → stream, with the
 //! re-baseline loop), its dispatcher, and one consumer per pipeline.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -605,21 +606,21 @@ impl ChangeHandler for Dispatcher<'_> {
 }
 
 /// What the consumer does with a change after filters and transforms.
-enum Op {
+enum Op<'a> {
     Skip,
-    Insert(Row),
-    Update(Row, Option<Row>),
-    Delete(Row),
+    Insert(Cow<'a, Row>),
+    Update(Cow<'a, Row>, Option<&'a Row>),
+    Delete(&'a Row),
     Truncate,
 }
 
-fn prepare(p: &PipelineEntry, event: &ChangeEvent) -> Op {
+fn prepare<'a>(p: &PipelineEntry, event: &'a ChangeEvent) -> Op<'a> {
     let table = &event.table;
     match event.action {
         ChangeAction::Insert => match event
             .new_values
             .as_ref()
-            .and_then(|row| p.chain.apply(table, row))
+            .and_then(|row| p.chain.apply_borrowed(table, row))
         {
             Some(row) if is_expired(p, &row) => Op::Skip,
             Some(row) => Op::Insert(row),
@@ -629,25 +630,24 @@ fn prepare(p: &PipelineEntry, event: &ChangeEvent) -> Op {
             let Some(new) = event.new_values.as_ref() else {
                 return Op::Skip;
             };
-            match p.chain.apply(table, new) {
-                // An update to an expired time removes the row.
+            match p.chain.apply_borrowed(table, new) {
+                // An update to an expired time removes the row (by its old identity
+                // when known, else by the new row's key).
                 Some(row) if is_expired(p, &row) => {
-                    Op::Delete(event.old_values.clone().unwrap_or(row))
+                    Op::Delete(event.old_values.as_ref().unwrap_or(new))
                 }
-                Some(row) => Op::Update(row, event.old_values.clone()),
+                Some(row) => Op::Update(row, event.old_values.as_ref()),
                 // The row left the pipeline's set: remove it unless the old row was
                 // (known to be) outside the set too.
                 None => match &event.old_values {
                     Some(old) if !p.chain.includes_identity(table, old) => Op::Skip,
-                    Some(old) => Op::Delete(old.clone()),
-                    None => Op::Delete(new.clone()),
+                    Some(old) => Op::Delete(old),
+                    None => Op::Delete(new),
                 },
             }
         }
         ChangeAction::Delete => match event.old_values.as_ref() {
-            Some(identity) if p.chain.includes_identity(table, identity) => {
-                Op::Delete(identity.clone())
-            }
+            Some(identity) if p.chain.includes_identity(table, identity) => Op::Delete(identity),
             _ => Op::Skip,
         },
         ChangeAction::Truncate => Op::Truncate,
@@ -661,12 +661,12 @@ fn is_expired(p: &PipelineEntry, row: &Row) -> bool {
         .is_some_and(|ttl| ttl.is_expired(row, time::now_micros()))
 }
 
-async fn apply_op(p: &PipelineEntry, op: &Op) -> Result<(), TargetError> {
+async fn apply_op(p: &PipelineEntry, op: &Op<'_>) -> Result<(), TargetError> {
     let table = &p.table;
     match op {
         Op::Skip => Ok(()),
-        Op::Insert(row) => p.target.on_insert(table, row).await,
-        Op::Update(row, identity) => p.target.on_update(table, row, identity.as_ref()).await,
+        Op::Insert(row) => p.target.on_insert(table, row.as_ref()).await,
+        Op::Update(row, identity) => p.target.on_update(table, row.as_ref(), *identity).await,
         Op::Delete(identity) => p.target.on_delete(table, identity).await,
         Op::Truncate => p.target.on_truncate(table).await,
     }
@@ -794,11 +794,10 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
         inner
             .observer
             .on_buffer_depth_changed(&p.id, buffer.len(), buffer.capacity());
-        let mut items = batch.drain(..);
         let mut done: Option<Position> = None;
         let mut guard = p.apply_lock.lock().await;
-        let mut next = items.next();
-        while let Some(item) = next.take() {
+        let mut at = 0;
+        while let Some(item) = batch.get(at) {
             match p.state() {
                 PipelineState::Streaming => {}
                 PipelineState::Error | PipelineState::Stopped => break,
@@ -813,13 +812,12 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                         () = buffer.closed() => {}
                     }
                     guard = p.apply_lock.lock().await;
-                    next = Some(item);
                     continue;
                 }
             }
             match item {
-                Item::Change(event) => match handle_change(&inner, p, &event).await {
-                    Handled::Done | Handled::DeadLettered => done = Some(event.position),
+                Item::Change(event) => match handle_change(&inner, p, event).await {
+                    Handled::Done | Handled::DeadLettered => done = Some(event.position.clone()),
                     Handled::Failed => break,
                 },
                 Item::Schema {
@@ -828,7 +826,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                 } => {
                     let response = p
                         .target
-                        .on_schema_change(&p.table, &old_columns, &new_columns)
+                        .on_schema_change(&p.table, old_columns, new_columns)
                         .await;
                     match response.action {
                         SchemaChangeAction::Continue => {}
@@ -844,10 +842,10 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                     }
                 }
             }
-            next = items.next();
+            at += 1;
         }
-        drop(items);
         drop(guard);
+        buffer.recycle(&mut batch);
         // Everything routed here before a pending caught-up mark is now applied when the
         // queue is empty: the mark is as good as a change of our own at that position.
         if let Some(mark) = buffer.take_mark_if_idle() {
