@@ -1,7 +1,7 @@
 //! [`IndexedTarget`]: a raw-row replica of a table with hash indexes.
 //!
 //! Rows are stored as compact byte strings ([`crate::codec`]) in a slab; every index is
-//! a `HashTable<u32>` of slot numbers hashed by the canonical key bytes of the indexed
+//! a `HashTable` of slot numbers hashed by the canonical key bytes of the indexed
 //! columns, so an index costs a few bytes per row and a row is never stored twice. One
 //! `RwLock` covers the slab and every index: a reader sees each change whole.
 
@@ -66,6 +66,26 @@ pub struct IndexInfo {
 /// No slot (end of a group list).
 const NONE: u32 = u32::MAX;
 
+/// An index entry: a slot and 32 bits of its key's hash. Keeping the hash lets the
+/// table grow without re-reading every row, and skips most key comparisons on probes.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: u32,
+    hash: u32,
+}
+
+/// The 32 hash bits kept per entry.
+fn key_hash(hasher: &DefaultHashBuilder, key: &[u8]) -> u32 {
+    (hasher.hash_one(key) >> 32) as u32
+}
+
+/// The table hash of an entry: derived from its 32 kept bits only, so that rehashing
+/// needs nothing else (hashbrown takes bucket bits from the bottom, tag bits from the
+/// top).
+fn spread(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
+}
+
 /// An index over the slab.
 ///
 /// A unique index maps each key to one slot. A non-unique index maps each distinct key
@@ -78,7 +98,7 @@ struct Index {
     fields: Vec<String>,
     positions: Vec<usize>,
     unique: bool,
-    table: HashTable<u32>,
+    table: HashTable<Slot>,
     links: Vec<[u32; 2]>,
     entries: usize,
 }
@@ -117,14 +137,6 @@ fn slot_matches(slots: &Slots, slot: u32, positions: &[usize], key: &[u8]) -> bo
     SCRATCH.with_borrow_mut(|Scratch { values, key: buf }| {
         stored_key(slots, slot, positions, values, buf);
         buf.as_slice() == key
-    })
-}
-
-/// The hash of the stored row in `slot` for the columns at `positions`.
-fn slot_hash(slots: &Slots, slot: u32, positions: &[usize], hasher: &DefaultHashBuilder) -> u64 {
-    SCRATCH.with_borrow_mut(|Scratch { values, key: buf }| {
-        stored_key(slots, slot, positions, values, buf);
-        hasher.hash_one(buf.as_slice())
     })
 }
 
@@ -172,37 +184,29 @@ impl Index {
         row.key_bytes(&self.fields)
     }
 
-    /// Adds `slot` under `key` (hash `hash`); a unique index re-points an existing key
-    /// (last write wins), a non-unique one adds the row to the key's group.
-    fn insert_hashed(
-        &mut self,
-        slots: &Slots,
-        hasher: &DefaultHashBuilder,
-        hash: u64,
-        slot: u32,
-        key: &[u8],
-    ) {
+    /// Adds `slot` under `key` (kept hash bits `hash`); a unique index re-points an
+    /// existing key (last write wins), a non-unique one adds the row to the key's group.
+    fn insert_hashed(&mut self, slots: &Slots, hash: u32, slot: u32, key: &[u8]) {
         let positions = &self.positions;
-        let existing = self
-            .table
-            .find_mut(hash, |&s| slot_matches(slots, s, positions, key));
+        let existing = self.table.find_mut(spread(hash), |e| {
+            e.hash == hash && slot_matches(slots, e.id, positions, key)
+        });
         match existing {
-            Some(head) if self.unique => *head = slot,
+            Some(head) if self.unique => head.id = slot,
             Some(head) => {
-                let next = std::mem::replace(head, slot);
+                let next = std::mem::replace(&mut head.id, slot);
                 *self.link(slot) = [NONE, next];
                 self.link(next)[0] = slot;
                 self.entries += 1;
             }
-            None => self.insert_absent(slots, hasher, hash, slot),
+            None => self.insert_absent(hash, slot),
         }
     }
 
     /// Adds `slot` knowing its key is not in the index yet.
-    fn insert_absent(&mut self, slots: &Slots, hasher: &DefaultHashBuilder, hash: u64, slot: u32) {
-        let positions = &self.positions;
+    fn insert_absent(&mut self, hash: u32, slot: u32) {
         self.table
-            .insert_unique(hash, slot, |&s| slot_hash(slots, s, positions, hasher));
+            .insert_unique(spread(hash), Slot { id: slot, hash }, |e| spread(e.hash));
         if !self.unique {
             *self.link(slot) = [NONE, NONE];
             self.entries += 1;
@@ -210,20 +214,22 @@ impl Index {
     }
 
     fn insert(&mut self, slots: &Slots, hasher: &DefaultHashBuilder, slot: u32, key: &[u8]) {
-        self.insert_hashed(slots, hasher, hasher.hash_one(key), slot, key);
+        self.insert_hashed(slots, key_hash(hasher, key), slot, key);
     }
 
-    fn find_hashed(&self, slots: &Slots, hash: u64, key: &[u8]) -> Option<u32> {
+    fn find_hashed(&self, slots: &Slots, hash: u32, key: &[u8]) -> Option<u32> {
         self.table
-            .find(hash, |&s| slot_matches(slots, s, &self.positions, key))
-            .copied()
+            .find(spread(hash), |e| {
+                e.hash == hash && slot_matches(slots, e.id, &self.positions, key)
+            })
+            .map(|e| e.id)
     }
 
     /// Removes `slot`, whose key in this index was `key` (its bytes may already differ).
     fn remove(&mut self, hasher: &DefaultHashBuilder, slot: u32, key: &[u8]) {
-        let hash = hasher.hash_one(key);
+        let hash = spread(key_hash(hasher, key));
         if self.unique {
-            if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
+            if let Ok(entry) = self.table.find_entry(hash, |e| e.id == slot) {
                 entry.remove();
             }
             return;
@@ -233,11 +239,11 @@ impl Index {
         };
         if prev == NONE {
             // The group's head: the table entry moves to the next row, or goes.
-            match self.table.find_entry(hash, |&s| s == slot) {
+            match self.table.find_entry(hash, |e| e.id == slot) {
                 Ok(entry) if next == NONE => {
                     entry.remove();
                 }
-                Ok(mut entry) => *entry.get_mut() = next,
+                Ok(mut entry) => entry.get_mut().id = next,
                 Err(_) => return,
             }
         } else {
@@ -259,7 +265,7 @@ impl Index {
     }
 
     fn find_one(&self, slots: &Slots, hasher: &DefaultHashBuilder, key: &[u8]) -> Option<u32> {
-        self.find_hashed(slots, hasher.hash_one(key), key)
+        self.find_hashed(slots, key_hash(hasher, key), key)
     }
 
     fn find_all(&self, slots: &Slots, hasher: &DefaultHashBuilder, key: &[u8]) -> Vec<u32> {
@@ -513,7 +519,7 @@ impl Store {
             mapping.as_ref().map(|(_, m)| m.as_slice())
         };
         row_key(row, &primary.positions, map, key_buf);
-        let hash = hasher.hash_one(key_buf.as_slice());
+        let hash = key_hash(hasher, key_buf);
         *row_bytes += bytes.len();
         match primary.find_hashed(slots, hash, key_buf) {
             Some(slot) => {
@@ -547,7 +553,7 @@ impl Store {
                     }
                 };
                 *len += 1;
-                primary.insert_absent(slots, hasher, hash, slot);
+                primary.insert_absent(hash, slot);
                 for index in lookup.iter_mut().chain(indexes.iter_mut()) {
                     row_key(row, &index.positions, map, key_buf);
                     index.insert(slots, hasher, slot, key_buf);
