@@ -25,8 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use laredo_core::{
-    ChangeEvent, Engine, EngineObserver, IndexDefinition, PipelineOptions, Position, Row,
-    RowLayout, SyncSource, SyncTarget, TableIdentifier, Value, table,
+    ChangeEvent, ColumnDefinition, Engine, EngineObserver, IndexDefinition, PipelineOptions,
+    Position, Row, RowLayout, SchemaChangeResponse, SnapshotEntry, SyncSource, SyncTarget,
+    TableIdentifier, TableSnapshotInfo, TargetError, Value, table,
 };
 use laredo_source_test::TestSource;
 use laredo_target_memory::IndexedTarget;
@@ -192,6 +193,97 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// A target that applies nothing: the engine's own ceiling.
+struct NoopTarget;
+
+#[async_trait::async_trait]
+impl SyncTarget for NoopTarget {
+    fn type_name(&self) -> &str {
+        "noop"
+    }
+    async fn on_init(
+        &self,
+        _: &TableIdentifier,
+        _: &[ColumnDefinition],
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_baseline_row(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_baseline_complete(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_update(
+        &self,
+        _: &TableIdentifier,
+        _: &Row,
+        _: Option<&Row>,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_delete(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+    async fn on_schema_change(
+        &self,
+        _: &TableIdentifier,
+        _: &[ColumnDefinition],
+        _: &[ColumnDefinition],
+    ) -> SchemaChangeResponse {
+        SchemaChangeResponse::proceed()
+    }
+    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
+        Ok(Vec::new())
+    }
+    async fn restore_snapshot(
+        &self,
+        _: &TableSnapshotInfo,
+        _: Vec<SnapshotEntry>,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_close(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+/// Streams the inserts through an engine whose only pipeline applies nothing.
+async fn engine_only_rate(inserts: &[Row], t: &TableIdentifier) -> f64 {
+    let source = TestSource::new();
+    source.set_schema(t.clone(), TestSource::columns(&columns()));
+    let engine = Engine::builder()
+        .source("bench", source.clone())
+        .pipeline(
+            "bench",
+            t.clone(),
+            Arc::new(NoopTarget),
+            PipelineOptions::default(),
+        )
+        .build()
+        .expect("valid engine");
+    engine.start().await.expect("engine starts");
+    assert!(
+        engine.await_ready(Duration::from_secs(30)).await,
+        "engine ready"
+    );
+    let events = inserts
+        .iter()
+        .map(|r| ChangeEvent::insert(t.clone(), Position::from_u64(0), r.clone()));
+    let elapsed = stream_through_engine(&source, t, events, || true).await;
+    engine.stop().await.expect("engine stops");
+    inserts.len() as f64 / elapsed.as_secs_f64()
+}
+
 async fn run(rows: usize) -> Vec<Figure> {
     let mut figures = Vec::new();
     let inserts = generate(rows, 0x5eed_1234);
@@ -354,6 +446,12 @@ async fn run(rows: usize) -> Vec<Figure> {
     drop(engine);
     drop(target);
     drop(source);
+
+    figures.push(Figure {
+        name: "engine_only_changes_per_sec",
+        value: engine_only_rate(&inserts, &t).await,
+        unit: "changes/s",
+    });
 
     // Reference: the same changes applied straight to a target.
     let direct = new_target();

@@ -682,11 +682,18 @@ enum Handled {
     Failed,
 }
 
-async fn handle_change(inner: &Inner, p: &PipelineEntry, event: &ChangeEvent) -> Handled {
+/// Handles one change. `clock` is when the previous change of the batch finished (or the
+/// batch started): the applied change's duration runs from there, one clock read per
+/// change.
+async fn handle_change(
+    inner: &Inner,
+    p: &PipelineEntry,
+    event: &ChangeEvent,
+    clock: &mut Instant,
+) -> Handled {
     inner
         .observer
         .on_change_received(&p.id, &p.table, event.action, &event.position);
-    let started = Instant::now();
     let op = prepare(p, event);
     if matches!(op, Op::Skip) {
         return Handled::Done;
@@ -709,7 +716,12 @@ async fn handle_change(inner: &Inner, p: &PipelineEntry, event: &ChangeEvent) ->
                 }
                 inner
                     .observer
-                    .on_change_applied(&p.id, &p.table, event.action, started.elapsed());
+                    .on_change_applied(&p.id, &p.table, event.action, {
+                        let now = Instant::now();
+                        let took = now - *clock;
+                        *clock = now;
+                        took
+                    });
                 return Handled::Done;
             }
             Err(e) => {
@@ -796,6 +808,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
             .on_buffer_depth_changed(&p.id, buffer.len(), buffer.capacity());
         let mut done: Option<Position> = None;
         let mut guard = p.apply_lock.lock().await;
+        let mut clock = Instant::now();
         let mut at = 0;
         while let Some(item) = batch.get(at) {
             match p.state() {
@@ -812,11 +825,12 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                         () = buffer.closed() => {}
                     }
                     guard = p.apply_lock.lock().await;
+                    clock = Instant::now();
                     continue;
                 }
             }
             match item {
-                Item::Change(event) => match handle_change(&inner, p, event).await {
+                Item::Change(event) => match handle_change(&inner, p, event, &mut clock).await {
                     Handled::Done | Handled::DeadLettered => done = Some(event.position.clone()),
                     Handled::Failed => break,
                 },
