@@ -626,28 +626,7 @@ impl Engine {
     /// # Errors
     /// Engine not running, unknown source, or the source failing to pause.
     pub async fn pause(&self, source_id: &str) -> Result<(), EngineError> {
-        self.inner.ensure_running()?;
-        let source_idx = self.inner.source_index(source_id)?;
-        let source = &self.inner.sources[source_idx];
-        let _admin = source.admin.lock().await;
-        source
-            .source
-            .pause()
-            .await
-            .map_err(|e| EngineError::Source {
-                operation: "pause",
-                source_id: source_id.to_string(),
-                source: e,
-            })?;
-        source.user_paused.store(true, AtomicOrdering::SeqCst);
-        for &p in &source.pipelines {
-            self.inner.transition_from(
-                &self.inner.pipelines[p],
-                PipelineState::Streaming,
-                PipelineState::Paused,
-            );
-        }
-        Ok(())
+        self.set_paused(source_id, true).await
     }
 
     /// Resumes a paused source; its PAUSED pipelines apply what they held and stream on.
@@ -655,26 +634,40 @@ impl Engine {
     /// # Errors
     /// Engine not running, unknown source, or the source failing to resume.
     pub async fn resume(&self, source_id: &str) -> Result<(), EngineError> {
+        self.set_paused(source_id, false).await
+    }
+
+    async fn set_paused(&self, source_id: &str, paused: bool) -> Result<(), EngineError> {
         self.inner.ensure_running()?;
         let source_idx = self.inner.source_index(source_id)?;
         let source = &self.inner.sources[source_idx];
         let _admin = source.admin.lock().await;
-        source
-            .source
-            .resume()
-            .await
-            .map_err(|e| EngineError::Source {
-                operation: "resume",
-                source_id: source_id.to_string(),
-                source: e,
-            })?;
-        source.user_paused.store(false, AtomicOrdering::SeqCst);
-        for &p in &source.pipelines {
-            self.inner.transition_from(
-                &self.inner.pipelines[p],
+        let (operation, result, from, to) = if paused {
+            let result = source.source.pause().await;
+            (
+                "pause",
+                result,
+                PipelineState::Streaming,
+                PipelineState::Paused,
+            )
+        } else {
+            let result = source.source.resume().await;
+            (
+                "resume",
+                result,
                 PipelineState::Paused,
                 PipelineState::Streaming,
-            );
+            )
+        };
+        result.map_err(|e| EngineError::Source {
+            operation,
+            source_id: source_id.to_string(),
+            source: e,
+        })?;
+        source.user_paused.store(paused, AtomicOrdering::SeqCst);
+        for &p in &source.pipelines {
+            self.inner
+                .transition_from(&self.inner.pipelines[p], from, to);
         }
         Ok(())
     }
