@@ -55,7 +55,9 @@ fn print_help() {
     println!(
         "  test [--no-lint]   install what is missing, then fmt, clippy, all tests and doc tests"
     );
-    println!("  deps               install what the test suite needs (idempotent)");
+    println!(
+        "  deps               install what the test suite needs: PostgreSQL server (idempotent)"
+    );
     println!("  bench <name>       run a benchmark in release mode");
     println!("  example            run the quick-start example");
     println!();
@@ -95,9 +97,11 @@ fn has_nextest() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Installs what the suite needs. Today that is only the Rust toolchain's own parts;
-/// external services (PostgreSQL, the S3/Kinesis emulator) join as their crates land.
+/// Installs what the suite needs, idempotently: cargo-nextest (optional) and the
+/// PostgreSQL server from the distribution's packages (the tests start throwaway
+/// clusters from its binaries; no server needs to be running).
 fn deps() -> Result<()> {
+    ensure_postgres()?;
     if !has_nextest() {
         eprintln!("==> cargo-nextest not found; installing it (tests also run without it)");
         let installed = cargo()
@@ -107,6 +111,61 @@ fn deps() -> Result<()> {
         if !installed {
             eprintln!("    cargo-nextest could not be installed; falling back to cargo test");
         }
+    }
+    Ok(())
+}
+
+/// The package the tests start their clusters from (the one this Debian release ships).
+const POSTGRES_PACKAGE: &str = "postgresql-15";
+
+fn postgres_installed() -> bool {
+    if let Some(dir) = std::env::var_os("LAREDO_PG_BIN") {
+        return Path::new(&dir).join("initdb").exists();
+    }
+    std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
+        versions
+            .filter_map(Result::ok)
+            .any(|v| v.path().join("bin/initdb").exists())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn ensure_postgres() -> Result<()> {
+    if postgres_installed() {
+        return Ok(());
+    }
+    eprintln!(
+        "==> PostgreSQL server not found; installing {POSTGRES_PACKAGE} from the distribution's packages"
+    );
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut command = if is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run_step(&format!("apt-get {}", args.join(" ")), &mut command)
+    };
+    apt(&["update", "-q"])?;
+    apt(&[
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        POSTGRES_PACKAGE,
+    ])?;
+    if !postgres_installed() {
+        bail!(
+            "{POSTGRES_PACKAGE} was installed but no /usr/lib/postgresql/*/bin/initdb exists; set LAREDO_PG_BIN"
+        );
     }
     Ok(())
 }

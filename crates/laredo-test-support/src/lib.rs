@@ -3,6 +3,8 @@
 //! - [`TestObserver`]: an [`EngineObserver`] that records every event, with waits for
 //!   events to arrive.
 //! - [`wait_until`]: wait for a condition with a timeout instead of sleeping.
+//! - [`PgCluster`]: a throwaway PostgreSQL cluster (initdb in a temp dir, logical
+//!   replication on, a free loopback port), cleaned up when the test process exits.
 //!
 //! ```
 //! use std::time::Duration;
@@ -20,7 +22,9 @@
 //! ```
 
 mod observer;
+mod pg;
 mod wait;
 
 pub use crate::observer::{RecordedEvent, TestObserver};
+pub use crate::pg::{PgCluster, PgError, find_pg_bin};
 pub use crate::wait::{wait_until, wait_until_async};
