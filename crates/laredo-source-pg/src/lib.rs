@@ -1,9 +1,9 @@
 //! PostgreSQL source for laredo: a consistent baseline, then the `pgoutput` logical
 //! replication stream.
 //!
-//! In progress: this crate holds the `pgoutput` decoder so far ([`pgoutput`]); the
-//! source itself (slots, publications, baseline handoff, streaming, reconnects) lands
-//! next.
+//! In progress: this crate holds the `pgoutput` decoder ([`pgoutput`]) and the mapping
+//! of PostgreSQL text values to laredo values ([`types`]) so far; the source itself
+//! (slots, publications, baseline handoff, streaming, reconnects) lands next.
 //!
 //! ```
 //! use laredo_source_pg::pgoutput::{self, Message};
@@ -20,3 +20,4 @@
 //! ```
 
 pub mod pgoutput;
+pub mod types;

@@ -1,7 +1,9 @@
 //! The pgoutput decoder against what a real PostgreSQL server emits.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+use laredo_core::{Value, time};
 use laredo_source_pg::pgoutput::{self, Message, OldTuple, TupleValue};
+use laredo_source_pg::types::parse_text;
 use laredo_test_support::PgCluster;
 
 fn unhex(hex: &str) -> Vec<u8> {
@@ -13,11 +15,15 @@ fn unhex(hex: &str) -> Vec<u8> {
 
 /// Every message the slot has for publication `publication`, decoded.
 fn changes(pg: &PgCluster, db: &str, slot: &str, publication: &str) -> Vec<Message> {
+    let settings: String = laredo_source_pg::types::SESSION_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET {name} = '{value}'; "))
+        .collect();
     let out = pg
         .psql(
             db,
             &format!(
-                "SELECT encode(data, 'hex') FROM pg_logical_slot_get_binary_changes('{slot}', NULL, NULL, \
+                "{settings}SELECT encode(data, 'hex') FROM pg_logical_slot_get_binary_changes('{slot}', NULL, NULL, \
                  'proto_version', '1', 'publication_names', '{publication}', 'messages', 'true')"
             ),
         )
@@ -190,4 +196,122 @@ fn replica_identity_full_sends_the_whole_old_row() {
         panic!("relation expected")
     };
     assert_eq!(relation.replica_identity, b'f');
+}
+
+#[test]
+fn built_in_types_map_to_values() {
+    let pg = PgCluster::shared();
+    let db = pg.create_database("types").unwrap();
+    pg.psql(
+        &db,
+        "CREATE TYPE mood AS ENUM ('sad', 'happy'); \
+         CREATE TABLE k (id int8 PRIMARY KEY, b bool, i2 int2, i4 int4, f4 real, f8 float8, n numeric, \
+           t text, vc varchar(5), bp char(3), by bytea, j json, jb jsonb, u uuid, d date, tm time, \
+           ttz timetz, ts timestamp, tstz timestamptz, iv interval, ai int4[], at text[], m mood, nul text); \
+         CREATE PUBLICATION p FOR TABLE k;",
+    )
+    .unwrap();
+    let slot = format!("s_{db}");
+    pg.psql(
+        &db,
+        &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+    )
+    .unwrap();
+    pg.psql(
+        &db,
+        "INSERT INTO k VALUES (9000000000, true, -5, 7, 1.5, 0.1, 12.500, 'héllo', 'ab', 'x', '\\xdead', \
+           '{\"a\": 1}', '{\"a\": 1}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-02-29', '13:14:15.5', \
+           '01:02:03+05:30', '2024-05-01 10:00:00.25', '2024-05-01 10:00:00+02', \
+           '1 year 2 months 3 days 04:05:06.5', '{1,NULL,3}', '{\"a b\",c}', 'happy', NULL)",
+    )
+    .unwrap();
+    let messages = changes(pg, &db, &slot, "p");
+    let relation = messages
+        .iter()
+        .find_map(|m| match m {
+            Message::Relation(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let insert = messages
+        .iter()
+        .find_map(|m| match m {
+            Message::Insert(i) => Some(i),
+            _ => None,
+        })
+        .unwrap();
+    let value = |name: &str| -> Value {
+        let idx = relation
+            .columns
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap();
+        match &insert.new[idx] {
+            TupleValue::Null => Value::Null,
+            TupleValue::Text(bytes) => parse_text(
+                relation.columns[idx].type_oid,
+                std::str::from_utf8(bytes).unwrap(),
+            )
+            .unwrap(),
+            other => panic!("unexpected {other:?} for {name}"),
+        }
+    };
+    let micros = |s: &str| time::parse_rfc3339_micros(s).unwrap();
+    let expected = [
+        ("id", Value::Int64(9_000_000_000)),
+        ("b", Value::Bool(true)),
+        ("i2", Value::Int64(-5)),
+        ("i4", Value::Int64(7)),
+        ("f4", Value::Float64(1.5)),
+        ("f8", Value::Float64(0.1)),
+        ("n", Value::numeric("12.500")),
+        ("t", Value::text("héllo")),
+        ("vc", Value::text("ab")),
+        ("bp", Value::text("x  ")),
+        ("by", Value::bytes([0xde, 0xad])),
+        ("j", Value::json("{\"a\": 1}")),
+        ("jb", Value::json("{\"a\": 1}")),
+        (
+            "u",
+            Value::Uuid([
+                0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+                0x0a, 0x11,
+            ]),
+        ),
+        (
+            "d",
+            Value::Date(i32::try_from(time::days_from_civil(2024, 2, 29)).unwrap()),
+        ),
+        (
+            "tm",
+            Value::Time((13 * 3600 + 14 * 60 + 15) * 1_000_000 + 500_000),
+        ),
+        (
+            "ttz",
+            Value::TimeTz {
+                micros: 3_723_000_000,
+                offset_seconds: 19_800,
+            },
+        ),
+        ("ts", Value::Timestamp(micros("2024-05-01T10:00:00.25Z"))),
+        ("tstz", Value::TimestampTz(micros("2024-05-01T08:00:00Z"))),
+        (
+            "iv",
+            Value::Interval {
+                months: 14,
+                days: 3,
+                micros: (4 * 3600 + 5 * 60 + 6) * 1_000_000 + 500_000,
+            },
+        ),
+        (
+            "ai",
+            Value::array([Value::Int64(1), Value::Null, Value::Int64(3)]),
+        ),
+        ("at", Value::array([Value::text("a b"), Value::text("c")])),
+        ("m", Value::text("happy")),
+        ("nul", Value::Null),
+    ];
+    for (name, want) in expected {
+        assert_eq!(value(name), want, "column {name}");
+    }
 }
