@@ -209,3 +209,103 @@ async fn reset_source_rebaselines_from_scratch() {
     .await;
     engine.stop().await.unwrap();
 }
+
+/// A source without `reset` (every other method delegates to a test source).
+struct NoReset(std::sync::Arc<laredo_source_test::TestSource>);
+
+#[async_trait::async_trait]
+impl laredo_core::SyncSource for NoReset {
+    fn source_type(&self) -> &str {
+        "no-reset"
+    }
+    async fn init(
+        &self,
+        tables: &[laredo_core::TableIdentifier],
+    ) -> Result<
+        std::collections::HashMap<laredo_core::TableIdentifier, Vec<laredo_core::ColumnDefinition>>,
+        laredo_core::SourceError,
+    > {
+        self.0.init(tables).await
+    }
+    async fn validate_tables(
+        &self,
+        tables: &[laredo_core::TableIdentifier],
+    ) -> Vec<laredo_core::ValidationError> {
+        self.0.validate_tables(tables).await
+    }
+    async fn baseline(
+        &self,
+        tables: &[laredo_core::TableIdentifier],
+        sink: &mut dyn laredo_core::BaselineSink,
+    ) -> Result<Position, laredo_core::SourceError> {
+        self.0.baseline(tables, sink).await
+    }
+    async fn stream(
+        &self,
+        from: Position,
+        handler: &mut dyn laredo_core::ChangeHandler,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<(), laredo_core::SourceError> {
+        self.0.stream(from, handler, cancel).await
+    }
+    async fn ack(&self, position: &Position) -> Result<(), laredo_core::SourceError> {
+        self.0.ack(position).await
+    }
+    fn supports_resume(&self) -> bool {
+        self.0.supports_resume()
+    }
+    async fn last_acked_position(&self) -> Result<Option<Position>, laredo_core::SourceError> {
+        self.0.last_acked_position().await
+    }
+    fn compare_positions(&self, a: &Position, b: &Position) -> std::cmp::Ordering {
+        self.0.compare_positions(a, b)
+    }
+    fn position_to_string(&self, position: &Position) -> String {
+        self.0.position_to_string(position)
+    }
+    fn position_from_string(&self, text: &str) -> Result<Position, laredo_core::SourceError> {
+        self.0.position_from_string(text)
+    }
+    async fn pause(&self) -> Result<(), laredo_core::SourceError> {
+        self.0.pause().await
+    }
+    async fn resume(&self) -> Result<(), laredo_core::SourceError> {
+        self.0.resume().await
+    }
+    fn lag(&self) -> laredo_core::LagInfo {
+        self.0.lag()
+    }
+    fn ordering_guarantee(&self) -> laredo_core::OrderingGuarantee {
+        self.0.ordering_guarantee()
+    }
+    fn state(&self) -> laredo_core::SourceState {
+        laredo_core::SyncSource::state(&*self.0)
+    }
+    async fn close(&self) -> Result<(), laredo_core::SourceError> {
+        self.0.close().await
+    }
+}
+
+#[tokio::test]
+async fn reset_of_a_source_without_reset_is_refused_and_streaming_goes_on() {
+    let inner = source_with_users([1]);
+    let target = indexed();
+    let engine = Engine::builder()
+        .source("main", std::sync::Arc::new(NoReset(inner.clone())))
+        .pipeline("main", users(), target.clone(), PipelineOptions::default())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    let err = engine.reset_source("main", false).await.unwrap_err();
+    assert_eq!(err.to_string(), "source main does not support reset");
+    assert!(
+        engine.await_ready(WAIT).await,
+        "the source runs again after the refused reset"
+    );
+    inner.emit_insert(users(), user(2, "b")).await;
+    wait_until("streaming after the refused reset", WAIT, || {
+        target.lookup(2).is_some()
+    })
+    .await;
+    engine.stop().await.unwrap();
+}

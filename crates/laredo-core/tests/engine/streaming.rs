@@ -352,3 +352,45 @@ async fn values_keep_their_kinds_end_to_end() {
     }
     engine.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn per_change_observer_events_carry_their_arguments() {
+    let source = source_with_users([1]);
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline(
+            "main",
+            users(),
+            indexed(),
+            PipelineOptions::default().buffer_size(64),
+        )
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    let position = source.emit_update(users(), user(1, "renamed"), None).await;
+    let pipeline = "main:public.users:indexed-memory";
+    let received = observer.wait_for_event("ChangeReceived", WAIT).await;
+    assert_eq!(received.subject, pipeline);
+    assert_eq!(received.field("table"), Some("public.users"));
+    assert_eq!(received.field("action"), Some("UPDATE"));
+    assert_eq!(
+        received.field("position"),
+        Some(position.to_string().as_str())
+    );
+    let applied = observer.wait_for_event("ChangeApplied", WAIT).await;
+    assert_eq!(
+        (applied.subject.as_str(), applied.field("action")),
+        (pipeline, Some("UPDATE"))
+    );
+    let depth = observer.wait_for_event("BufferDepthChanged", WAIT).await;
+    assert_eq!(depth.field("capacity"), Some("64"));
+    assert!(
+        observer
+            .events_of("BufferDepthChanged")
+            .iter()
+            .any(|e| e.field("depth") == Some("1"))
+    );
+    engine.stop().await.unwrap();
+}
