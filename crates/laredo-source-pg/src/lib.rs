@@ -1,8 +1,9 @@
 //! PostgreSQL source for laredo: a consistent baseline, then the `pgoutput` logical
 //! replication stream.
 //!
-//! In progress: this crate holds the `pgoutput` decoder ([`pgoutput`]) and the mapping
-//! of PostgreSQL text values to laredo values ([`types`]) so far; the source itself
+//! In progress: this crate holds the `pgoutput` decoder ([`pgoutput`]), the mapping of
+//! PostgreSQL text values to laredo values ([`types`]) and the catalog and publication
+//! work ([`catalog`]) so far; the source itself
 //! (slots, publications, baseline handoff, streaming, reconnects) lands next.
 //!
 //! ```
@@ -19,5 +20,6 @@
 //! }
 //! ```
 
+pub mod catalog;
 pub mod pgoutput;
 pub mod types;

@@ -315,3 +315,162 @@ fn built_in_types_map_to_values() {
         assert_eq!(value(name), want, "column {name}");
     }
 }
+
+mod catalog {
+    use laredo_core::{ValidationError, table};
+    use laredo_source_pg::catalog::{self, CatalogError, PublicationConfig};
+    use laredo_test_support::PgCluster;
+
+    async fn connect(url: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    #[tokio::test]
+    async fn discovers_columns_keys_and_types() {
+        let pg = PgCluster::shared();
+        let db = pg.create_database("columns").unwrap();
+        pg.psql(
+            &db,
+            "CREATE TABLE t (z text, b int4 NOT NULL, a int8 DEFAULT 7, name varchar(10), PRIMARY KEY (a, b)); \
+             ALTER TABLE t DROP COLUMN z;",
+        )
+        .unwrap();
+        let client = connect(&pg.connection_string(&db)).await;
+        let columns = catalog::discover_columns(&client, &table("public", "t"))
+            .await
+            .unwrap();
+        let summary: Vec<(&str, &str, bool, u32, u32, u32, u32)> = columns
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.type_name.as_str(),
+                    c.nullable,
+                    c.ordinal_position,
+                    c.primary_key_ordinal,
+                    c.max_length,
+                    c.type_oid,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("b", "int4", false, 1, 2, 0, 23),
+                ("a", "int8", false, 2, 1, 0, 20),
+                ("name", "varchar", true, 3, 0, 10, 1043),
+            ]
+        );
+        assert_eq!(columns[1].default_value.as_deref(), Some("7"));
+        assert_eq!(laredo_core::primary_key_columns(&columns), vec!["a", "b"]);
+        let err = catalog::discover_columns(&client, &table("public", "nope"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "table public.nope not found or has no columns"
+        );
+    }
+
+    #[tokio::test]
+    async fn validation_reports_missing_tables_and_missing_privileges() {
+        let pg = PgCluster::shared();
+        let db = pg.create_database("validate").unwrap();
+        let role = format!("reader_{db}");
+        pg.psql(&db, &format!("CREATE TABLE open (id int8); CREATE TABLE closed (id int8); CREATE ROLE {role} LOGIN; GRANT SELECT ON open TO {role}"))
+            .unwrap();
+        let client = connect(&format!("postgresql://{role}@127.0.0.1:{}/{db}", pg.port())).await;
+        let problems = catalog::validate_tables(
+            &client,
+            &[
+                table("public", "open"),
+                table("public", "closed"),
+                table("public", "gone"),
+            ],
+        )
+        .await;
+        let codes: Vec<(String, &str)> = problems
+            .iter()
+            .map(|p| (p.table.as_ref().unwrap().to_string(), p.code.as_str()))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                (
+                    "public.closed".to_string(),
+                    ValidationError::PERMISSION_DENIED
+                ),
+                ("public.gone".to_string(), ValidationError::TABLE_NOT_FOUND),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn publications_follow_the_configured_tables() {
+        let pg = PgCluster::shared();
+        let db = pg.create_database("publication").unwrap();
+        pg.psql(&db, "CREATE TABLE a (id int8 PRIMARY KEY, v text, secret text); CREATE TABLE b (id int8 PRIMARY KEY); CREATE TABLE c (id int8 PRIMARY KEY)")
+            .unwrap();
+        let client = connect(&pg.connection_string(&db)).await;
+        let (a, b, c) = (
+            table("public", "a"),
+            table("public", "b"),
+            table("public", "c"),
+        );
+
+        let mut missing = PublicationConfig::new("pub_x");
+        missing.create = false;
+        let err = catalog::sync_publication(&client, &missing, std::slice::from_ref(&a))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CatalogError::PublicationMissing(_)), "{err}");
+
+        let config = PublicationConfig::new("pub_x");
+        catalog::sync_publication(&client, &config, &[a.clone(), b.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            catalog::publication_tables(&client, "pub_x").await.unwrap(),
+            vec![a.clone(), b.clone()]
+        );
+
+        // Restart with another table set, fewer operations, a row filter and a column list.
+        let mut config = PublicationConfig::new("pub_x");
+        config.create = false;
+        config.publish = vec!["insert".to_string(), "update".to_string()];
+        config.row_filters.insert(a.clone(), "id > 10".to_string());
+        config
+            .column_lists
+            .insert(a.clone(), vec!["id".to_string(), "v".to_string()]);
+        catalog::sync_publication(&client, &config, &[a.clone(), c.clone()])
+            .await
+            .unwrap();
+        assert_eq!(
+            catalog::publication_tables(&client, "pub_x").await.unwrap(),
+            vec![a.clone(), c.clone()]
+        );
+        assert_eq!(
+            pg.psql(&db, "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = 'pub_x'")
+                .unwrap(),
+            "t|t|f|f"
+        );
+        assert_eq!(
+            pg.psql(&db, "SELECT array_to_string(attnames, ','), rowfilter FROM pg_publication_tables WHERE pubname = 'pub_x' AND tablename = 'a'")
+                .unwrap(),
+            "id,v|(id > 10)"
+        );
+
+        catalog::drop_publication(&client, "pub_x").await.unwrap();
+        assert!(
+            catalog::publication_tables(&client, "pub_x")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        catalog::drop_publication(&client, "pub_x").await.unwrap();
+    }
+}
