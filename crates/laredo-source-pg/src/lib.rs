@@ -2,8 +2,8 @@
 //! replication stream.
 //!
 //! In progress: this crate holds the `pgoutput` decoder ([`pgoutput`]), the mapping of
-//! PostgreSQL text values to laredo values ([`types`]) and the catalog and publication
-//! work ([`catalog`]) so far; the source itself
+//! PostgreSQL text values to laredo values ([`types`]), the catalog and publication work
+//! ([`catalog`]) and the streaming baseline read ([`baseline`]) so far; the source itself
 //! (slots, publications, baseline handoff, streaming, reconnects) lands next.
 //!
 //! ```
@@ -20,6 +20,7 @@
 //! }
 //! ```
 
+pub mod baseline;
 pub mod catalog;
 pub mod pgoutput;
 pub mod types;

@@ -474,3 +474,57 @@ mod catalog {
         catalog::drop_publication(&client, "pub_x").await.unwrap();
     }
 }
+
+mod baseline {
+    use laredo_core::{Value, row, table};
+    use laredo_source_pg::baseline::TableCopy;
+    use laredo_source_pg::catalog;
+    use laredo_test_support::PgCluster;
+
+    #[tokio::test]
+    async fn copies_a_table_in_batches_with_every_escape() {
+        let pg = PgCluster::shared();
+        let db = pg.create_database("copy").unwrap();
+        pg.psql(
+            &db,
+            "CREATE TABLE t (id int8 PRIMARY KEY, v text, b bytea, a text[]); \
+             INSERT INTO t SELECT g, CASE WHEN g % 10 = 0 THEN NULL ELSE 'row ' || g || E'\\t\\n\\\\' || 'é' END, \
+               decode(lpad(to_hex(g), 8, '0'), 'hex'), ARRAY['x' || g, 'q\"uote'] FROM generate_series(1, 10000) g",
+        )
+        .unwrap();
+        let (client, connection) =
+            tokio_postgres::connect(&pg.connection_string(&db), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let t = table("public", "t");
+        let columns = catalog::discover_columns(&client, &t).await.unwrap();
+        let mut copy = TableCopy::start(&client, &t, &columns).await.unwrap();
+        let mut rows = Vec::new();
+        let mut batches = 0;
+        while let Some(batch) = copy.next_batch(1000).await.unwrap() {
+            assert!(batch.len() <= 1000);
+            batches += 1;
+            rows.extend(batch);
+        }
+        assert_eq!(rows.len(), 10_000);
+        assert!(batches >= 10);
+        rows.sort_by_key(|r| r.get_i64("id"));
+        let expected = |g: i64| {
+            let v = if g % 10 == 0 {
+                Value::Null
+            } else {
+                Value::text(format!("row {g}\t\n\\é"))
+            };
+            let bytes = u32::try_from(g).unwrap().to_be_bytes();
+            row! {"id" => g, "v" => v, "b" => Value::bytes(bytes), "a" => Value::array([Value::text(format!("x{g}")), Value::text("q\"uote")])}
+        };
+        for g in [1, 9, 10, 4321, 10_000] {
+            assert_eq!(
+                rows[usize::try_from(g - 1).unwrap()],
+                expected(g),
+                "row {g}"
+            );
+        }
+    }
+}
