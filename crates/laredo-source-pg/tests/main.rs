@@ -33,6 +33,34 @@ fn changes(pg: &PgCluster, db: &str, slot: &str, publication: &str) -> Vec<Messa
         .collect()
 }
 
+/// Creates a pgoutput slot for `db` (slots are cluster-wide: the name carries the db).
+fn create_slot(pg: &PgCluster, db: &str) -> String {
+    let slot = format!("s_{db}");
+    pg.psql(
+        db,
+        &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+    )
+    .unwrap();
+    slot
+}
+
+/// A client on `url`, its connection driven by a task.
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// The first message `pick` accepts.
+fn first<'a, T>(messages: &'a [Message], pick: impl Fn(&'a Message) -> Option<&'a T>) -> &'a T {
+    messages
+        .iter()
+        .find_map(pick)
+        .expect("the message is in the stream")
+}
+
 fn text(value: &TupleValue) -> Option<&str> {
     match value {
         TupleValue::Text(bytes) => std::str::from_utf8(bytes).ok(),
@@ -51,12 +79,7 @@ fn decodes_a_real_servers_stream() {
          CREATE PUBLICATION p FOR TABLE t;",
     )
     .unwrap();
-    let slot = format!("s_{db}");
-    pg.psql(
-        &db,
-        &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
-    )
-    .unwrap();
+    let slot = create_slot(pg, &db);
     pg.psql(
         &db,
         "INSERT INTO t VALUES (1, 'a', repeat('x', 100000)); \
@@ -173,21 +196,13 @@ fn replica_identity_full_sends_the_whole_old_row() {
          CREATE PUBLICATION p FOR TABLE f;",
     )
     .unwrap();
-    let slot = format!("s_{db}");
-    pg.psql(
-        &db,
-        &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
-    )
-    .unwrap();
+    let slot = create_slot(pg, &db);
     pg.psql(&db, "UPDATE f SET v = 'b' WHERE id = 1").unwrap();
     let messages = changes(pg, &db, &slot, "p");
-    let update = messages
-        .iter()
-        .find_map(|m| match m {
-            Message::Update(u) => Some(u),
-            _ => None,
-        })
-        .unwrap();
+    let update = first(&messages, |m| match m {
+        Message::Update(u) => Some(u),
+        _ => None,
+    });
     let Some(OldTuple::Full(old)) = &update.old else {
         panic!("full old row expected: {update:?}")
     };
@@ -211,12 +226,7 @@ fn built_in_types_map_to_values() {
          CREATE PUBLICATION p FOR TABLE k;",
     )
     .unwrap();
-    let slot = format!("s_{db}");
-    pg.psql(
-        &db,
-        &format!("SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
-    )
-    .unwrap();
+    let slot = create_slot(pg, &db);
     pg.psql(
         &db,
         "INSERT INTO k VALUES (9000000000, true, -5, 7, 1.5, 0.1, 12.500, 'héllo', 'ab', 'x', '\\xdead', \
@@ -226,20 +236,14 @@ fn built_in_types_map_to_values() {
     )
     .unwrap();
     let messages = changes(pg, &db, &slot, "p");
-    let relation = messages
-        .iter()
-        .find_map(|m| match m {
-            Message::Relation(r) => Some(r),
-            _ => None,
-        })
-        .unwrap();
-    let insert = messages
-        .iter()
-        .find_map(|m| match m {
-            Message::Insert(i) => Some(i),
-            _ => None,
-        })
-        .unwrap();
+    let relation = first(&messages, |m| match m {
+        Message::Relation(r) => Some(r),
+        _ => None,
+    });
+    let insert = first(&messages, |m| match m {
+        Message::Insert(i) => Some(i),
+        _ => None,
+    });
     let value = |name: &str| -> Value {
         let idx = relation
             .columns
@@ -317,17 +321,10 @@ fn built_in_types_map_to_values() {
 }
 
 mod catalog {
+    use super::connect;
     use laredo_core::{ValidationError, table};
     use laredo_source_pg::catalog::{self, CatalogError, PublicationConfig};
     use laredo_test_support::PgCluster;
-
-    async fn connect(url: &str) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    }
 
     #[tokio::test]
     async fn discovers_columns_keys_and_types() {
@@ -492,11 +489,7 @@ mod baseline {
                decode(lpad(to_hex(g), 8, '0'), 'hex'), ARRAY['x' || g, 'q\"uote'] FROM generate_series(1, 10000) g",
         )
         .unwrap();
-        let (client, connection) =
-            tokio_postgres::connect(&pg.connection_string(&db), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
+        let client = super::connect(&pg.connection_string(&db)).await;
         let t = table("public", "t");
         let columns = catalog::discover_columns(&client, &t).await.unwrap();
         let mut copy = TableCopy::start(&client, &t, &columns).await.unwrap();
