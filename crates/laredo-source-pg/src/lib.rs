@@ -3,7 +3,8 @@
 //!
 //! In progress: this crate holds the `pgoutput` decoder ([`pgoutput`]), the mapping of
 //! PostgreSQL text values to laredo values ([`types`]), the catalog and publication work
-//! ([`catalog`]) and the streaming baseline read ([`baseline`]) so far; the source itself
+//! ([`catalog`]), the streaming baseline read ([`baseline`]) and slot creation with an
+//! exported snapshot ([`replication`]) so far; the source itself
 //! (slots, publications, baseline handoff, streaming, reconnects) lands next.
 //!
 //! ```
@@ -23,4 +24,5 @@
 pub mod baseline;
 pub mod catalog;
 pub mod pgoutput;
+pub mod replication;
 pub mod types;

@@ -521,3 +521,151 @@ mod baseline {
         }
     }
 }
+
+mod handoff {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use laredo_core::table;
+    use laredo_source_pg::baseline::TableCopy;
+    use laredo_source_pg::catalog;
+    use laredo_source_pg::pgoutput::{self, Message};
+    use laredo_source_pg::replication::{ConnectionParams, create_slot_with_snapshot};
+    use laredo_test_support::{PgCluster, wait_until};
+    use pgwire_replication::ReplicationEvent;
+
+    use super::{connect, text};
+
+    fn int(values: &[laredo_source_pg::pgoutput::TupleValue], idx: usize) -> i64 {
+        text(&values[idx]).unwrap().parse().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn baseline_plus_stream_is_every_change_exactly_once_while_writers_run() {
+        let pg = PgCluster::shared();
+        let db = pg.create_database("handoff").unwrap();
+        pg.psql(
+            &db,
+            "CREATE TABLE t (id int8 PRIMARY KEY, v int8); \
+             INSERT INTO t SELECT g, 0 FROM generate_series(1, 1000) g; \
+             CREATE PUBLICATION p FOR TABLE t;",
+        )
+        .unwrap();
+        let url = pg.connection_string(&db);
+        let written = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (url, written, stop) = (url.clone(), Arc::clone(&written), Arc::clone(&stop));
+            async move {
+                let client = connect(&url).await;
+                let mut id = 1000i64;
+                while !stop.load(Ordering::SeqCst) {
+                    id += 1;
+                    client
+                        .execute("INSERT INTO t VALUES ($1, 0)", &[&id])
+                        .await
+                        .unwrap();
+                    client
+                        .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[&(id % 1000 + 1)])
+                        .await
+                        .unwrap();
+                    written.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        wait_until("writers started", Duration::from_secs(30), || {
+            written.load(Ordering::SeqCst) >= 20
+        })
+        .await;
+
+        // Slot + exported snapshot, then the baseline under that snapshot, all while
+        // the writer keeps committing.
+        let params = ConnectionParams::parse(&url).unwrap();
+        let slot = format!("handoff_{db}");
+        let (mut replication, created) = create_slot_with_snapshot(&params, &slot, "p", true)
+            .await
+            .unwrap();
+        assert!(created.consistent_point > 0);
+        let query = connect(&url).await;
+        query
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .unwrap();
+        query
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT '{}'",
+                created.snapshot_name
+            ))
+            .await
+            .unwrap();
+        let t = table("public", "t");
+        let columns = catalog::discover_columns(&query, &t).await.unwrap();
+        let mut copy = TableCopy::start(&query, &t, &columns).await.unwrap();
+        let mut state = BTreeMap::new();
+        while let Some(batch) = copy.next_batch(500).await.unwrap() {
+            for row in batch {
+                state.insert(row.get_i64("id").unwrap(), row.get_i64("v").unwrap());
+            }
+        }
+        query.batch_execute("COMMIT").await.unwrap();
+        let after_baseline = written.load(Ordering::SeqCst);
+        wait_until(
+            "writers go on after the baseline",
+            Duration::from_secs(30),
+            || written.load(Ordering::SeqCst) >= after_baseline + 20,
+        )
+        .await;
+        stop.store(true, Ordering::SeqCst);
+        writer.await.unwrap();
+        query
+            .execute("INSERT INTO t VALUES (-1, 0)", &[])
+            .await
+            .unwrap();
+
+        // The stream from the consistent point completes the baseline.
+        replication.start().await.unwrap();
+        let mut streamed_inserts = 0;
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(30), replication.recv())
+                .await
+                .expect("the marker arrives")
+                .unwrap()
+                .expect("the stream stays open");
+            let ReplicationEvent::XLogData { data, .. } = event else {
+                continue;
+            };
+            match pgoutput::decode(&data).unwrap() {
+                Message::Insert(insert) => {
+                    let id = int(&insert.new, 0);
+                    if id == -1 {
+                        break;
+                    }
+                    streamed_inserts += 1;
+                    assert!(
+                        state.insert(id, int(&insert.new, 1)).is_none(),
+                        "insert of {id} delivered by both the baseline and the stream"
+                    );
+                }
+                Message::Update(update) => {
+                    state.insert(int(&update.new, 0), int(&update.new, 1));
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            streamed_inserts >= 20,
+            "the stream carried the writes after the snapshot"
+        );
+        let table_now: BTreeMap<i64, i64> = query
+            .query("SELECT id, v FROM t WHERE id > 0", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(state, table_now, "baseline + stream equals the table");
+        replication.shutdown().await.unwrap();
+    }
+}
