@@ -68,7 +68,12 @@ fn print_help() {
 }
 
 fn workspace_root() -> Result<PathBuf> {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo run` sets CARGO_MANIFEST_DIR at run time. Prefer it over the compile-time value:
+    // a target dir shared between checkouts (as `.ci/run` does) reuses one xtask binary, and
+    // the path baked into it may be another checkout's.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest_dir
         .parent()
         .map(Path::to_path_buf)

@@ -6,8 +6,13 @@
 //! length values are a varint length and the bytes, floats 8 bytes, UUIDs 16. A column
 //! the row did not have is tagged `ABSENT`, and trailing absent columns are not written,
 //! so a row decodes to exactly the columns it was stored with.
+//!
+//! Index probes compare keys without decoding: [`write_key`] writes a stored row's
+//! canonical key bytes (byte for byte what [`Value::write_key`] writes for the decoded
+//! values) straight from the encoding, skipping the other columns. Decoding checks every
+//! bound and returns [`CodecError`] on malformed input; it never panics.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use laredo_core::Value;
 
@@ -200,6 +205,25 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    fn unknown_tag(&self) -> CodecError {
+        CodecError {
+            offset: self.pos.saturating_sub(1),
+            what: "unknown tag",
+        }
+    }
+
+    fn float(&mut self) -> Result<f64, CodecError> {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(self.take(8)?);
+        Ok(f64::from_bits(u64::from_le_bytes(buf)))
+    }
+
+    fn uuid(&mut self) -> Result<[u8; 16], CodecError> {
+        let mut buf = [0u8; 16];
+        buf.copy_from_slice(self.take(16)?);
+        Ok(buf)
+    }
+
     fn len_prefixed(&mut self) -> Result<&'a [u8], CodecError> {
         let len = usize::try_from(self.varint()?).map_err(|_| self.err("length overflow"))?;
         self.take(len)
@@ -224,21 +248,12 @@ impl<'a> Reader<'a> {
             FALSE => Value::Bool(false),
             TRUE => Value::Bool(true),
             INT => Value::Int64(self.int()?),
-            FLOAT => {
-                let raw = self.take(8)?;
-                let mut buf = [0u8; 8];
-                buf.copy_from_slice(raw);
-                Value::Float64(f64::from_bits(u64::from_le_bytes(buf)))
-            }
+            FLOAT => Value::Float64(self.float()?),
             NUMERIC => Value::Numeric(self.str()?),
             TEXT => Value::Text(self.str()?),
             BYTES => Value::Bytes(Arc::from(self.len_prefixed()?)),
             JSON => Value::Json(self.str()?),
-            UUID => {
-                let mut u = [0u8; 16];
-                u.copy_from_slice(self.take(16)?);
-                Value::Uuid(u)
-            }
+            UUID => Value::Uuid(self.uuid()?),
             DATE => Value::Date(self.int32()?),
             TIME => Value::Time(self.int()?),
             TIMETZ => Value::TimeTz {
@@ -253,15 +268,7 @@ impl<'a> Reader<'a> {
                 micros: self.int()?,
             },
             ARRAY => {
-                if depth >= MAX_DEPTH {
-                    return Err(self.err("arrays nested too deeply"));
-                }
-                let count =
-                    usize::try_from(self.varint()?).map_err(|_| self.err("length overflow"))?;
-                // Every element takes at least one byte: refuse counts past the input.
-                if count > self.bytes.len() - self.pos {
-                    return Err(self.err("array length past end"));
-                }
+                let count = self.array_len(depth)?;
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
                     items.push(self.value(depth + 1)?.unwrap_or(Value::Null));
@@ -270,12 +277,7 @@ impl<'a> Reader<'a> {
             }
             TOAST => Value::UnchangedToast,
             ABSENT => return Ok(None),
-            _ => {
-                return Err(CodecError {
-                    offset: self.pos - 1,
-                    what: "unknown tag",
-                });
-            }
+            _ => return Err(self.unknown_tag()),
         };
         Ok(Some(value))
     }
@@ -302,30 +304,168 @@ pub(crate) fn decode(
     Ok(())
 }
 
-/// Appends the canonical key bytes (as [`Value::write_key`]) of the columns at
-/// `positions` of an encoded row; absent columns key as NULL.
+/// Appends the canonical key bytes (exactly as [`Value::write_key`] would) of the
+/// columns at `positions` of an encoded row, in `positions` order; absent columns and
+/// columns past the end key as NULL.
+///
+/// Works on the encoded bytes: skipped columns are not decoded and nothing is
+/// allocated, except for `numeric` key values, whose normalisation is left to
+/// [`Value::write_key`].
 pub(crate) fn write_key(
     bytes: &[u8],
     positions: &[usize],
-    scratch: &mut Vec<Option<Value>>,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let Some(&last) = positions.iter().max() else {
-        return Ok(());
-    };
-    scratch.clear();
     let mut reader = Reader::new(bytes);
-    for _ in 0..=last {
-        if reader.at_end() {
-            scratch.push(None);
-        } else {
-            scratch.push(reader.next_value()?);
+    let mut column = 0;
+    for &position in positions {
+        if position < column {
+            // Key fields out of column order: scan again from the start.
+            reader.pos = 0;
+            column = 0;
         }
-    }
-    for &pos in positions {
-        scratch[pos].as_ref().unwrap_or(&Value::Null).write_key(out);
+        while column < position && !reader.at_end() {
+            reader.skip_value(0)?;
+            column += 1;
+        }
+        if column < position || reader.at_end() {
+            Value::Null.write_key(out);
+            continue;
+        }
+        reader.write_value_key(0, out)?;
+        column += 1;
     }
     Ok(())
+}
+
+/// The leading tag bytes of the canonical key forms written here without building a
+/// [`Value`], taken from [`Value::write_key`] itself so the two cannot drift apart (the
+/// property tests check the rest of the format).
+struct KeyTags {
+    text: u8,
+    bytes: u8,
+    json: u8,
+    array: u8,
+}
+
+static KEY_TAGS: LazyLock<KeyTags> = LazyLock::new(|| {
+    let tag = |value: Value| value.key_bytes().first().copied().unwrap_or_default();
+    KeyTags {
+        text: tag(Value::text("")),
+        bytes: tag(Value::bytes([])),
+        json: tag(Value::json("")),
+        array: tag(Value::array([])),
+    }
+});
+
+/// Appends the canonical key bytes of a text value, as `Value::text(text).write_key`
+/// does, without allocating the value.
+pub(crate) fn write_text_key(text: &str, out: &mut Vec<u8>) {
+    write_key_len_prefixed(KEY_TAGS.text, text.as_bytes(), out);
+}
+
+/// A length-prefixed canonical key: tag, length as 8 big-endian bytes, payload.
+fn write_key_len_prefixed(tag: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    out.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+impl Reader<'_> {
+    fn array_len(&mut self, depth: usize) -> Result<usize, CodecError> {
+        if depth >= MAX_DEPTH {
+            return Err(self.err("arrays nested too deeply"));
+        }
+        let count = usize::try_from(self.varint()?).map_err(|_| self.err("length overflow"))?;
+        // Every element takes at least one byte: refuse counts past the input.
+        if count > self.bytes.len() - self.pos {
+            return Err(self.err("array length past end"));
+        }
+        Ok(count)
+    }
+
+    /// Moves past the next value without decoding it.
+    fn skip_value(&mut self, depth: usize) -> Result<(), CodecError> {
+        match self.byte()? {
+            NULL | FALSE | TRUE | TOAST | ABSENT => {}
+            INT | DATE | TIME | TIMESTAMP | TIMESTAMPTZ => {
+                self.varint()?;
+            }
+            TIMETZ => {
+                self.varint()?;
+                self.varint()?;
+            }
+            INTERVAL => {
+                self.varint()?;
+                self.varint()?;
+                self.varint()?;
+            }
+            FLOAT => {
+                self.take(8)?;
+            }
+            UUID => {
+                self.take(16)?;
+            }
+            NUMERIC | TEXT | BYTES | JSON => {
+                self.len_prefixed()?;
+            }
+            ARRAY => {
+                for _ in 0..self.array_len(depth)? {
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            _ => return Err(self.unknown_tag()),
+        }
+        Ok(())
+    }
+
+    /// Appends the canonical key bytes of the next value (an absent value keys as
+    /// NULL, as it decodes).
+    fn write_value_key(&mut self, depth: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let tags = &*KEY_TAGS;
+        match self.byte()? {
+            NULL | ABSENT => Value::Null.write_key(out),
+            FALSE => Value::Bool(false).write_key(out),
+            TRUE => Value::Bool(true).write_key(out),
+            TOAST => Value::UnchangedToast.write_key(out),
+            INT => Value::Int64(self.int()?).write_key(out),
+            FLOAT => Value::Float64(self.float()?).write_key(out),
+            NUMERIC => {
+                let text = std::str::from_utf8(self.len_prefixed()?)
+                    .map_err(|_| self.err("invalid utf-8"))?;
+                Value::numeric(text).write_key(out);
+            }
+            TEXT => write_key_len_prefixed(tags.text, self.len_prefixed()?, out),
+            BYTES => write_key_len_prefixed(tags.bytes, self.len_prefixed()?, out),
+            JSON => write_key_len_prefixed(tags.json, self.len_prefixed()?, out),
+            UUID => Value::Uuid(self.uuid()?).write_key(out),
+            DATE => Value::Date(self.int32()?).write_key(out),
+            TIME => Value::Time(self.int()?).write_key(out),
+            TIMETZ => Value::TimeTz {
+                micros: self.int()?,
+                offset_seconds: self.int32()?,
+            }
+            .write_key(out),
+            TIMESTAMP => Value::Timestamp(self.int()?).write_key(out),
+            TIMESTAMPTZ => Value::TimestampTz(self.int()?).write_key(out),
+            INTERVAL => Value::Interval {
+                months: self.int32()?,
+                days: self.int32()?,
+                micros: self.int()?,
+            }
+            .write_key(out),
+            ARRAY => {
+                let count = self.array_len(depth)?;
+                out.push(tags.array);
+                out.extend_from_slice(&(count as u64).to_be_bytes());
+                for _ in 0..count {
+                    self.write_value_key(depth + 1, out)?;
+                }
+            }
+            _ => return Err(self.unknown_tag()),
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -340,7 +480,7 @@ mod tests {
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::Int64),
             any::<f64>().prop_map(Value::Float64),
-            "[0-9]{1,20}(\\.[0-9]{1,10})?".prop_map(Value::numeric),
+            "[-+]?[0-9]{1,20}(\\.[0-9]{0,10})?|NaN".prop_map(Value::numeric),
             ".{0,40}".prop_map(Value::text),
             proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::bytes),
             "\\{\"a\":[0-9]{1,5}\\}".prop_map(Value::json),
@@ -385,22 +525,63 @@ mod tests {
         }
 
         #[test]
-        fn key_bytes_match_values(values in proptest::collection::vec(value(), 1..8), picks in proptest::collection::vec(0usize..8, 1..4)) {
+        fn key_bytes_match_values(
+            values in proptest::collection::vec(proptest::option::of(value()), 0..8),
+            positions in proptest::collection::vec(0usize..10, 1..4),
+        ) {
+            // `None` is an absent column; positions past the end are absent too.
             let mut bytes = Vec::new();
-            values.iter().for_each(|v| encode_value(v, &mut bytes));
-            let positions: Vec<usize> = picks.into_iter().map(|p| p % values.len()).collect();
+            for v in &values {
+                match v {
+                    Some(v) => encode_value(v, &mut bytes),
+                    None => encode_absent(&mut bytes),
+                }
+            }
             let mut expected = Vec::new();
-            positions.iter().for_each(|&p| values[p].write_key(&mut expected));
+            for &p in &positions {
+                values.get(p).cloned().flatten().unwrap_or(Value::Null).write_key(&mut expected);
+            }
             let mut actual = Vec::new();
-            write_key(&bytes, &positions, &mut Vec::new(), &mut actual).unwrap();
+            write_key(&bytes, &positions, &mut actual).unwrap();
             prop_assert_eq!(actual, expected);
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), columns in 0usize..16) {
             let _ = decode(&bytes, columns, &mut Vec::new());
-            let _ = write_key(&bytes, &[0, 3], &mut Vec::new(), &mut Vec::new());
+            let _ = write_key(&bytes, &[3, 0, columns], &mut Vec::new());
+            let mut reader = Reader::new(&bytes);
+            while !reader.at_end() && reader.skip_value(0).is_ok() {}
         }
+    }
+
+    #[test]
+    fn malformed_rows_are_errors() {
+        let bad: [&[u8]; 7] = [
+            &[INT],
+            &[INT, 0x80],
+            &[TEXT, 5, b'a'],
+            &[TEXT, 2, 0xff, 0xfe],
+            &[FLOAT, 1, 2],
+            &[ARRAY, 200, NULL],
+            &[99],
+        ];
+        for bytes in bad {
+            assert!(decode(bytes, 1, &mut Vec::new()).is_err(), "{bytes:?}");
+        }
+        assert!(
+            decode(&[NULL, NULL], 1, &mut Vec::new()).is_err(),
+            "trailing bytes"
+        );
+        let mut deep = [ARRAY, 1].repeat(MAX_DEPTH + 1);
+        deep.push(NULL);
+        assert!(decode(&deep, 1, &mut Vec::new()).is_err(), "nesting limit");
+        assert!(write_key(&deep, &[0], &mut Vec::new()).is_err());
+        assert!(write_key(&[TEXT, 5, b'a'], &[0], &mut Vec::new()).is_err());
+        assert!(
+            write_key(&[99, NULL], &[1], &mut Vec::new()).is_err(),
+            "skipping checks too"
+        );
     }
 
     #[test]

@@ -1,47 +1,78 @@
-//! [`CompiledTarget`]: domain objects compiled from rows.
+//! [`CompiledTarget`]: typed domain objects compiled from rows.
+//!
+//! Each row goes through the filter and the user's compiler; the object is stored as
+//! an `Arc<T>` beside the original row (kept for snapshot export), keyed by the
+//! canonical key bytes of the key fields. The filter and the compiler run before the
+//! write lock is taken, so a slow compiler never blocks readers.
+//!
+//! The target holds an object for a key exactly when the latest row with that key
+//! passes the filter and compiles: a row that fails either (on insert, update or
+//! restore) leaves no object, and removes the object its key or identity had.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use hashbrown::HashMap;
 use laredo_core::{
     ColumnDefinition, Row, SchemaChangeResponse, SnapshotEntry, SyncTarget, TableIdentifier,
-    TableSnapshotInfo, TargetError, primary_key_columns,
+    TableSnapshotInfo, TargetError, Value, primary_key_columns,
 };
 use parking_lot::RwLock;
 
 use crate::key::{IntoKey, key_bytes};
 use crate::listener::{ListenerHandle, Registry};
 
+/// The target type name.
 const TYPE_NAME: &str = "compiled-memory";
 
 type Compiler<T> = dyn Fn(&Row) -> Result<T, String> + Send + Sync;
 type RowFilter = dyn Fn(&Row) -> bool + Send + Sync;
 type ObjectListener<T> = dyn Fn(Option<&Arc<T>>, Option<&Arc<T>>) + Send + Sync;
 
+/// A change to report to listeners once the write lock is released.
+type Change<T> = (Option<Arc<T>>, Option<Arc<T>>);
+
+/// What the filter and the compiler made of a row.
+enum Outcome<T> {
+    Object(Arc<T>),
+    Filtered,
+    Failed(String),
+}
+
 /// Builds a [`CompiledTarget`].
 #[must_use]
 pub struct CompiledTargetBuilder<T> {
-    compiler: Arc<Compiler<T>>,
+    compiler: Box<Compiler<T>>,
     key_fields: Vec<String>,
-    filter: Option<Arc<RowFilter>>,
+    filter: Option<Box<RowFilter>>,
+}
+
+impl<T> std::fmt::Debug for CompiledTargetBuilder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledTargetBuilder")
+            .field("key_fields", &self.key_fields)
+            .field("filter", &self.filter.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T: Send + Sync + 'static> CompiledTargetBuilder<T> {
-    /// The columns forming the object key (default: the table's primary key).
+    /// The columns forming the object key, in key order. Default (or empty): the
+    /// table's primary key.
     pub fn key_fields(mut self, fields: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.key_fields = fields.into_iter().map(Into::into).collect();
         self
     }
 
-    /// Only rows for which `filter` is true become objects.
+    /// Only rows for which `filter` returns true become objects.
     pub fn filter(mut self, filter: impl Fn(&Row) -> bool + Send + Sync + 'static) -> Self {
-        self.filter = Some(Arc::new(filter));
+        self.filter = Some(Box::new(filter));
         self
     }
 
-    /// Builds the target (key fields are checked at `on_init`).
+    /// Builds the target (key fields are checked against the columns at `on_init`).
     pub fn build(self) -> Arc<CompiledTarget<T>> {
         Arc::new(CompiledTarget {
             compiler: self.compiler,
@@ -62,16 +93,102 @@ struct Entry<T> {
 }
 
 struct State<T> {
+    /// The key fields in effect (empty until `on_init`).
     key_fields: Vec<String>,
     entries: HashMap<Vec<u8>, Entry<T>>,
 }
 
-/// A table replica of typed objects: each row goes through a compiler function; see
-/// the crate docs.
+impl<T> State<T> {
+    fn ensure_configured(&self) -> Result<(), TargetError> {
+        if self.key_fields.is_empty() {
+            Err(TargetError::new(
+                "compiled-memory target is not initialised: on_init was not called",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Applies one row's outcome; `identity` is the update's old row. Pushes the
+    /// changes to report, and returns the error and the row's key when compilation
+    /// failed.
+    fn put(
+        &mut self,
+        row: &Row,
+        identity: Option<&Row>,
+        outcome: Outcome<T>,
+        changes: &mut Vec<Change<T>>,
+    ) -> Option<(String, String)> {
+        let key = row.key_bytes(&self.key_fields);
+        let moved = identity
+            .map(|i| i.key_bytes(&self.key_fields))
+            .filter(|old_key| *old_key != key)
+            .and_then(|old_key| self.entries.remove(&old_key));
+        let failure = match outcome {
+            Outcome::Object(object) => {
+                self.store(key, row, object, moved, changes);
+                return None;
+            }
+            Outcome::Filtered => None,
+            Outcome::Failed(error) => Some((error, describe_key(row, &self.key_fields))),
+        };
+        // The row has no object: whatever stood for it goes.
+        let gone = self.entries.remove(&key);
+        changes.extend(
+            moved
+                .into_iter()
+                .chain(gone)
+                .map(|e| (Some(e.object), None)),
+        );
+        failure
+    }
+
+    /// Stores `object` under `key`; `moved` is the entry the update's identity had.
+    fn store(
+        &mut self,
+        key: Vec<u8>,
+        row: &Row,
+        object: Arc<T>,
+        moved: Option<Entry<T>>,
+        changes: &mut Vec<Change<T>>,
+    ) {
+        let replaced = self.entries.insert(
+            key,
+            Entry {
+                object: Arc::clone(&object),
+                row: row.clone(),
+            },
+        );
+        match (moved, replaced) {
+            (Some(moved), Some(replaced)) => {
+                // A key change onto a key that held an object: that one goes first.
+                changes.push((Some(replaced.object), None));
+                changes.push((Some(moved.object), Some(object)));
+            }
+            (moved, replaced) => changes.push((moved.or(replaced).map(|e| e.object), Some(object))),
+        }
+    }
+}
+
+/// `id=7, tenant=a`: a row's key for log messages.
+fn describe_key(row: &Row, key_fields: &[String]) -> String {
+    key_fields
+        .iter()
+        .map(|f| format!("{f}={}", row.get(f).unwrap_or(&Value::Null)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A table replica of typed objects (`compiled-memory`): each row goes through an
+/// optional filter and a compiler function `Fn(&Row) -> Result<T, E>`; objects are
+/// keyed by the key fields.
+///
+/// A row whose compilation fails is skipped and logged (`warn`, with its key). Reads
+/// take a shared lock and hand out `Arc<T>` clones.
 pub struct CompiledTarget<T> {
-    compiler: Arc<Compiler<T>>,
+    compiler: Box<Compiler<T>>,
     configured_keys: Vec<String>,
-    filter: Option<Arc<RowFilter>>,
+    filter: Option<Box<RowFilter>>,
     state: RwLock<State<T>>,
     listeners: Arc<Registry<ObjectListener<T>>>,
 }
@@ -80,37 +197,33 @@ impl<T> std::fmt::Debug for CompiledTarget<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CompiledTarget")
             .field("key_fields", &self.configured_keys)
+            .field("filter", &self.filter.is_some())
             .field("count", &self.state.read().entries.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-type Change<T> = (Option<Arc<T>>, Option<Arc<T>>);
-
 impl<T: Send + Sync + 'static> CompiledTarget<T> {
-    /// Starts building a target that compiles rows with `compiler`; a row whose
-    /// compilation fails is skipped and logged.
+    /// Starts building a target that compiles rows with `compiler`.
     pub fn builder<E: Display>(
         compiler: impl Fn(&Row) -> Result<T, E> + Send + Sync + 'static,
     ) -> CompiledTargetBuilder<T> {
         CompiledTargetBuilder {
-            compiler: Arc::new(move |row: &Row| compiler(row).map_err(|e| e.to_string())),
+            compiler: Box::new(move |row: &Row| compiler(row).map_err(|e| e.to_string())),
             key_fields: Vec::new(),
             filter: None,
         }
     }
 
-    /// The object with this key.
+    /// The object whose key fields equal `key`; `None` also when `key` has a different
+    /// number of values than there are key fields.
     pub fn get(&self, key: impl IntoKey) -> Option<Arc<T>> {
+        let (key, arity) = key_bytes(key);
         let state = self.state.read();
-        let values = key.into_key();
-        if values.len() != state.key_fields.len() {
+        if arity != state.key_fields.len() {
             return None;
         }
-        state
-            .entries
-            .get(&key_bytes(&values))
-            .map(|e| Arc::clone(&e.object))
+        state.entries.get(&key).map(|e| Arc::clone(&e.object))
     }
 
     /// Every object (order unspecified).
@@ -128,7 +241,25 @@ impl<T: Send + Sync + 'static> CompiledTarget<T> {
         self.state.read().entries.len()
     }
 
-    /// Calls `listener(old, new)` after every change (as `IndexedTarget::listen`).
+    /// The key fields in effect: the configured ones, else (after `on_init`) the
+    /// primary key.
+    pub fn key_fields(&self) -> Vec<String> {
+        if !self.configured_keys.is_empty() {
+            return self.configured_keys.clone();
+        }
+        self.state.read().key_fields.clone()
+    }
+
+    /// Calls `listener(old, new)` after every change of an object: `(None, new)` for a
+    /// new object, `(old, new)` for a replaced one, `(old, None)` for a removed one
+    /// (deleted, or its row left the filter or stopped compiling), `(None, None)` for a
+    /// truncate. A snapshot restore is reported as a truncate followed by one new
+    /// object per row.
+    ///
+    /// As [`IndexedTarget::listen`](crate::IndexedTarget::listen): listeners run on the
+    /// writer's task once the change is visible, in order, and must not block; the
+    /// listener stays registered until the handle is dropped or unsubscribed, or
+    /// `on_close`.
     pub fn listen(
         &self,
         listener: impl Fn(Option<&Arc<T>>, Option<&Arc<T>>) + Send + Sync + 'static,
@@ -136,51 +267,55 @@ impl<T: Send + Sync + 'static> CompiledTarget<T> {
         self.listeners.add(Arc::new(listener))
     }
 
-    fn passes(&self, row: &Row) -> bool {
-        self.filter.as_ref().is_none_or(|f| f(row))
+    /// Filters and compiles `row` (outside any lock).
+    fn outcome(&self, row: &Row) -> Outcome<T> {
+        if self.filter.as_ref().is_some_and(|f| !f(row)) {
+            return Outcome::Filtered;
+        }
+        match (self.compiler)(row) {
+            Ok(object) => Outcome::Object(Arc::new(object)),
+            Err(error) => Outcome::Failed(error),
+        }
     }
 
-    fn compile(&self, row: &Row) -> Option<Arc<T>> {
-        match (self.compiler)(row) {
-            Ok(object) => Some(Arc::new(object)),
-            Err(e) => {
-                tracing::warn!(error = %e, %row, "row skipped: compile failed");
-                None
+    /// Applies `rows` (with the update identity, if any) under one write lock, clearing
+    /// first when `restore`; then logs compile failures and notifies.
+    fn apply(
+        &self,
+        rows: &[Row],
+        identity: Option<&Row>,
+        restore: bool,
+    ) -> Result<(), TargetError> {
+        let outcomes: Vec<Outcome<T>> = rows.iter().map(|row| self.outcome(row)).collect();
+        let mut changes = Vec::new();
+        let mut failures = Vec::new();
+        {
+            let mut state = self.state.write();
+            state.ensure_configured()?;
+            if restore {
+                state.entries.clear();
+                changes.push((None, None));
+            }
+            for (row, outcome) in rows.iter().zip(outcomes) {
+                failures.extend(state.put(row, identity, outcome, &mut changes));
             }
         }
-    }
-
-    /// Upserts `row` (after the filter), removing `old_key` first when it differs.
-    fn put(&self, row: &Row, old_key: Option<Vec<u8>>) -> Option<Change<T>> {
-        let mut state = self.state.write();
-        let key = row.key_bytes(&state.key_fields);
-        let removed = match old_key {
-            Some(old_key) if old_key != key => state.entries.remove(&old_key),
-            _ => None,
-        };
-        if !self.passes(row) {
-            // The row left the filtered set: it is no longer an object here.
-            let gone = removed.or_else(|| state.entries.remove(&key));
-            return gone.map(|e| (Some(e.object), None));
+        for (error, key) in failures {
+            tracing::warn!(%error, %key, "row skipped: compile failed");
         }
-        let object = self.compile(row)?;
-        let replaced = state.entries.insert(
-            key,
-            Entry {
-                object: Arc::clone(&object),
-                row: row.clone(),
-            },
-        );
-        let old = removed.or(replaced).map(|e| e.object);
-        Some((old, Some(object)))
+        self.notify(&changes);
+        Ok(())
     }
 
-    fn notify(&self, change: Option<Change<T>>) {
-        let Some((old, new)) = change else {
+    fn notify(&self, changes: &[Change<T>]) {
+        if changes.is_empty() || self.listeners.is_empty() {
             return;
-        };
-        for listener in self.listeners.snapshot() {
-            listener(old.as_ref(), new.as_ref());
+        }
+        let listeners = self.listeners.snapshot();
+        for (old, new) in changes {
+            for listener in &listeners {
+                listener(old.as_ref(), new.as_ref());
+            }
         }
     }
 }
@@ -191,21 +326,20 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
         TYPE_NAME
     }
 
+    /// Checks the key fields against `columns` (default: the primary key) and re-keys
+    /// the objects already held.
     async fn on_init(
         &self,
         table: &TableIdentifier,
         columns: &[ColumnDefinition],
     ) -> Result<(), TargetError> {
         let names: HashSet<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        if let Some(field) = self
+        let mut problems: Vec<String> = self
             .configured_keys
             .iter()
-            .find(|f| !names.contains(f.as_str()))
-        {
-            return Err(TargetError::new(format!(
-                "key field {field} not found in columns"
-            )));
-        }
+            .filter(|f| !names.contains(f.as_str()))
+            .map(|f| format!("key field {f} not found in columns"))
+            .collect();
         let key_fields = if self.configured_keys.is_empty() {
             primary_key_columns(columns)
                 .into_iter()
@@ -215,11 +349,22 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
             self.configured_keys.clone()
         };
         if key_fields.is_empty() {
-            return Err(TargetError::new(format!(
+            problems.push(format!(
                 "table {table} has no primary key and no key_fields are configured"
-            )));
+            ));
         }
-        self.state.write().key_fields = key_fields;
+        if !problems.is_empty() {
+            return Err(TargetError::new(problems.join("; ")));
+        }
+        let mut state = self.state.write();
+        if state.key_fields != key_fields {
+            let entries = std::mem::take(&mut state.entries);
+            state.entries = entries
+                .into_values()
+                .map(|e| (e.row.key_bytes(&key_fields), e))
+                .collect();
+            state.key_fields = key_fields;
+        }
         Ok(())
     }
 
@@ -228,9 +373,16 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
         _table: &TableIdentifier,
         row: &Row,
     ) -> Result<(), TargetError> {
-        let change = self.put(row, None);
-        self.notify(change);
-        Ok(())
+        self.apply(std::slice::from_ref(row), None, false)
+    }
+
+    /// Compiles the batch, then takes the write lock once for it.
+    async fn on_baseline_rows(
+        &self,
+        _table: &TableIdentifier,
+        rows: &[Row],
+    ) -> Result<(), TargetError> {
+        self.apply(rows, None, false)
     }
 
     async fn on_baseline_complete(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
@@ -238,36 +390,37 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
     }
 
     async fn on_insert(&self, _table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        let change = self.put(row, None);
-        self.notify(change);
-        Ok(())
+        self.apply(std::slice::from_ref(row), None, false)
     }
 
+    /// When the new row fails the filter (or to compile), the object of its identity
+    /// (or its key) is removed: `(old, None)`. Otherwise the object is stored under the
+    /// new key, the identity's key removed when it differs: `(old?, new)`.
     async fn on_update(
         &self,
         _table: &TableIdentifier,
         row: &Row,
         identity: Option<&Row>,
     ) -> Result<(), TargetError> {
-        let old_key = identity.map(|i| i.key_bytes(&self.state.read().key_fields));
-        let change = self.put(row, old_key);
-        self.notify(change);
-        Ok(())
+        self.apply(std::slice::from_ref(row), identity, false)
     }
 
     async fn on_delete(&self, _table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
         let removed = {
             let mut state = self.state.write();
+            state.ensure_configured()?;
             let key = identity.key_bytes(&state.key_fields);
             state.entries.remove(&key)
         };
-        self.notify(removed.map(|e| (Some(e.object), None)));
+        if let Some(entry) = removed {
+            self.notify(&[(Some(entry.object), None)]);
+        }
         Ok(())
     }
 
     async fn on_truncate(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        self.state.write().entries.clear();
-        self.notify(Some((None, None)));
+        self.state.write().entries = HashMap::new();
+        self.notify(&[(None, None)]);
         Ok(())
     }
 
@@ -275,6 +428,7 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
         true
     }
 
+    /// Always `RE_BASELINE`: the compiler may depend on any column.
     async fn on_schema_change(
         &self,
         _table: &TableIdentifier,
@@ -284,6 +438,7 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
         SchemaChangeResponse::re_baseline("compiled objects are rebuilt from the new columns")
     }
 
+    /// The original rows of the objects.
     async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
         Ok(self
             .state
@@ -294,22 +449,26 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
             .collect())
     }
 
+    /// Clears the target and recompiles every row through the filter, applied under one
+    /// write lock. A target not initialised yet is first initialised with the
+    /// snapshot's columns.
     async fn restore_snapshot(
         &self,
-        _info: &TableSnapshotInfo,
+        info: &TableSnapshotInfo,
         entries: Vec<SnapshotEntry>,
     ) -> Result<(), TargetError> {
-        self.state.write().entries.clear();
-        for entry in entries {
-            let _ = self.put(&entry.row, None);
+        if self.state.read().ensure_configured().is_err() {
+            self.on_init(&info.table, &info.columns).await?;
         }
-        Ok(())
+        let rows: Vec<Row> = entries.into_iter().map(|e| e.row).collect();
+        self.apply(&rows, None, true)
     }
 
     fn supports_consistent_snapshot(&self) -> bool {
         true
     }
 
+    /// Removes every listener; the objects stay readable.
     async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
         self.listeners.clear();
         Ok(())

@@ -1,0 +1,9 @@
+mod compiled;
+mod concurrency;
+mod indexes;
+mod init;
+mod listeners;
+mod schema;
+mod snapshot;
+mod support;
+mod writes;
