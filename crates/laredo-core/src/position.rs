@@ -17,6 +17,7 @@ pub struct Position(Repr);
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Repr {
     Number(u64),
+    Pair(u64, u64),
     Text(Arc<str>),
 }
 
@@ -24,6 +25,20 @@ impl Position {
     /// A position that is a number (an LSN, a sequence).
     pub const fn from_u64(value: u64) -> Self {
         Self(Repr::Number(value))
+    }
+
+    /// A position made of two numbers (a PostgreSQL transaction's LSN and the change's
+    /// sequence in it). Allocates nothing.
+    pub const fn from_pair(major: u64, minor: u64) -> Self {
+        Self(Repr::Pair(major, minor))
+    }
+
+    /// The two numbers of a [`Position::from_pair`] position.
+    pub fn as_pair(&self) -> Option<(u64, u64)> {
+        match &self.0 {
+            Repr::Pair(a, b) => Some((*a, *b)),
+            _ => None,
+        }
     }
 
     /// A position that is text (a shard map, a cursor).
@@ -35,14 +50,14 @@ impl Position {
     pub fn as_u64(&self) -> Option<u64> {
         match &self.0 {
             Repr::Number(v) => Some(*v),
-            Repr::Text(_) => None,
+            Repr::Pair(..) | Repr::Text(_) => None,
         }
     }
 
     /// The text, for a text position.
     pub fn as_text(&self) -> Option<&str> {
         match &self.0 {
-            Repr::Number(_) => None,
+            Repr::Number(_) | Repr::Pair(..) => None,
             Repr::Text(t) => Some(t),
         }
     }
@@ -52,6 +67,7 @@ impl fmt::Debug for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Repr::Number(v) => write!(f, "Position({v})"),
+            Repr::Pair(a, b) => write!(f, "Position({a}.{b})"),
             Repr::Text(t) => write!(f, "Position({t:?})"),
         }
     }
@@ -63,6 +79,7 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Repr::Number(v) => write!(f, "{v}"),
+            Repr::Pair(a, b) => write!(f, "{a}.{b}"),
             Repr::Text(t) => f.write_str(t),
         }
     }

@@ -23,6 +23,12 @@
 
 pub mod baseline;
 pub mod catalog;
+pub mod config;
 pub mod pgoutput;
 pub mod replication;
+mod source;
 pub mod types;
+
+pub use crate::catalog::PublicationConfig;
+pub use crate::config::{PgSourceConfig, ReconnectPolicy, SlotMode};
+pub use crate::source::{PgSource, format_lsn, parse_lsn};

@@ -669,3 +669,4 @@ mod handoff {
         replication.shutdown().await.unwrap();
     }
 }
+mod source;

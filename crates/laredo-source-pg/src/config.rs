@@ -1,0 +1,171 @@
+//! The PostgreSQL source's settings.
+
+use std::time::Duration;
+
+use crate::catalog::PublicationConfig;
+
+/// How the source uses its replication slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlotMode {
+    /// A temporary slot that lives as long as the replication connection: every start
+    /// (and every lost connection) runs a fresh baseline. Nothing is left behind on the
+    /// server.
+    Ephemeral,
+    /// A persistent named slot: a restart resumes from the slot's confirmed position,
+    /// with no gap and no duplicate.
+    #[default]
+    Stateful,
+}
+
+/// How often and how patiently a lost replication connection is re-opened.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReconnectPolicy {
+    /// Attempts in a row before the stream fails (0 = retry forever).
+    pub max_attempts: u32,
+    /// The wait before the first retry.
+    pub initial_backoff: Duration,
+    /// The longest wait between retries.
+    pub max_backoff: Duration,
+    /// The factor applied to the wait after each failed attempt.
+    pub multiplier: f64,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// A policy with these waits.
+    pub fn new(
+        max_attempts: u32,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+        multiplier: f64,
+    ) -> Self {
+        Self {
+            max_attempts,
+            initial_backoff,
+            max_backoff,
+            multiplier,
+        }
+    }
+
+    /// The wait before retry number `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+        let factor = self.multiplier.max(1.0).powi(exponent);
+        let wait = self.initial_backoff.as_secs_f64() * factor;
+        if !wait.is_finite() || wait >= self.max_backoff.as_secs_f64() {
+            self.max_backoff
+        } else {
+            Duration::from_secs_f64(wait)
+        }
+    }
+}
+
+/// Everything [`PgSource`](crate::PgSource) needs to know.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PgSourceConfig {
+    /// A libpq connection string (URI or `key=value`); TLS is not supported yet.
+    pub connection_string: String,
+    /// Ephemeral or stateful slot.
+    pub slot_mode: SlotMode,
+    /// The slot's name (ephemeral slots get a unique suffix).
+    pub slot_name: String,
+    /// The publication to stream.
+    pub publication: PublicationConfig,
+    /// Stateful mode only: run a fresh baseline on every start instead of resuming.
+    pub always_baseline: bool,
+    /// Reconnect behaviour.
+    pub reconnect: ReconnectPolicy,
+    /// Rows per batch handed to the engine during the baseline.
+    pub baseline_batch_rows: usize,
+    /// How often acknowledged positions are reported to the server at most.
+    pub status_interval: Duration,
+    /// Changes read ahead from the replication connection.
+    pub read_ahead: usize,
+}
+
+impl PgSourceConfig {
+    /// Stateful slot `laredo_slot`, publication `laredo_pub` (created when missing),
+    /// default reconnect policy.
+    pub fn new(connection_string: impl Into<String>) -> Self {
+        Self {
+            connection_string: connection_string.into(),
+            slot_mode: SlotMode::Stateful,
+            slot_name: "laredo_slot".to_string(),
+            publication: PublicationConfig::new("laredo_pub"),
+            always_baseline: false,
+            reconnect: ReconnectPolicy::default(),
+            baseline_batch_rows: 4096,
+            status_interval: Duration::from_secs(1),
+            read_ahead: 8192,
+        }
+    }
+
+    /// Sets the slot mode.
+    #[must_use]
+    pub fn slot_mode(mut self, mode: SlotMode) -> Self {
+        self.slot_mode = mode;
+        self
+    }
+
+    /// Sets the slot name.
+    #[must_use]
+    pub fn slot_name(mut self, name: impl Into<String>) -> Self {
+        self.slot_name = name.into();
+        self
+    }
+
+    /// Sets the publication.
+    #[must_use]
+    pub fn publication(mut self, publication: PublicationConfig) -> Self {
+        self.publication = publication;
+        self
+    }
+
+    /// Sets `always_baseline`.
+    #[must_use]
+    pub fn always_baseline(mut self, always: bool) -> Self {
+        self.always_baseline = always;
+        self
+    }
+
+    /// Sets the reconnect policy.
+    #[must_use]
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Sets how often acknowledged positions reach the server.
+    #[must_use]
+    pub fn status_interval(mut self, interval: Duration) -> Self {
+        self.status_interval = interval;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = ReconnectPolicy::new(5, Duration::from_millis(100), Duration::from_secs(1), 2.0);
+        assert_eq!(p.backoff(1), Duration::from_millis(100));
+        assert_eq!(p.backoff(2), Duration::from_millis(200));
+        assert_eq!(p.backoff(4), Duration::from_millis(800));
+        assert_eq!(p.backoff(5), Duration::from_secs(1));
+        assert_eq!(p.backoff(500), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,1410 @@
+//! [`PgSource`]: the [`SyncSource`] for PostgreSQL.
+//!
+//! # Positions
+//! A change's position is the pair (the LSN of its transaction's commit record, its
+//! sequence number in the transaction, from 1); a commit, and a keepalive while no
+//! transaction is open, is the pair (the commit's end LSN or the server's WAL end, 0).
+//! Positions grow in commit order, and the same change has the same position when
+//! the server sends its transaction again after a reconnect, so the source can skip
+//! everything it already delivered.
+//!
+//! An acknowledged position becomes the slot's confirmed flush LSN: `(lsn, 0)` confirms
+//! `lsn`; a position inside a transaction confirms only the end of the transaction
+//! before it, because the server resends whole transactions.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use laredo_core::{
+    BaselineSink, ChangeEvent, ChangeHandler, ColumnDefinition, LagInfo, OrderingGuarantee,
+    Position, Row, RowLayout, SourceError, SourceState, SyncSource, TableIdentifier,
+    ValidationError, Value,
+};
+use parking_lot::Mutex;
+use pgwire_replication::{
+    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig,
+};
+use tokio::sync::{Notify, watch};
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::baseline::TableCopy;
+use crate::catalog::{self, quote_ident};
+use crate::config::{PgSourceConfig, SlotMode};
+use crate::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
+use crate::replication::{ConnectionParams, create_slot_with_snapshot, session_options};
+use crate::types::parse_text;
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// The PostgreSQL source. Cheap to share: the engine holds it in an `Arc`.
+pub struct PgSource {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSource")
+            .field("slot", &self.inner.config.slot_name)
+            .field("mode", &self.inner.config.slot_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Pending {
+    client: ReplicationClient,
+}
+
+struct Inner {
+    config: PgSourceConfig,
+    params: ConnectionParams,
+    state: Mutex<SourceState>,
+    query: tokio::sync::Mutex<Option<Arc<Client>>>,
+    tables: Mutex<Vec<TableIdentifier>>,
+    /// Columns per table as the stream last described them (from init, then from
+    /// relation messages).
+    columns: Mutex<HashMap<TableIdentifier, Vec<ColumnDefinition>>>,
+    /// Domain OIDs resolved to their base types.
+    base_types: Mutex<HashMap<u32, u32>>,
+    /// The slot created by the last baseline, waiting for `stream`.
+    pending: tokio::sync::Mutex<Option<Pending>>,
+    /// The slot in use (ephemeral slots have a suffix).
+    slot: Mutex<String>,
+    /// The LSN to report as flushed.
+    acked: AtomicU64,
+    ack_changed: Notify,
+    /// Commit-record LSN of each delivered transaction → the end LSN of the transaction
+    /// before it.
+    tx_starts: Mutex<BTreeMap<u64, u64>>,
+    paused: watch::Sender<bool>,
+    /// Held by the stream while it delivers one change; `pause` takes it to know that
+    /// no delivery is under way.
+    gate: tokio::sync::Mutex<()>,
+    streaming: AtomicBool,
+    last_delivered: Mutex<(u64, u64)>,
+    server_wal_end: AtomicU64,
+    /// End LSN and commit time of delivered, unacknowledged transactions (oldest first).
+    commits: Mutex<VecDeque<(u64, SystemTime)>>,
+}
+
+impl PgSource {
+    /// A source for `config`. Nothing connects until the engine starts it.
+    ///
+    /// # Errors
+    /// An unusable connection string.
+    pub fn new(config: PgSourceConfig) -> Result<Self, SourceError> {
+        let params = ConnectionParams::parse(&config.connection_string)
+            .map_err(|e| SourceError::with_source("invalid PostgreSQL connection string", e))?;
+        let slot = config.slot_name.clone();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                params,
+                state: Mutex::new(SourceState::Connecting),
+                query: tokio::sync::Mutex::new(None),
+                tables: Mutex::new(Vec::new()),
+                columns: Mutex::new(HashMap::new()),
+                base_types: Mutex::new(HashMap::new()),
+                pending: tokio::sync::Mutex::new(None),
+                slot: Mutex::new(slot),
+                acked: AtomicU64::new(0),
+                ack_changed: Notify::new(),
+                tx_starts: Mutex::new(BTreeMap::new()),
+                paused: watch::Sender::new(false),
+                gate: tokio::sync::Mutex::new(()),
+                streaming: AtomicBool::new(false),
+                last_delivered: Mutex::new((0, 0)),
+                server_wal_end: AtomicU64::new(0),
+                commits: Mutex::new(VecDeque::new()),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PgSourceConfig {
+        &self.inner.config
+    }
+
+    /// The name of the replication slot in use (ephemeral slots carry a suffix).
+    pub fn slot_name(&self) -> String {
+        self.inner.slot.lock().clone()
+    }
+
+    /// The LSN last reported to the server as flushed.
+    pub fn acknowledged_lsn(&self) -> u64 {
+        self.inner.acked.load(AtomicOrdering::SeqCst)
+    }
+}
+
+/// Formats an LSN as PostgreSQL does (`16/B374D848`).
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// Parses PostgreSQL's LSN text.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    if hi > u64::from(u32::MAX) || lo > u64::from(u32::MAX) {
+        return None;
+    }
+    Some(hi << 32 | lo)
+}
+
+fn pair(position: &Position) -> (u64, u64) {
+    position
+        .as_pair()
+        .or_else(|| position.as_u64().map(|v| (v, 0)))
+        .unwrap_or((0, 0))
+}
+
+fn pg_time(micros: i64) -> SystemTime {
+    let unix = micros.saturating_add(PG_EPOCH_OFFSET_MICROS);
+    match u64::try_from(unix) {
+        Ok(us) => UNIX_EPOCH + Duration::from_micros(us),
+        Err(_) => UNIX_EPOCH,
+    }
+}
+
+fn other(what: impl Into<String>, e: impl Into<laredo_core::BoxError>) -> SourceError {
+    SourceError::with_source(what, e)
+}
+
+/// The SQLSTATE a server error carries in its text, if any.
+fn sqlstate(error: &PgWireError) -> Option<String> {
+    let PgWireError::Server(text) = error else {
+        return None;
+    };
+    let start = text.rfind("(SQLSTATE ")? + "(SQLSTATE ".len();
+    Some(text[start..].trim_end_matches(')').to_string())
+}
+
+impl Inner {
+    async fn query_client(&self) -> Result<Arc<Client>, SourceError> {
+        let mut guard = self.query.lock().await;
+        if let Some(client) = guard.as_ref()
+            && !client.is_closed()
+        {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(self.connect().await?);
+        *guard = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    async fn connect(&self) -> Result<Client, SourceError> {
+        let mut config = tokio_postgres::Config::from_str(&self.config.connection_string)
+            .map_err(|e| other("invalid PostgreSQL connection string", e))?;
+        config.options(session_options());
+        config.application_name("laredo");
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+            other(
+                format!(
+                    "cannot connect to PostgreSQL at {}:{}",
+                    self.params.host, self.params.port
+                ),
+                e,
+            )
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    fn set_state(&self, state: SourceState) {
+        *self.state.lock() = state;
+    }
+
+    fn replication_config(&self, slot: &str, start_lsn: u64) -> ReplicationConfig {
+        let p = &self.params;
+        let mut config = ReplicationConfig::new(
+            &p.host,
+            &p.user,
+            &p.password,
+            &p.database,
+            quote_ident(slot),
+            self.config.publication.name.as_str(),
+        );
+        config.port = p.port;
+        config.tls = TlsConfig::disabled();
+        config.start_lsn = Lsn(start_lsn);
+        config.ack_lsn = Some(Lsn(self.acked.load(AtomicOrdering::SeqCst)));
+        config.options = Some(session_options());
+        config.status_interval = self.config.status_interval;
+        config.idle_wakeup_interval = self.config.status_interval.max(Duration::from_secs(1));
+        config.buffer_events = self.config.read_ahead.max(16);
+        config.application_name = Some("laredo".to_string());
+        config
+    }
+
+    /// Resolves domain OIDs among `columns` to their base types.
+    async fn resolve_domains(
+        &self,
+        client: &Client,
+        columns: &mut [ColumnDefinition],
+    ) -> Result<(), SourceError> {
+        for column in columns.iter_mut() {
+            if column.type_oid < 10_000 {
+                continue;
+            }
+            let known = self.base_types.lock().get(&column.type_oid).copied();
+            let base = match known {
+                Some(base) => base,
+                None => {
+                    let row = client
+                        .query_one(
+                            "WITH RECURSIVE d(oid, base, typtype) AS ( \
+                               SELECT oid, typbasetype, typtype FROM pg_type WHERE oid = $1::int8::oid \
+                               UNION ALL \
+                               SELECT t.oid, t.typbasetype, t.typtype FROM pg_type t JOIN d ON t.oid = d.base \
+                             ) SELECT oid::int8 FROM d WHERE typtype <> 'd' LIMIT 1",
+                            &[&i64::from(column.type_oid)],
+                        )
+                        .await;
+                    let base = match row {
+                        Ok(row) => u32::try_from(row.get::<_, i64>(0)).unwrap_or(column.type_oid),
+                        Err(_) => column.type_oid,
+                    };
+                    self.base_types.lock().insert(column.type_oid, base);
+                    base
+                }
+            };
+            column.type_oid = base;
+        }
+        Ok(())
+    }
+
+    /// Drops `slot` if it exists, ending the session that holds it first.
+    async fn drop_slot(&self, client: &Client, slot: &str) -> Result<bool, SourceError> {
+        for _ in 0..50 {
+            let row = client
+                .query_opt(
+                    "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))?;
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            if let Some(pid) = row.get::<_, Option<i32>>(0) {
+                let _ = client
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await;
+            }
+            match client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(e) => {
+                    let code = e.code().map(|c| c.code().to_string());
+                    match code.as_deref() {
+                        // Still active (the terminated session has not ended yet).
+                        Some("55006") => tokio::time::sleep(Duration::from_millis(100)).await,
+                        Some("42704") => return Ok(false),
+                        _ => {
+                            return Err(other(format!("dropping replication slot {slot:?}"), e));
+                        }
+                    }
+                }
+            }
+        }
+        Err(SourceError::msg(format!(
+            "replication slot {slot:?} stays in use by another session"
+        )))
+    }
+
+    /// Reads `tables` under `snapshot` (or a fresh snapshot) into `sink`.
+    async fn copy_tables(
+        &self,
+        tables: &[TableIdentifier],
+        snapshot: Option<&str>,
+        sink: &mut dyn BaselineSink,
+    ) -> Result<(), SourceError> {
+        let client = self.connect().await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| other("starting the baseline transaction", e))?;
+        if let Some(snapshot) = snapshot {
+            client
+                .batch_execute(&format!(
+                    "SET TRANSACTION SNAPSHOT '{}'",
+                    snapshot.replace('\'', "''")
+                ))
+                .await
+                .map_err(|e| other(format!("importing snapshot {snapshot:?}"), e))?;
+        }
+        for table in tables {
+            let columns = self.columns.lock().get(table).cloned().ok_or_else(|| {
+                SourceError::msg(format!("{table} was not initialised by this source"))
+            })?;
+            let mut copy = TableCopy::start(&client, table, &columns)
+                .await
+                .map_err(|e| other(format!("baseline of {table}"), e))?;
+            while let Some(rows) = copy
+                .next_batch(self.config.baseline_batch_rows.max(1))
+                .await
+                .map_err(|e| other(format!("baseline of {table}"), e))?
+            {
+                sink.on_rows(table, rows).await?;
+            }
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| other("ending the baseline transaction", e))?;
+        Ok(())
+    }
+
+    /// Moves the persistent slot's confirmed position to the acknowledged LSN while no
+    /// session streams from it.
+    async fn advance_slot(&self) -> Result<(), SourceError> {
+        let lsn = self.acked.load(AtomicOrdering::SeqCst);
+        if lsn == 0 {
+            return Ok(());
+        }
+        let client = self.query_client().await?;
+        let slot = self.config.slot_name.clone();
+        let mut wait = Duration::from_millis(10);
+        for _ in 0..40 {
+            let result = client
+                .query_opt(
+                    "SELECT pg_replication_slot_advance(slot_name, $2::text::pg_lsn) \
+                     FROM pg_replication_slots \
+                     WHERE slot_name = $1 AND confirmed_flush_lsn < $2::text::pg_lsn",
+                    &[&slot, &format_lsn(lsn)],
+                )
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                // The walsender that held the slot is still exiting.
+                Err(e) if e.code().is_some_and(|c| c.code() == "55006") => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(250));
+                }
+                Err(e) => {
+                    return Err(other(
+                        format!("advancing replication slot {slot:?} to {}", format_lsn(lsn)),
+                        e,
+                    ));
+                }
+            }
+        }
+        Err(SourceError::msg(format!(
+            "replication slot {slot:?} stayed in use; its position was not advanced to {}",
+            format_lsn(lsn)
+        )))
+    }
+
+    fn confirm(&self, lsn: u64) {
+        let previous = self.acked.fetch_max(lsn, AtomicOrdering::SeqCst);
+        if lsn > previous {
+            {
+                let mut commits = self.commits.lock();
+                while commits.front().is_some_and(|&(end, _)| end <= lsn) {
+                    commits.pop_front();
+                }
+            }
+            {
+                let mut starts = self.tx_starts.lock();
+                let keep = starts.split_off(&lsn);
+                *starts = keep;
+            }
+            self.ack_changed.notify_one();
+        }
+    }
+}
+
+/// Why a replication session ended.
+enum SessionEnd {
+    Cancelled,
+    /// The connection failed; `progressed` tells whether anything arrived first.
+    Lost {
+        error: SourceError,
+        progressed: bool,
+    },
+}
+
+/// The decoding state of one stream.
+struct Decoder {
+    relations: HashMap<u32, RelationInfo>,
+    tables: Vec<TableIdentifier>,
+    tx: Option<Tx>,
+    last_complete: u64,
+}
+
+struct Tx {
+    final_lsn: u64,
+    xid: i64,
+    commit_time: SystemTime,
+    seq: u64,
+}
+
+struct RelationInfo {
+    table: TableIdentifier,
+    ours: bool,
+    oids: Vec<u32>,
+    layout: Arc<RowLayout>,
+    key_layout: Arc<RowLayout>,
+    key_indexes: Vec<usize>,
+}
+
+#[async_trait]
+impl SyncSource for PgSource {
+    fn source_type(&self) -> &str {
+        "postgresql"
+    }
+
+    async fn init(
+        &self,
+        tables: &[TableIdentifier],
+    ) -> Result<HashMap<TableIdentifier, Vec<ColumnDefinition>>, SourceError> {
+        let inner = &self.inner;
+        inner.set_state(SourceState::Connecting);
+        let client = inner.query_client().await?;
+        let wal_level: String = client
+            .query_one("SELECT current_setting('wal_level')", &[])
+            .await
+            .map_err(|e| other("reading wal_level", e))?
+            .get(0);
+        if wal_level != "logical" {
+            return Err(SourceError::msg(format!(
+                "the server runs with wal_level={wal_level}; logical replication needs wal_level=logical"
+            )));
+        }
+        let mut schemas = HashMap::new();
+        for table in tables {
+            match catalog::discover_columns(&client, table).await {
+                Ok(mut columns) => {
+                    inner.resolve_domains(&client, &mut columns).await?;
+                    schemas.insert(table.clone(), columns);
+                }
+                // Missing tables are reported by validate_tables.
+                Err(catalog::CatalogError::TableNotFound(_)) => {}
+                Err(e) => return Err(other(format!("reading the columns of {table}"), e)),
+            }
+        }
+        let present: Vec<TableIdentifier> = tables
+            .iter()
+            .filter(|t| schemas.contains_key(*t))
+            .cloned()
+            .collect();
+        catalog::sync_publication(&client, &inner.config.publication, &present)
+            .await
+            .map_err(|e| {
+                other(
+                    format!("publication {:?}", inner.config.publication.name),
+                    e,
+                )
+            })?;
+        *inner.tables.lock() = present;
+        *inner.columns.lock() = schemas.clone();
+        inner.set_state(SourceState::Connected);
+        Ok(schemas)
+    }
+
+    async fn validate_tables(&self, tables: &[TableIdentifier]) -> Vec<ValidationError> {
+        let client = match self.inner.query_client().await {
+            Ok(client) => client,
+            Err(e) => return vec![ValidationError::new(None, "CONNECTION", e.to_string())],
+        };
+        catalog::validate_tables(&client, tables).await
+    }
+
+    async fn baseline(
+        &self,
+        tables: &[TableIdentifier],
+        sink: &mut dyn BaselineSink,
+    ) -> Result<Position, SourceError> {
+        let inner = &self.inner;
+        if inner.streaming.load(AtomicOrdering::SeqCst) {
+            // A reload while the stream runs: a fresh snapshot, no new slot. Changes
+            // held while it runs are applied afterwards (they are older than the
+            // snapshot, so the table converges as the stream catches up).
+            inner.copy_tables(tables, None, sink).await?;
+            let (lsn, seq) = *inner.last_delivered.lock();
+            return Ok(Position::from_pair(lsn, seq));
+        }
+        if let Some(mut old) = inner.pending.lock().await.take() {
+            let _ = old.client.shutdown().await;
+        }
+        let client = inner.query_client().await?;
+        let slot = match inner.config.slot_mode {
+            SlotMode::Stateful => {
+                let slot = inner.config.slot_name.clone();
+                if inner.drop_slot(&client, &slot).await? {
+                    tracing::info!(
+                        slot,
+                        "dropped the old replication slot for a fresh baseline"
+                    );
+                }
+                slot
+            }
+            SlotMode::Ephemeral => {
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                format!(
+                    "{}_{:x}",
+                    inner.config.slot_name,
+                    (nanos as u64) ^ u64::from(std::process::id())
+                )
+            }
+        };
+        *inner.slot.lock() = slot.clone();
+        let (repl, created) = create_slot_with_snapshot(
+            &inner.params,
+            &slot,
+            &inner.config.publication.name,
+            inner.config.slot_mode == SlotMode::Ephemeral,
+        )
+        .await
+        .map_err(|e| other(format!("creating replication slot {slot:?}"), e))?;
+        tracing::info!(
+            slot,
+            consistent_point = %format_lsn(created.consistent_point),
+            "replication slot created; reading the baseline under its snapshot"
+        );
+        let mut repl = repl;
+        if let Err(e) = inner
+            .copy_tables(tables, Some(&created.snapshot_name), sink)
+            .await
+        {
+            let _ = repl.shutdown().await;
+            return Err(e);
+        }
+        inner
+            .acked
+            .store(created.consistent_point, AtomicOrdering::SeqCst);
+        *inner.last_delivered.lock() = (created.consistent_point, 0);
+        inner.tx_starts.lock().clear();
+        inner.commits.lock().clear();
+        *inner.pending.lock().await = Some(Pending { client: repl });
+        Ok(Position::from_pair(created.consistent_point, 0))
+    }
+
+    async fn stream(
+        &self,
+        from: Position,
+        handler: &mut dyn ChangeHandler,
+        cancel: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let inner = &self.inner;
+        inner.streaming.store(true, AtomicOrdering::SeqCst);
+        let result = self.stream_inner(from, handler, cancel).await;
+        inner.streaming.store(false, AtomicOrdering::SeqCst);
+        if result.is_err() {
+            inner.set_state(SourceState::Error);
+        }
+        result
+    }
+
+    async fn ack(&self, position: &Position) -> Result<(), SourceError> {
+        let (lsn, seq) = pair(position);
+        let confirm = if seq == 0 {
+            lsn
+        } else {
+            // Inside a transaction: only the transaction before it is complete.
+            match self.inner.tx_starts.lock().get(&lsn) {
+                Some(&previous) => previous,
+                None => return Ok(()),
+            }
+        };
+        self.inner.confirm(confirm);
+        let inner = &self.inner;
+        if inner.config.slot_mode == SlotMode::Stateful
+            && !inner.streaming.load(AtomicOrdering::SeqCst)
+            && inner.pending.lock().await.is_none()
+        {
+            // No replication session carries the position to the server (the engine
+            // acknowledges the last changes after the stream ended): advance the
+            // slot directly.
+            inner.advance_slot().await?;
+        }
+        Ok(())
+    }
+
+    fn supports_resume(&self) -> bool {
+        self.inner.config.slot_mode == SlotMode::Stateful
+    }
+
+    async fn last_acked_position(&self) -> Result<Option<Position>, SourceError> {
+        let inner = &self.inner;
+        if inner.config.slot_mode != SlotMode::Stateful || inner.config.always_baseline {
+            return Ok(None);
+        }
+        let client = inner.query_client().await?;
+        let slot = &inner.config.slot_name;
+        let row = client
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text, database = current_database() \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[slot],
+            )
+            .await
+            .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if !row.get::<_, Option<bool>>(1).unwrap_or(false) {
+            return Err(SourceError::msg(format!(
+                "replication slot {slot:?} belongs to another database or is not a logical slot"
+            )));
+        }
+        let Some(lsn) = row
+            .get::<_, Option<String>>(0)
+            .as_deref()
+            .and_then(parse_lsn)
+        else {
+            return Ok(None);
+        };
+        inner.acked.store(lsn, AtomicOrdering::SeqCst);
+        *inner.last_delivered.lock() = (lsn, 0);
+        Ok(Some(Position::from_pair(lsn, 0)))
+    }
+
+    fn compare_positions(&self, a: &Position, b: &Position) -> Ordering {
+        pair(a).cmp(&pair(b))
+    }
+
+    fn position_to_string(&self, position: &Position) -> String {
+        match pair(position) {
+            (lsn, 0) => format_lsn(lsn),
+            (lsn, seq) => format!("{}#{seq}", format_lsn(lsn)),
+        }
+    }
+
+    fn position_from_string(&self, text: &str) -> Result<Position, SourceError> {
+        let bad = || SourceError::msg(format!("{text:?} is not a PostgreSQL position"));
+        let (lsn, seq) = match text.split_once('#') {
+            Some((lsn, seq)) => (lsn, seq.parse::<u64>().map_err(|_| bad())?),
+            None => (text, 0),
+        };
+        Ok(Position::from_pair(parse_lsn(lsn).ok_or_else(bad)?, seq))
+    }
+
+    async fn pause(&self) -> Result<(), SourceError> {
+        self.inner.paused.send_replace(true);
+        // Wait for a delivery under way to finish.
+        drop(self.inner.gate.lock().await);
+        self.inner.set_state(SourceState::Paused);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<(), SourceError> {
+        self.inner.paused.send_replace(false);
+        let mut state = self.inner.state.lock();
+        if *state == SourceState::Paused {
+            *state = SourceState::Streaming;
+        }
+        Ok(())
+    }
+
+    fn lag(&self) -> LagInfo {
+        let inner = &self.inner;
+        let wal_end = inner.server_wal_end.load(AtomicOrdering::SeqCst);
+        let acked = inner.acked.load(AtomicOrdering::SeqCst);
+        LagInfo {
+            lag_bytes: wal_end.saturating_sub(acked),
+            lag_time: Some(
+                inner
+                    .commits
+                    .lock()
+                    .front()
+                    .and_then(|&(_, at)| SystemTime::now().duration_since(at).ok())
+                    .unwrap_or(Duration::ZERO),
+            ),
+        }
+    }
+
+    fn ordering_guarantee(&self) -> OrderingGuarantee {
+        OrderingGuarantee::TotalOrder
+    }
+
+    fn state(&self) -> SourceState {
+        *self.inner.state.lock()
+    }
+
+    async fn close(&self) -> Result<(), SourceError> {
+        if let Some(mut pending) = self.inner.pending.lock().await.take() {
+            let _ = pending.client.shutdown().await;
+        }
+        // The stream has ended: make sure the slot holds the last acknowledged position
+        // even if no status update carried it before the session closed.
+        let advanced = if self.inner.config.slot_mode == SlotMode::Stateful {
+            self.inner.advance_slot().await
+        } else {
+            Ok(())
+        };
+        *self.inner.query.lock().await = None;
+        self.inner.set_state(SourceState::Closed);
+        advanced
+    }
+
+    async fn reset(&self, drop_publication: bool) -> Result<(), SourceError> {
+        let inner = &self.inner;
+        if let Some(mut pending) = inner.pending.lock().await.take() {
+            let _ = pending.client.shutdown().await;
+        }
+        let client = inner.query_client().await?;
+        let slot = inner.slot.lock().clone();
+        inner.drop_slot(&client, &slot).await?;
+        if drop_publication {
+            catalog::drop_publication(&client, &inner.config.publication.name)
+                .await
+                .map_err(|e| other("dropping the publication", e))?;
+        }
+        inner.acked.store(0, AtomicOrdering::SeqCst);
+        *inner.last_delivered.lock() = (0, 0);
+        Ok(())
+    }
+
+    async fn count_rows(&self, table: &TableIdentifier) -> Option<u64> {
+        let client = self.inner.query_client().await.ok()?;
+        let row = client
+            .query_one(
+                &format!("SELECT count(*) FROM {}", catalog::quote_table(table)),
+                &[],
+            )
+            .await
+            .ok()?;
+        u64::try_from(row.get::<_, i64>(0)).ok()
+    }
+}
+
+impl PgSource {
+    async fn stream_inner(
+        &self,
+        from: Position,
+        handler: &mut dyn ChangeHandler,
+        cancel: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let inner = &self.inner;
+        let (from_lsn, from_seq) = pair(&from);
+        {
+            let mut last = inner.last_delivered.lock();
+            if (from_lsn, from_seq) > *last {
+                *last = (from_lsn, from_seq);
+            }
+        }
+        let mut decoder = Decoder {
+            relations: HashMap::new(),
+            tables: inner.tables.lock().clone(),
+            tx: None,
+            last_complete: from_lsn,
+        };
+        let mut failures = 0u32;
+        loop {
+            let pending = inner.pending.lock().await.take();
+            let client = match pending {
+                Some(mut pending) => {
+                    pending
+                        .client
+                        .start()
+                        .await
+                        .map_err(|e| other("starting replication", e))?;
+                    Ok(pending.client)
+                }
+                None => {
+                    if inner.config.slot_mode == SlotMode::Ephemeral {
+                        return Err(SourceError::ReBaselineRequired {
+                            reason: format!(
+                                "the temporary replication slot {:?} ended with its connection",
+                                inner.slot.lock().clone()
+                            ),
+                        });
+                    }
+                    self.open_stream().await
+                }
+            };
+            let end = match client {
+                Ok(client) => {
+                    inner.set_state(SourceState::Streaming);
+                    self.run_session(client, &mut decoder, handler, &cancel)
+                        .await?
+                }
+                Err(error) if error.is_rebaseline_required() => return Err(error),
+                Err(error) => SessionEnd::Lost {
+                    error,
+                    progressed: false,
+                },
+            };
+            match end {
+                SessionEnd::Cancelled => return Ok(()),
+                SessionEnd::Lost { error, progressed } => {
+                    if cancel.is_cancelled() {
+                        return Ok(());
+                    }
+                    if inner.config.slot_mode == SlotMode::Ephemeral {
+                        return Err(SourceError::ReBaselineRequired {
+                            reason: format!(
+                                "the replication connection of temporary slot {:?} was lost: {error}",
+                                inner.slot.lock().clone()
+                            ),
+                        });
+                    }
+                    if progressed {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    let policy = &inner.config.reconnect;
+                    if policy.max_attempts > 0 && failures > policy.max_attempts {
+                        return Err(other(
+                            format!(
+                                "replication connection lost; gave up after {} attempts",
+                                policy.max_attempts
+                            ),
+                            error,
+                        ));
+                    }
+                    let wait = policy.backoff(failures);
+                    tracing::warn!(
+                        error = %error, attempt = failures, wait_ms = wait.as_millis(),
+                        "replication connection lost; reconnecting"
+                    );
+                    inner.set_state(SourceState::Reconnecting);
+                    decoder.tx = None;
+                    tokio::select! {
+                        () = cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens a streaming session on the persistent slot, checking the slot first so a
+    /// missing or invalidated slot is reported as such.
+    async fn open_stream(&self) -> Result<ReplicationClient, SourceError> {
+        let inner = &self.inner;
+        let slot = inner.config.slot_name.clone();
+        // The query connection may be down too; a failure here is a lost connection.
+        let client = inner.query_client().await?;
+        let row = client
+            .query_opt(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))?;
+        match row {
+            None => {
+                return Err(SourceError::ReBaselineRequired {
+                    reason: format!("replication slot {slot:?} does not exist any more (dropped?)"),
+                });
+            }
+            Some(row) if row.get::<_, Option<String>>(0).as_deref() == Some("lost") => {
+                return Err(SourceError::ReBaselineRequired {
+                    reason: format!(
+                        "replication slot {slot:?} was invalidated (wal_status = lost): the WAL it needed is gone"
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        let acked = inner.acked.load(AtomicOrdering::SeqCst);
+        ReplicationClient::connect(inner.replication_config(&slot, acked))
+            .await
+            .map_err(|e| {
+                other(
+                    format!("opening the replication stream of slot {slot:?}"),
+                    e,
+                )
+            })
+    }
+
+    async fn run_session(
+        &self,
+        mut client: ReplicationClient,
+        decoder: &mut Decoder,
+        handler: &mut dyn ChangeHandler,
+        cancel: &CancellationToken,
+    ) -> Result<SessionEnd, SourceError> {
+        let inner = &self.inner;
+        let mut progressed = false;
+        let mut paused = inner.paused.subscribe();
+        client.update_applied_lsn(Lsn(inner.acked.load(AtomicOrdering::SeqCst)));
+        loop {
+            if *paused.borrow_and_update() {
+                tokio::select! {
+                    () = cancel.cancelled() => {
+                        let _ = client.shutdown().await;
+                        return Ok(SessionEnd::Cancelled);
+                    }
+                    _ = paused.changed() => continue,
+                    () = inner.ack_changed.notified() => {
+                        client.update_applied_lsn(Lsn(inner.acked.load(AtomicOrdering::SeqCst)));
+                        continue;
+                    }
+                }
+            }
+            let event = tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    let _ = client.shutdown().await;
+                    return Ok(SessionEnd::Cancelled);
+                }
+                () = inner.ack_changed.notified() => {
+                    client.update_applied_lsn(Lsn(inner.acked.load(AtomicOrdering::SeqCst)));
+                    continue;
+                }
+                _ = paused.changed() => continue,
+                event = client.recv() => event,
+            };
+            let event = match event {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    return Ok(SessionEnd::Lost {
+                        error: SourceError::msg("the server ended the replication stream"),
+                        progressed,
+                    });
+                }
+                Err(e) => {
+                    let slot = inner.slot.lock().clone();
+                    return match sqlstate(&e).as_deref() {
+                        Some("42704") => Err(SourceError::ReBaselineRequired {
+                            reason: format!(
+                                "replication slot {slot:?} does not exist any more: {e}"
+                            ),
+                        }),
+                        Some("55000") => Err(SourceError::ReBaselineRequired {
+                            reason: format!("replication slot {slot:?} can no longer be used: {e}"),
+                        }),
+                        _ => Ok(SessionEnd::Lost {
+                            error: other(format!("replication stream of slot {slot:?}"), e),
+                            progressed,
+                        }),
+                    };
+                }
+            };
+            progressed = true;
+            let gate = inner.gate.lock().await;
+            if *inner.paused.borrow() {
+                // Paused while waiting for the gate: deliver after resume. The event
+                // is held here, not dropped.
+                drop(gate);
+                while *paused.borrow_and_update() {
+                    tokio::select! {
+                        () = cancel.cancelled() => {
+                            let _ = client.shutdown().await;
+                            return Ok(SessionEnd::Cancelled);
+                        }
+                        _ = paused.changed() => {}
+                    }
+                }
+                let _delivering = inner.gate.lock().await;
+                self.handle_event(event, decoder, handler).await?;
+            } else {
+                self.handle_event(event, decoder, handler).await?;
+                drop(gate);
+            }
+        }
+    }
+
+    async fn handle_event(
+        &self,
+        event: ReplicationEvent,
+        decoder: &mut Decoder,
+        handler: &mut dyn ChangeHandler,
+    ) -> Result<(), SourceError> {
+        let inner = &self.inner;
+        match event {
+            ReplicationEvent::Begin {
+                final_lsn,
+                xid,
+                commit_time_micros,
+            } => {
+                let final_lsn = final_lsn.as_u64();
+                inner
+                    .tx_starts
+                    .lock()
+                    .insert(final_lsn, decoder.last_complete);
+                decoder.tx = Some(Tx {
+                    final_lsn,
+                    xid: i64::from(xid),
+                    commit_time: pg_time(commit_time_micros),
+                    seq: 0,
+                });
+            }
+            ReplicationEvent::Commit {
+                end_lsn,
+                commit_time_micros,
+                ..
+            } => {
+                let end = end_lsn.as_u64();
+                decoder.tx = None;
+                decoder.last_complete = end;
+                inner.server_wal_end.fetch_max(end, AtomicOrdering::SeqCst);
+                let position = (end, 0);
+                let fresh = {
+                    let mut last = inner.last_delivered.lock();
+                    let fresh = position > *last;
+                    if fresh {
+                        *last = position;
+                    }
+                    fresh
+                };
+                if fresh {
+                    {
+                        let mut commits = inner.commits.lock();
+                        if commits.len() < 100_000 {
+                            commits.push_back((end, pg_time(commit_time_micros)));
+                        }
+                    }
+                    handler.on_heartbeat(Position::from_pair(end, 0)).await?;
+                }
+            }
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                let wal_end = wal_end.as_u64();
+                inner
+                    .server_wal_end
+                    .fetch_max(wal_end, AtomicOrdering::SeqCst);
+                if decoder.tx.is_none() {
+                    let position = (wal_end, 0);
+                    let fresh = {
+                        let mut last = inner.last_delivered.lock();
+                        let fresh = position > *last;
+                        if fresh {
+                            *last = position;
+                        }
+                        fresh
+                    };
+                    if fresh {
+                        decoder.last_complete = decoder.last_complete.max(wal_end);
+                        handler
+                            .on_heartbeat(Position::from_pair(wal_end, 0))
+                            .await?;
+                    }
+                }
+            }
+            ReplicationEvent::XLogData { data, wal_end, .. } => {
+                inner
+                    .server_wal_end
+                    .fetch_max(wal_end.as_u64(), AtomicOrdering::SeqCst);
+                let message = pgoutput::decode(&data)
+                    .map_err(|e| other("undecodable pgoutput message", e))?;
+                self.handle_message(message, decoder, handler).await?;
+            }
+            ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn handle_message(
+        &self,
+        message: Message,
+        decoder: &mut Decoder,
+        handler: &mut dyn ChangeHandler,
+    ) -> Result<(), SourceError> {
+        match message {
+            Message::Relation(relation) => self.on_relation(relation, decoder, handler).await,
+            Message::Insert(insert) => {
+                let Some((rel, position, tx)) = next_change(decoder, insert.relation, &self.inner)?
+                else {
+                    return Ok(());
+                };
+                let row = tuple_row(rel, &insert.new, None)?;
+                let event = ChangeEvent::insert(rel.table.clone(), position, row)
+                    .with_commit(Some(tx.0), tx.1);
+                handler.on_change(event).await
+            }
+            Message::Update(update) => {
+                let Some((rel, position, tx)) = next_change(decoder, update.relation, &self.inner)?
+                else {
+                    return Ok(());
+                };
+                let (old_row, full_old) = match &update.old {
+                    Some(OldTuple::Full(old)) => (Some(tuple_row(rel, old, None)?), Some(old)),
+                    Some(OldTuple::Key(key)) => (Some(key_row(rel, key)?), None),
+                    None => (None, None),
+                };
+                let new_row = tuple_row(rel, &update.new, full_old)?;
+                let event = ChangeEvent::update(rel.table.clone(), position, new_row, old_row)
+                    .with_commit(Some(tx.0), tx.1);
+                handler.on_change(event).await
+            }
+            Message::Delete(delete) => {
+                let Some((rel, position, tx)) = next_change(decoder, delete.relation, &self.inner)?
+                else {
+                    return Ok(());
+                };
+                let identity = match &delete.old {
+                    OldTuple::Full(old) => tuple_row(rel, old, None)?,
+                    OldTuple::Key(key) => key_row(rel, key)?,
+                };
+                let event = ChangeEvent::delete(rel.table.clone(), position, identity)
+                    .with_commit(Some(tx.0), tx.1);
+                handler.on_change(event).await
+            }
+            Message::Truncate(truncate) => {
+                for oid in truncate.relations {
+                    let Some((rel, position, tx)) = next_change(decoder, oid, &self.inner)? else {
+                        continue;
+                    };
+                    let event = ChangeEvent::truncate(rel.table.clone(), position)
+                        .with_commit(Some(tx.0), tx.1);
+                    handler.on_change(event).await?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_relation(
+        &self,
+        relation: Relation,
+        decoder: &mut Decoder,
+        handler: &mut dyn ChangeHandler,
+    ) -> Result<(), SourceError> {
+        let inner = &self.inner;
+        let namespace = if relation.namespace.is_empty() {
+            "pg_catalog"
+        } else {
+            relation.namespace.as_str()
+        };
+        let table = TableIdentifier::new(namespace, &relation.name);
+        let ours = decoder.tables.contains(&table);
+        let mut oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
+        for oid in &mut oids {
+            if *oid >= 10_000
+                && let Some(&base) = inner.base_types.lock().get(oid)
+            {
+                *oid = base;
+            }
+        }
+        if ours {
+            let unresolved = oids
+                .iter()
+                .any(|&o| o >= 10_000 && !inner.base_types.lock().contains_key(&o));
+            let known = inner
+                .columns
+                .lock()
+                .get(&table)
+                .cloned()
+                .unwrap_or_default();
+            let same = known.len() == relation.columns.len()
+                && known
+                    .iter()
+                    .zip(&relation.columns)
+                    .all(|(k, c)| k.name == c.name);
+            let types_same = same
+                && known
+                    .iter()
+                    .zip(&oids)
+                    .all(|(k, &o)| k.type_oid == o || o >= 10_000);
+            if unresolved || !same || !types_same {
+                let client = inner.query_client().await?;
+                let mut new_columns = Vec::with_capacity(relation.columns.len());
+                for (idx, c) in relation.columns.iter().enumerate() {
+                    let type_name: String = client
+                        .query_one(
+                            "SELECT format_type($1::int8::oid, NULL)",
+                            &[&i64::from(c.type_oid)],
+                        )
+                        .await
+                        .map(|r| r.get(0))
+                        .unwrap_or_else(|_| format!("oid {}", c.type_oid));
+                    let previous = known.iter().find(|k| k.name == c.name);
+                    let mut column = ColumnDefinition::new(&c.name, type_name)
+                        .ordinal(u32::try_from(idx + 1).unwrap_or(u32::MAX))
+                        .oid(c.type_oid);
+                    if let Some(previous) = previous {
+                        column.nullable = previous.nullable;
+                        if previous.primary_key {
+                            column = column.primary_key(previous.primary_key_ordinal);
+                        }
+                        column.default_value.clone_from(&previous.default_value);
+                    }
+                    new_columns.push(column);
+                }
+                inner.resolve_domains(&client, &mut new_columns).await?;
+                for (oid, column) in oids.iter_mut().zip(&new_columns) {
+                    *oid = column.type_oid;
+                }
+                let changed = !same
+                    || known
+                        .iter()
+                        .zip(&new_columns)
+                        .any(|(k, n)| k.type_oid != n.type_oid);
+                inner
+                    .columns
+                    .lock()
+                    .insert(table.clone(), new_columns.clone());
+                if changed && !known.is_empty() {
+                    tracing::info!(%table, "table columns changed");
+                    handler
+                        .on_schema_change(table.clone(), known, new_columns)
+                        .await?;
+                }
+            }
+        }
+        let names: Vec<&str> = relation.columns.iter().map(|c| c.name.as_str()).collect();
+        let key_indexes: Vec<usize> = relation
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect();
+        let key_layout = RowLayout::new(key_indexes.iter().map(|&i| names[i]));
+        decoder.relations.insert(
+            relation.oid,
+            RelationInfo {
+                table,
+                ours,
+                oids,
+                layout: RowLayout::new(names),
+                key_layout,
+                key_indexes,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// A change's relation, position and (commit time, xid).
+type NextChange<'a> = (&'a RelationInfo, Position, (SystemTime, i64));
+
+/// The relation, position and (commit time, xid) of the next change of `oid`, or
+/// `None` when the change is not ours or was delivered before a reconnect.
+fn next_change<'a>(
+    decoder: &'a mut Decoder,
+    oid: u32,
+    inner: &Inner,
+) -> Result<Option<NextChange<'a>>, SourceError> {
+    let Some(tx) = decoder.tx.as_mut() else {
+        return Err(SourceError::msg("a change arrived outside a transaction"));
+    };
+    tx.seq += 1;
+    let position = (tx.final_lsn, tx.seq);
+    let commit = (tx.commit_time, tx.xid);
+    let Some(rel) = decoder.relations.get(&oid) else {
+        return Err(SourceError::msg(format!(
+            "a change of relation {oid} arrived before its relation message"
+        )));
+    };
+    if !rel.ours {
+        return Ok(None);
+    }
+    {
+        let mut last = inner.last_delivered.lock();
+        if position <= *last {
+            return Ok(None);
+        }
+        *last = position;
+    }
+    Ok(Some((
+        rel,
+        Position::from_pair(position.0, position.1),
+        commit,
+    )))
+}
+
+fn value_of(rel: &RelationInfo, idx: usize, value: &TupleValue) -> Result<Value, SourceError> {
+    Ok(match value {
+        TupleValue::Null => Value::Null,
+        TupleValue::UnchangedToast => Value::UnchangedToast,
+        TupleValue::Text(bytes) | TupleValue::Binary(bytes) => {
+            let text = std::str::from_utf8(bytes).map_err(|e| {
+                other(
+                    format!(
+                        "{}: column {} is not UTF-8",
+                        rel.table,
+                        rel.layout.names()[idx]
+                    ),
+                    e,
+                )
+            })?;
+            parse_text(rel.oids[idx], text).map_err(|e| {
+                other(
+                    format!("{}: column {}", rel.table, rel.layout.names()[idx]),
+                    e,
+                )
+            })?
+        }
+    })
+}
+
+/// A whole row; unchanged TOAST values are taken from `old` when the server sent the
+/// whole old row.
+fn tuple_row(rel: &RelationInfo, tuple: &Tuple, old: Option<&Tuple>) -> Result<Row, SourceError> {
+    if tuple.len() != rel.oids.len() {
+        return Err(SourceError::msg(format!(
+            "{}: a row of {} columns, the relation has {}",
+            rel.table,
+            tuple.len(),
+            rel.oids.len()
+        )));
+    }
+    let mut values = Vec::with_capacity(tuple.len());
+    for (idx, value) in tuple.iter().enumerate() {
+        let value = match (value, old.and_then(|o| o.get(idx))) {
+            (TupleValue::UnchangedToast, Some(previous)) => value_of(rel, idx, previous)?,
+            _ => value_of(rel, idx, value)?,
+        };
+        values.push(value);
+    }
+    Ok(Row::new(Arc::clone(&rel.layout), values))
+}
+
+/// The replica identity key columns of a `K` old tuple.
+fn key_row(rel: &RelationInfo, tuple: &Tuple) -> Result<Row, SourceError> {
+    let mut values = Vec::with_capacity(rel.key_indexes.len());
+    for &idx in &rel.key_indexes {
+        let value = tuple.get(idx).unwrap_or(&TupleValue::Null);
+        values.push(value_of(rel, idx, value)?);
+    }
+    Ok(Row::new(Arc::clone(&rel.key_layout), values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_format_and_parse() {
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("nope"), None);
+        assert_eq!(parse_lsn("1/100000000"), None);
+    }
+
+    #[test]
+    fn positions_round_trip_through_text() {
+        let source = PgSource::new(PgSourceConfig::new("postgres://u@localhost/db")).unwrap();
+        for position in [
+            Position::from_pair(0x16_B374_D848, 0),
+            Position::from_pair(42, 7),
+        ] {
+            let text = source.position_to_string(&position);
+            assert_eq!(source.position_from_string(&text).unwrap(), position);
+        }
+        assert!(source.position_from_string("x").is_err());
+        assert_eq!(
+            source.compare_positions(&Position::from_pair(5, 9), &Position::from_pair(6, 0)),
+            Ordering::Less
+        );
+    }
+
+    #[test]
+    fn server_errors_carry_their_sqlstate() {
+        let e =
+            PgWireError::Server("replication slot \"x\" does not exist (SQLSTATE 42704)".into());
+        assert_eq!(sqlstate(&e).as_deref(), Some("42704"));
+        assert_eq!(sqlstate(&PgWireError::Protocol("x".into())), None);
+    }
+}

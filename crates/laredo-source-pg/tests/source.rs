@@ -1,0 +1,531 @@
+//! `PgSource` in a running engine against a real server.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use laredo_core::{
+    ColumnDefinition, Engine, PipelineOptions, Row, SchemaChangeResponse, SnapshotEntry,
+    SyncSource, SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError, Value, table,
+};
+use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, ReconnectPolicy, SlotMode};
+use laredo_test_support::{PgCluster, TestObserver, wait_until};
+use parking_lot::Mutex;
+
+use super::connect;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// What a target saw: the table keyed by `id`, and every applied stream change.
+#[derive(Default)]
+pub(crate) struct Model {
+    pub(crate) rows: BTreeMap<i64, Row>,
+    /// (action, id, row text) of every streamed change, to find duplicates.
+    pub(crate) applied: Vec<(char, i64, String)>,
+    pub(crate) baseline_rows: u64,
+    pub(crate) truncates: u64,
+    pub(crate) schema_changes: Vec<Vec<String>>,
+}
+
+/// A target that keeps its state across engine restarts (a durable target would).
+#[derive(Default)]
+pub(crate) struct ModelTarget {
+    pub(crate) model: Mutex<Model>,
+    pub(crate) schema_response: Mutex<Option<SchemaChangeResponse>>,
+    /// While true, stream changes wait before they apply (a slow target).
+    pub(crate) hold: tokio::sync::watch::Sender<bool>,
+}
+
+fn id_of(row: &Row) -> i64 {
+    row.get_i64("id").expect("rows carry an int8 id")
+}
+
+impl ModelTarget {
+    pub(crate) fn row(&self, id: i64) -> Option<Row> {
+        self.model.lock().rows.get(&id).cloned()
+    }
+
+    /// Stream changes applied more than once.
+    pub(crate) fn duplicates(&self) -> Vec<(char, i64, String)> {
+        let model = self.model.lock();
+        let mut seen = HashSet::new();
+        model
+            .applied
+            .iter()
+            .filter(|c| !seen.insert((*c).clone()))
+            .cloned()
+            .collect()
+    }
+
+    async fn wait_for_release(&self) {
+        let mut hold = self.hold.subscribe();
+        let _ = hold.wait_for(|held| !held).await;
+    }
+
+    /// `(id, v)` pairs the target holds.
+    pub(crate) fn pairs(&self) -> Vec<(i64, i64)> {
+        self.model
+            .lock()
+            .rows
+            .iter()
+            .map(|(id, row)| (*id, row.get_i64("v").unwrap_or(-1)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl SyncTarget for ModelTarget {
+    fn type_name(&self) -> &str {
+        "model"
+    }
+    async fn on_init(
+        &self,
+        _: &TableIdentifier,
+        _: &[ColumnDefinition],
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_baseline_row(&self, _: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+        let mut model = self.model.lock();
+        model.baseline_rows += 1;
+        model.rows.insert(id_of(row), row.clone());
+        Ok(())
+    }
+    async fn on_baseline_complete(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_insert(&self, _: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+        self.wait_for_release().await;
+        let mut model = self.model.lock();
+        model.applied.push(('I', id_of(row), row.to_string()));
+        model.rows.insert(id_of(row), row.clone());
+        Ok(())
+    }
+    async fn on_update(
+        &self,
+        _: &TableIdentifier,
+        row: &Row,
+        identity: Option<&Row>,
+    ) -> Result<(), TargetError> {
+        self.wait_for_release().await;
+        let mut model = self.model.lock();
+        model.applied.push(('U', id_of(row), row.to_string()));
+        if let Some(old) = identity {
+            model.rows.remove(&id_of(old));
+        }
+        model.rows.insert(id_of(row), row.clone());
+        Ok(())
+    }
+    async fn on_delete(&self, _: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
+        let mut model = self.model.lock();
+        model
+            .applied
+            .push(('D', id_of(identity), identity.to_string()));
+        model.rows.remove(&id_of(identity));
+        Ok(())
+    }
+    async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        let mut model = self.model.lock();
+        model.truncates += 1;
+        model.rows.clear();
+        Ok(())
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+    async fn on_schema_change(
+        &self,
+        _: &TableIdentifier,
+        _: &[ColumnDefinition],
+        new_columns: &[ColumnDefinition],
+    ) -> SchemaChangeResponse {
+        self.model
+            .lock()
+            .schema_changes
+            .push(new_columns.iter().map(|c| c.name.clone()).collect());
+        self.schema_response
+            .lock()
+            .clone()
+            .unwrap_or_else(SchemaChangeResponse::proceed)
+    }
+    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
+        Ok(Vec::new())
+    }
+    async fn restore_snapshot(
+        &self,
+        _: &TableSnapshotInfo,
+        _: Vec<SnapshotEntry>,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_close(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+    fn count(&self) -> Option<u64> {
+        Some(self.model.lock().rows.len() as u64)
+    }
+}
+
+/// A source config for `db` with a slot named after the database.
+pub(crate) fn config(pg: &PgCluster, db: &str, mode: SlotMode) -> PgSourceConfig {
+    PgSourceConfig::new(pg.connection_string(db))
+        .slot_mode(mode)
+        .slot_name(format!("slot_{db}"))
+        .publication(PublicationConfig::new(format!("pub_{db}")))
+        .status_interval(Duration::from_millis(100))
+        .reconnect(ReconnectPolicy::new(
+            0,
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+            2.0,
+        ))
+}
+
+/// An engine streaming `public.t` of the source into `target`.
+pub(crate) async fn start_engine(
+    source: Arc<PgSource>,
+    target: Arc<dyn SyncTarget>,
+    observer: Arc<TestObserver>,
+) -> Engine {
+    let engine = Engine::builder()
+        .source("pg", source)
+        .pipeline(
+            "pg",
+            table("public", "t"),
+            target,
+            PipelineOptions::default(),
+        )
+        .observer(observer)
+        .build()
+        .unwrap();
+    engine.start().await.unwrap();
+    assert!(engine.await_ready(WAIT).await, "engine ready");
+    engine
+}
+
+/// `(id, v)` of every row of `t`.
+pub(crate) async fn table_pairs(url: &str) -> Vec<(i64, i64)> {
+    let client = connect(url).await;
+    client
+        .query("SELECT id, v FROM t ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Waits until the target holds exactly the table's rows.
+pub(crate) async fn converge(url: &str, target: &ModelTarget, what: &str) {
+    let expected = table_pairs(url).await;
+    wait_until(what, WAIT, || target.pairs() == expected).await;
+}
+
+/// Runs inserts and updates on `t` until stopped; returns how many rounds ran.
+pub(crate) fn spawn_writer(
+    url: String,
+    first_id: i64,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = connect(&url).await;
+        let mut id = first_id;
+        while !stop.load(Ordering::SeqCst) {
+            id += 1;
+            // Errors while the server restarts are expected: reconnect and go on.
+            let ok = client
+                .batch_execute(&format!(
+                    "BEGIN; INSERT INTO t VALUES ({id}, 0); UPDATE t SET v = v + 1 WHERE id = {}; COMMIT;",
+                    id % 100 + 1
+                ))
+                .await
+                .is_ok();
+            if !ok {
+                return;
+            }
+            written.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+}
+
+fn setup(pg: &PgCluster, prefix: &str, rows: u32) -> String {
+    let db = pg.create_database(prefix).unwrap();
+    pg.psql(
+        &db,
+        &format!(
+            "CREATE TABLE t (id int8 PRIMARY KEY, v int8 NOT NULL, note text); \
+             INSERT INTO t SELECT g, 0, 'n' || g FROM generate_series(1, {rows}) g;"
+        ),
+    )
+    .unwrap();
+    db
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_every_kind_of_change_into_the_target() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "stream", 100);
+    let url = pg.connection_string(&db);
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let target = Arc::new(ModelTarget::default());
+    let observer = TestObserver::new();
+    let engine = start_engine(Arc::clone(&source), target.clone(), observer).await;
+    assert_eq!(target.model.lock().baseline_rows, 100);
+
+    pg.psql(
+        &db,
+        "INSERT INTO t VALUES (1000, 5, 'new'); \
+         UPDATE t SET v = 7, note = 'changed' WHERE id = 2; \
+         DELETE FROM t WHERE id = 3; \
+         UPDATE t SET id = 2000 WHERE id = 4;",
+    )
+    .unwrap();
+    converge(&url, &target, "DML applied").await;
+    let row = target.row(2).unwrap();
+    assert_eq!(row.get("note"), Some(&Value::from("changed")));
+    assert!(
+        target.row(4).is_none(),
+        "a key-changing update removes the old key"
+    );
+
+    pg.psql(&db, "TRUNCATE t; INSERT INTO t VALUES (1, 1, 'after');")
+        .unwrap();
+    converge(&url, &target, "truncate applied").await;
+    assert_eq!(target.model.lock().truncates, 1);
+    assert!(target.duplicates().is_empty());
+
+    // The slot follows the acknowledged position.
+    let client = connect(&url).await;
+    let current: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let current = laredo_source_pg::parse_lsn(&current).unwrap();
+    wait_until("the slot confirms the last commit", WAIT, || {
+        source.acknowledged_lsn() >= current
+    })
+    .await;
+    let slot = source.slot_name();
+    assert!(pg.wait_for_value(
+        &db,
+        &format!(
+            "SELECT confirmed_flush_lsn >= '{}'::pg_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'",
+            laredo_source_pg::format_lsn(current)
+        ),
+        "t",
+        WAIT
+    ));
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baseline_handoff_loses_and_repeats_nothing_while_writers_run() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "handoff_engine", 100);
+    let url = pg.connection_string(&db);
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(
+        url.clone(),
+        100_000,
+        Arc::clone(&stop),
+        Arc::clone(&written),
+    );
+    wait_until("writer running", WAIT, || {
+        written.load(Ordering::SeqCst) > 20
+    })
+    .await;
+
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Ephemeral)).unwrap());
+    let target = Arc::new(ModelTarget::default());
+    let engine = start_engine(source, target.clone(), TestObserver::new()).await;
+    let at_start = written.load(Ordering::SeqCst);
+    wait_until("writes after the handoff", WAIT, || {
+        written.load(Ordering::SeqCst) > at_start + 50
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    converge(&url, &target, "target equals SELECT *").await;
+    assert!(target.duplicates().is_empty(), "{:?}", target.duplicates());
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_restart_resumes_with_rows_written_while_stopped() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "resume", 10);
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(source, target.clone(), TestObserver::new()).await;
+    pg.psql(
+        &db,
+        "INSERT INTO t VALUES (11, 0, 'x'); UPDATE t SET v = 1 WHERE id = 1;",
+    )
+    .unwrap();
+    converge(&url, &target, "first run").await;
+    engine.stop().await.unwrap();
+
+    pg.psql(
+        &db,
+        "INSERT INTO t SELECT g, 0, 'while stopped' FROM generate_series(12, 40) g; \
+         UPDATE t SET v = v + 10 WHERE id <= 5; DELETE FROM t WHERE id = 6;",
+    )
+    .unwrap();
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(source, target.clone(), TestObserver::new()).await;
+    converge(&url, &target, "second run").await;
+    assert_eq!(
+        target.model.lock().baseline_rows,
+        10,
+        "the restart resumed from the slot instead of re-reading the table"
+    );
+    assert!(target.duplicates().is_empty(), "{:?}", target.duplicates());
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_walsender_is_reconnected_without_gaps_or_duplicates() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "walsender", 100);
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(Arc::clone(&source), target.clone(), TestObserver::new()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(url.clone(), 1000, Arc::clone(&stop), Arc::clone(&written));
+    // The target falls behind: at each kill the source has delivered changes that are
+    // not acknowledged, and the server sends them again.
+    target.hold.send_replace(true);
+    for round in 1..=3u64 {
+        wait_until("writes before the kill", WAIT, || {
+            written.load(Ordering::SeqCst) > round * 30
+        })
+        .await;
+        let client = connect(&url).await;
+        let slot = source.slot_name();
+        assert!(pg.wait_for_value(
+            &db,
+            &format!(
+                "SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = '{slot}'"
+            ),
+            "t",
+            WAIT
+        ));
+        let killed: bool = client
+            .query_one(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false);
+        assert!(killed, "the walsender of {slot} was running");
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    target.hold.send_replace(false);
+    converge(&url, &target, "target equals the table after the kills").await;
+    assert!(target.duplicates().is_empty(), "{:?}", target.duplicates());
+    assert_eq!(target.model.lock().baseline_rows, 100, "no re-baseline");
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_source_rebaselines_after_losing_its_connection() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "ephemeral", 50);
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Ephemeral)).unwrap());
+    let observer = TestObserver::new();
+    let engine = start_engine(Arc::clone(&source), target.clone(), Arc::clone(&observer)).await;
+    let slot = source.slot_name();
+    assert!(slot.starts_with(&format!("slot_{db}_")), "{slot}");
+    pg.psql(&db, &format!(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    ))
+    .unwrap();
+    pg.psql(
+        &db,
+        "INSERT INTO t VALUES (500, 1, 'after the cut'); DELETE FROM t WHERE id = 1;",
+    )
+    .unwrap();
+    observer.wait_for_event("ReBaselineTriggered", WAIT).await;
+    converge(
+        &url,
+        &target,
+        "target equals the table after the re-baseline",
+    )
+    .await;
+    assert!(
+        target.model.lock().baseline_rows >= 100,
+        "a second baseline ran"
+    );
+    assert_ne!(source.slot_name(), slot, "a new temporary slot");
+    engine.stop().await.unwrap();
+    assert!(
+        pg.wait_for_value(
+            &db,
+            &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'slot_{db}%'"),
+            "0",
+            WAIT
+        ),
+        "temporary slots are gone after stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_is_named_and_recovered_by_a_rebaseline() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "dropslot", 20);
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let observer = TestObserver::new();
+    let engine = start_engine(Arc::clone(&source), target.clone(), Arc::clone(&observer)).await;
+    let slot = source.slot_name();
+    let client = connect(&url).await;
+    // End the walsender and drop the slot before the source gets it back.
+    client
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ))
+        .await
+        .unwrap();
+    let mut dropped = false;
+    for _ in 0..200 {
+        if client
+            .batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}')"))
+            .await
+            .is_ok()
+        {
+            dropped = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(dropped, "dropped the slot");
+    pg.psql(&db, "INSERT INTO t VALUES (99, 9, 'after the drop');")
+        .unwrap();
+    observer.wait_for_event("ReBaselineTriggered", WAIT).await;
+    converge(&url, &target, "target equals the table after recovery").await;
+    assert!(
+        pg.wait_for_value(
+            &db,
+            &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+            "1",
+            WAIT
+        ),
+        "the slot was created again"
+    );
+    engine.stop().await.unwrap();
+    let _ = source.close().await;
+}
