@@ -183,6 +183,16 @@ pub trait SyncTarget: Any + Send + Sync {
     /// When closing fails; the engine reports it and goes on.
     async fn on_close(&self, table: &TableIdentifier) -> Result<(), TargetError>;
 
+    /// The row the target holds for `identity` (a row carrying at least the key
+    /// columns), for targets that keep rows. The engine uses it to complete an update
+    /// whose new row lacks values the source did not resend (PostgreSQL's unchanged
+    /// TOAST columns). `None` (the default) when the target keeps no rows or has none
+    /// for that key.
+    fn current_row(&self, table: &TableIdentifier, identity: &Row) -> Option<Row> {
+        let _ = (table, identity);
+        None
+    }
+
     /// The number of rows held, for targets that can count (row-count validation).
     fn count(&self) -> Option<u64> {
         None

@@ -529,3 +529,97 @@ async fn a_dropped_slot_is_named_and_recovered_by_a_rebaseline() {
     engine.stop().await.unwrap();
     let _ = source.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toast_values_reach_targets_complete_under_every_replica_identity() {
+    let pg = PgCluster::shared();
+    for (name, identity) in [
+        ("default", "DEFAULT"),
+        ("full", "FULL"),
+        ("index", "USING INDEX t_id_idx"),
+    ] {
+        let db = setup(pg, &format!("toast_{name}"), 0);
+        let url = pg.connection_string(&db);
+        // 20 kB of incompressible text, stored out of line.
+        pg.psql(
+            &db,
+            &format!(
+                "ALTER TABLE t ALTER COLUMN note SET STORAGE EXTERNAL; \
+                 CREATE UNIQUE INDEX t_id_idx ON t (id); \
+                 ALTER TABLE t REPLICA IDENTITY {identity}; \
+                 INSERT INTO t SELECT g, 0, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 625) i) \
+                 FROM generate_series(1, 3) g;"
+            ),
+        )
+        .unwrap();
+        let big: String = connect(&url)
+            .await
+            .query_one("SELECT note FROM t WHERE id = 2", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(big.len(), 20_000);
+        let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+        let indexed = laredo_target_memory::IndexedTarget::builder()
+            .lookup_fields(["id"])
+            .build();
+        let stateless = Arc::new(ModelTarget::default());
+        let engine = Engine::builder()
+            .source("pg", source)
+            .pipeline(
+                "pg",
+                table("public", "t"),
+                indexed.clone(),
+                PipelineOptions::default(),
+            )
+            .pipeline(
+                "pg",
+                table("public", "t"),
+                stateless.clone(),
+                PipelineOptions::default(),
+            )
+            .build()
+            .unwrap();
+        engine.start().await.unwrap();
+        assert!(engine.await_ready(WAIT).await);
+        pg.psql(
+            &db,
+            "UPDATE t SET v = 5 WHERE id = 2; UPDATE t SET id = 20, v = 6 WHERE id = 3;",
+        )
+        .unwrap();
+        converge(&url, &stateless, &format!("updates applied ({identity})")).await;
+        for id in [2, 20] {
+            let row = indexed.lookup(id).unwrap();
+            let note = row.get("note").unwrap();
+            assert!(
+                matches!(note, Value::Text(t) if t.len() == 20_000),
+                "{identity}: the indexed target holds the whole value"
+            );
+            let seen = stateless.row(id).unwrap();
+            assert!(
+                seen.values()
+                    .iter()
+                    .all(|v| !matches!(v, Value::UnchangedToast | Value::Null)),
+                "{identity}: never a marker or a null: {seen}"
+            );
+            if identity == "FULL" {
+                assert_eq!(
+                    seen.get("note"),
+                    Some(note),
+                    "FULL: completed from the old row image"
+                );
+            } else {
+                assert!(
+                    !seen.contains("note"),
+                    "{identity}: the server did not resend the value and a target without rows \
+                     gets the row without it: {seen}"
+                );
+            }
+        }
+        assert!(
+            indexed.lookup(3).is_none(),
+            "{identity}: the old key is gone"
+        );
+        engine.stop().await.unwrap();
+    }
+}

@@ -457,6 +457,14 @@ impl SyncTarget for IndexedTarget {
         true
     }
 
+    fn current_row(&self, _table: &TableIdentifier, identity: &Row) -> Option<Row> {
+        let store = self.store.read();
+        if !store.is_configured() {
+            return None;
+        }
+        store.get(&identity.key_bytes(store.key_fields()))
+    }
+
     /// `CONTINUE` when columns were only added, or when the dropped or retyped columns
     /// are neither in the primary key nor indexed (dropped columns disappear from the
     /// rows read from then on); `RE_BASELINE` when a primary key, lookup or indexed

@@ -24,6 +24,7 @@ use crate::table::primary_key_columns;
 use crate::table::{ColumnDefinition, TableIdentifier};
 use crate::target::TargetError;
 use crate::time;
+use crate::value::Value;
 
 use super::buffer::{ChangeBuffer, Item, PushError};
 use super::{EngineError, Inner, PipelineEntry, SourceRuntime, Transition, ack};
@@ -654,6 +655,52 @@ fn prepare<'a>(p: &PipelineEntry, event: &'a ChangeEvent) -> Op<'a> {
     }
 }
 
+/// An update whose new row carries [`Value::UnchangedToast`] markers (values the
+/// source did not resend) completed from the row the target holds; without one, the
+/// marked columns are left out of the row, so the target never sees a marker or a
+/// made-up null. `None` when the event needs nothing.
+fn complete_unchanged_values(p: &PipelineEntry, event: &ChangeEvent) -> Option<ChangeEvent> {
+    let new = event.new_values.as_ref()?;
+    if !new
+        .values()
+        .iter()
+        .any(|v| matches!(v, Value::UnchangedToast))
+    {
+        return None;
+    }
+    let identity = event.old_values.as_ref().unwrap_or(new);
+    let current = p.target.current_row(&event.table, identity);
+    let mut values = Vec::with_capacity(new.len());
+    let mut missing = Vec::new();
+    for (name, value) in new.iter() {
+        if matches!(value, Value::UnchangedToast) {
+            match current.as_ref().and_then(|row| row.get(name)) {
+                Some(previous) if !matches!(previous, Value::UnchangedToast) => {
+                    values.push(previous.clone());
+                }
+                _ => {
+                    missing.push(name);
+                    values.push(Value::Null);
+                }
+            }
+        } else {
+            values.push(value.clone());
+        }
+    }
+    let mut row = new.with_values(values);
+    if !missing.is_empty() {
+        tracing::debug!(
+            pipeline = %p.id,
+            columns = ?missing,
+            "unchanged values unknown to the target are left out of the update"
+        );
+        row = row.without(&missing);
+    }
+    let mut completed = event.clone();
+    completed.new_values = Some(row);
+    Some(completed)
+}
+
 fn is_expired(p: &PipelineEntry, row: &Row) -> bool {
     p.options
         .ttl
@@ -694,6 +741,14 @@ async fn handle_change(
     inner
         .observer
         .on_change_received(&p.id, &p.table, event.action, &event.position);
+    let completed;
+    let event = match complete_unchanged_values(p, event) {
+        Some(full) => {
+            completed = full;
+            &completed
+        }
+        None => event,
+    };
     let op = prepare(p, event);
     if matches!(op, Op::Skip) {
         return Handled::Done;

@@ -394,3 +394,45 @@ async fn per_change_observer_events_carry_their_arguments() {
     );
     engine.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn unchanged_values_are_completed_from_the_targets_row() {
+    let source = source_with_users([1, 2]);
+    let keeper = indexed();
+    let stateless = FaultTarget::new("stateless");
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), keeper.clone(), PipelineOptions::default())
+        .pipeline(
+            "main",
+            users(),
+            stateless.clone(),
+            PipelineOptions::default(),
+        )
+        .build()
+        .unwrap();
+    started(&engine).await;
+    // The source did not resend `name` (PostgreSQL's unchanged TOAST value).
+    let partial = row! {"id" => 2i64, "name" => Value::UnchangedToast, "team" => "even"};
+    let last = source.emit_update(users(), partial, None).await;
+    laredo_test_support::wait_until("applied", WAIT, || {
+        max_ack(&source) >= last.as_u64().unwrap()
+    })
+    .await;
+    assert_eq!(
+        keeper.lookup(2),
+        Some(user(2, "user-2")),
+        "completed from the held row"
+    );
+    let seen = stateless.inner.lookup(2).unwrap();
+    assert!(
+        !seen.contains("name"),
+        "a target that keeps no rows gets the row without the unknown column: {seen}"
+    );
+    assert!(
+        seen.values()
+            .iter()
+            .all(|v| !matches!(v, Value::UnchangedToast))
+    );
+    engine.stop().await.unwrap();
+}
