@@ -5,6 +5,8 @@
 //! - [`wait_until`]: wait for a condition with a timeout instead of sleeping.
 //! - [`PgCluster`]: a throwaway PostgreSQL cluster (initdb in a temp dir, logical
 //!   replication on, a free loopback port), cleaned up when the test process exits.
+//! - [`FaultProxy`]: a TCP proxy on loopback that cuts, stalls and restores the
+//!   connections between laredo and the server behind it.
 //!
 //! ```
 //! use std::time::Duration;
@@ -23,8 +25,10 @@
 
 mod observer;
 mod pg;
+mod proxy;
 mod wait;
 
 pub use crate::observer::{RecordedEvent, TestObserver};
 pub use crate::pg::{PgCluster, PgError, find_pg_bin};
+pub use crate::proxy::FaultProxy;
 pub use crate::wait::{wait_until, wait_until_async};
