@@ -623,3 +623,276 @@ async fn unchanged_toast_values_reach_targets_complete_under_every_replica_ident
         engine.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_crash_and_restart_is_survived_without_gaps_or_duplicates() {
+    // A cluster of its own: the crash must not hit other tests.
+    let pg = Arc::new(PgCluster::start().unwrap());
+    let db = setup(&pg, "restart", 50);
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(&pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(source, target.clone(), TestObserver::new()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = spawn_writer(url.clone(), 1000, Arc::clone(&stop), Arc::clone(&written));
+    wait_until("writes before the crash", WAIT, || {
+        written.load(Ordering::SeqCst) > 50
+    })
+    .await;
+    target.hold.send_replace(true);
+    let crash = tokio::task::spawn_blocking({
+        let pg = Arc::clone(&pg);
+        move || pg.restart()
+    });
+    crash.await.unwrap().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    target.hold.send_replace(false);
+    pg.psql(&db, "INSERT INTO t SELECT g, 1, 'after' FROM generate_series(5000, 5100) g; DELETE FROM t WHERE id = 7;")
+        .unwrap();
+    converge(&url, &target, "target equals the table after the crash").await;
+    assert!(target.duplicates().is_empty(), "{:?}", target.duplicates());
+    assert_eq!(
+        target.model.lock().baseline_rows,
+        50,
+        "resumed, no re-baseline"
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_changes_reach_the_target_and_its_answer_is_honoured() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "schema", 5);
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let observer = TestObserver::new();
+    let engine = start_engine(source, target.clone(), Arc::clone(&observer)).await;
+
+    pg.psql(
+        &db,
+        "ALTER TABLE t ADD COLUMN extra int4; INSERT INTO t VALUES (6, 0, 'x', 42);",
+    )
+    .unwrap();
+    converge(&url, &target, "insert after ADD COLUMN").await;
+    assert_eq!(
+        target.row(6).unwrap().get("extra"),
+        Some(&Value::from(42i32))
+    );
+    assert_eq!(
+        target.model.lock().schema_changes,
+        vec![vec!["id", "v", "note", "extra"]]
+    );
+    observer.wait_for_event("SchemaChange", WAIT).await;
+
+    // Now the target asks for a re-baseline on the next change of columns.
+    *target.schema_response.lock() = Some(SchemaChangeResponse::re_baseline("columns moved"));
+    pg.psql(
+        &db,
+        "ALTER TABLE t DROP COLUMN note; UPDATE t SET v = 9 WHERE id = 1;",
+    )
+    .unwrap();
+    wait_until("re-baselined", WAIT, || {
+        target.model.lock().baseline_rows >= 11
+    })
+    .await;
+    converge(&url, &target, "after DROP COLUMN").await;
+    assert!(!target.row(1).unwrap().contains("note"));
+    engine.stop().await.unwrap();
+}
+
+/// The process's resident set, from `/proc/self/status` (`field` = VmRSS or VmHWM).
+fn memory_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Counts streamed inserts without keeping rows.
+#[derive(Default)]
+struct CountingTarget {
+    inserts: AtomicU64,
+}
+
+#[async_trait]
+impl SyncTarget for CountingTarget {
+    fn type_name(&self) -> &str {
+        "counting"
+    }
+    async fn on_init(
+        &self,
+        _: &TableIdentifier,
+        _: &[ColumnDefinition],
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_baseline_row(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_baseline_complete(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        self.inserts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn on_update(
+        &self,
+        _: &TableIdentifier,
+        _: &Row,
+        _: Option<&Row>,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_delete(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+    async fn on_schema_change(
+        &self,
+        _: &TableIdentifier,
+        _: &[ColumnDefinition],
+        _: &[ColumnDefinition],
+    ) -> SchemaChangeResponse {
+        SchemaChangeResponse::proceed()
+    }
+    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
+        Ok(Vec::new())
+    }
+    async fn restore_snapshot(
+        &self,
+        _: &TableSnapshotInfo,
+        _: Vec<SnapshotEntry>,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_close(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_transaction_streams_in_bounded_memory() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "bigtx", 0);
+    let target = Arc::new(CountingTarget::default());
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(
+        source,
+        target.clone(),
+        TestObserver::without_per_change_events(),
+    )
+    .await;
+    let before = memory_kib("VmRSS");
+    pg.psql(
+        &db,
+        "INSERT INTO t SELECT g, g, 'row number ' || g FROM generate_series(1, 1000000) g",
+    )
+    .unwrap();
+    wait_until(
+        "a million inserts applied",
+        Duration::from_secs(300),
+        || target.inserts.load(Ordering::SeqCst) == 1_000_000,
+    )
+    .await;
+    let peak = memory_kib("VmHWM");
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        growth_mib <= 256,
+        "RSS grew by {growth_mib} MiB for one 1M-row transaction"
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_follows_the_servers_wal_while_only_other_tables_are_written() {
+    let pg = Arc::new(PgCluster::start().unwrap());
+    let db = setup(&pg, "idle", 10);
+    pg.psql(&db, "CREATE TABLE other (id int8, pad text);")
+        .unwrap();
+    let source = Arc::new(PgSource::new(config(&pg, &db, SlotMode::Stateful)).unwrap());
+    let target = Arc::new(ModelTarget::default());
+    let engine = start_engine(Arc::clone(&source), target.clone(), TestObserver::new()).await;
+    // About 500 MB of WAL in a table the publication does not publish.
+    for _ in 0..10 {
+        pg.psql(
+            &db,
+            "INSERT INTO other SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 50000) g",
+        )
+        .unwrap();
+    }
+    pg.psql(&db, "CHECKPOINT").unwrap();
+    let slot = source.slot_name();
+    let close = format!(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) < 64 * 1024 * 1024 \
+           AND pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) < 64 * 1024 * 1024 \
+           AND pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') > 500 * 1000 * 1000 \
+         FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    );
+    let caught_up = tokio::task::spawn_blocking({
+        let pg = Arc::clone(&pg);
+        move || pg.wait_for_value(&db, &close, "t", Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert!(
+        caught_up,
+        "the slot's confirmed and restart LSNs follow the WAL end"
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_cut_is_survived_without_gaps_or_duplicates() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "netcut", 30);
+    let url = pg.connection_string(&db);
+    let proxy = laredo_test_support::FaultProxy::start(([127, 0, 0, 1], pg.port()).into())
+        .await
+        .unwrap();
+    let mut settings = config(pg, &db, SlotMode::Stateful);
+    settings.connection_string = format!("postgresql://postgres@127.0.0.1:{}/{db}", proxy.port());
+    let source = Arc::new(PgSource::new(settings).unwrap());
+    let target = Arc::new(ModelTarget::default());
+    let engine = start_engine(Arc::clone(&source), target.clone(), TestObserver::new()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    // The writer goes straight to the server.
+    let writer = spawn_writer(url.clone(), 1000, Arc::clone(&stop), Arc::clone(&written));
+    target.hold.send_replace(true);
+    for round in 1..=2u64 {
+        wait_until("writes before the cut", WAIT, || {
+            written.load(Ordering::SeqCst) > round * 40
+        })
+        .await;
+        proxy.cut();
+        let seen = written.load(Ordering::SeqCst);
+        wait_until("writes during the cut", WAIT, || {
+            written.load(Ordering::SeqCst) > seen + 20
+        })
+        .await;
+        proxy.restore();
+        wait_until("reconnected through the proxy", WAIT, || {
+            proxy.open_connections() > 0 && source.state() == laredo_core::SourceState::Streaming
+        })
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    target.hold.send_replace(false);
+    converge(&url, &target, "target equals the table after the cuts").await;
+    assert!(target.duplicates().is_empty(), "{:?}", target.duplicates());
+    assert_eq!(target.model.lock().baseline_rows, 30, "no re-baseline");
+    assert!(proxy.connections() >= 3, "reconnected after each cut");
+    engine.stop().await.unwrap();
+}
