@@ -13,11 +13,23 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
-const BENCHES: &[(&str, &str, &str)] = &[(
-    "engine",
-    "laredo-core",
-    "changes/s through one pipeline into an IndexedTarget, lookups/s, bytes per row",
-)];
+const BENCHES: &[(&str, &str, &str)] = &[
+    (
+        "engine",
+        "laredo-core",
+        "changes/s through one pipeline into an IndexedTarget, lookups/s, bytes per row",
+    ),
+    (
+        "baseline",
+        "laredo-source-pg",
+        "PostgreSQL baseline rows/s into an IndexedTarget vs psql \\copy",
+    ),
+    (
+        "stream",
+        "laredo-source-pg",
+        "PostgreSQL changes/s from WAL into an IndexedTarget vs pg_recvlogical; lag p50/p99",
+    ),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

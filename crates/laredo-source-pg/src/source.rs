@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use laredo_core::{
     BaselineSink, ChangeEvent, ChangeHandler, ColumnDefinition, LagInfo, OrderingGuarantee,
     Position, Row, RowLayout, SourceError, SourceState, SyncSource, TableIdentifier,
@@ -39,6 +40,10 @@ use crate::config::{PgSourceConfig, SlotMode};
 use crate::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
 use crate::replication::{ConnectionParams, create_slot_with_snapshot, session_options};
 use crate::types::parse_text;
+
+/// Events handled in a row from the read-ahead before the stream looks at cancel,
+/// pause and acknowledgements again.
+const FAST_PATH_BURST: usize = 256;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -346,26 +351,68 @@ impl Inner {
                 .await
                 .map_err(|e| other(format!("importing snapshot {snapshot:?}"), e))?;
         }
+        let mut jobs = Vec::with_capacity(tables.len());
         for table in tables {
             let columns = self.columns.lock().get(table).cloned().ok_or_else(|| {
                 SourceError::msg(format!("{table} was not initialised by this source"))
             })?;
-            let mut copy = TableCopy::start(&client, table, &columns)
+            jobs.push((table.clone(), columns));
+        }
+        // Reading and parsing run on their own task, a few batches ahead of the
+        // engine, so the COPY and the targets work at the same time. Memory stays
+        // bounded by the channel.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let batch_rows = self.config.baseline_batch_rows.max(1);
+        let reader = tokio::spawn(async move {
+            for (table, columns) in jobs {
+                let mut copy = match TableCopy::start(&client, &table, &columns).await {
+                    Ok(copy) => copy,
+                    Err(e) => {
+                        let _ = tx.send(Err(other(format!("baseline of {table}"), e))).await;
+                        return;
+                    }
+                };
+                loop {
+                    let batch = match copy.next_batch(batch_rows).await {
+                        Ok(Some(rows)) => Ok((table.clone(), rows)),
+                        Ok(None) => break,
+                        Err(e) => Err(other(format!("baseline of {table}"), e)),
+                    };
+                    let failed = batch.is_err();
+                    if tx.send(batch).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }
+            let end = client
+                .batch_execute("COMMIT")
                 .await
-                .map_err(|e| other(format!("baseline of {table}"), e))?;
-            while let Some(rows) = copy
-                .next_batch(self.config.baseline_batch_rows.max(1))
-                .await
-                .map_err(|e| other(format!("baseline of {table}"), e))?
-            {
-                sink.on_rows(table, rows).await?;
+                .map_err(|e| other("ending the baseline transaction", e));
+            if let Err(e) = end {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        let mut outcome = Ok(());
+        while let Some(batch) = rx.recv().await {
+            match batch {
+                Ok((table, rows)) => {
+                    if let Err(e) = sink.on_rows(&table, rows).await {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
             }
         }
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| other("ending the baseline transaction", e))?;
-        Ok(())
+        drop(rx);
+        if outcome.is_err() {
+            reader.abort();
+        }
+        let _ = reader.await;
+        outcome
     }
 
     /// Moves the persistent slot's confirmed position to the acknowledged LSN while no
@@ -935,7 +982,8 @@ impl PgSource {
         let inner = &self.inner;
         let mut progressed = false;
         let mut paused = inner.paused.subscribe();
-        client.update_applied_lsn(Lsn(inner.acked.load(AtomicOrdering::SeqCst)));
+        let mut sent_ack = inner.acked.load(AtomicOrdering::SeqCst);
+        client.update_applied_lsn(Lsn(sent_ack));
         loop {
             if *paused.borrow_and_update() {
                 tokio::select! {
@@ -957,37 +1005,16 @@ impl PgSource {
                     return Ok(SessionEnd::Cancelled);
                 }
                 () = inner.ack_changed.notified() => {
-                    client.update_applied_lsn(Lsn(inner.acked.load(AtomicOrdering::SeqCst)));
+                    sent_ack = inner.acked.load(AtomicOrdering::SeqCst);
+                    client.update_applied_lsn(Lsn(sent_ack));
                     continue;
                 }
                 _ = paused.changed() => continue,
                 event = client.recv() => event,
             };
-            let event = match event {
-                Ok(Some(event)) => event,
-                Ok(None) => {
-                    return Ok(SessionEnd::Lost {
-                        error: SourceError::msg("the server ended the replication stream"),
-                        progressed,
-                    });
-                }
-                Err(e) => {
-                    let slot = inner.slot.lock().clone();
-                    return match sqlstate(&e).as_deref() {
-                        Some("42704") => Err(SourceError::ReBaselineRequired {
-                            reason: format!(
-                                "replication slot {slot:?} does not exist any more: {e}"
-                            ),
-                        }),
-                        Some("55000") => Err(SourceError::ReBaselineRequired {
-                            reason: format!("replication slot {slot:?} can no longer be used: {e}"),
-                        }),
-                        _ => Ok(SessionEnd::Lost {
-                            error: other(format!("replication stream of slot {slot:?}"), e),
-                            progressed,
-                        }),
-                    };
-                }
+            let event = match self.received(event, progressed)? {
+                Ok(event) => event,
+                Err(end) => return Ok(end),
             };
             progressed = true;
             let gate = inner.gate.lock().await;
@@ -1006,9 +1033,60 @@ impl PgSource {
                 }
                 let _delivering = inner.gate.lock().await;
                 self.handle_event(event, decoder, handler).await?;
-            } else {
+                continue;
+            }
+            self.handle_event(event, decoder, handler).await?;
+            // Fast path: events already read ahead are handled without waiting on
+            // anything else (a burst at a time, so pause and cancel stay prompt).
+            for _ in 0..FAST_PATH_BURST {
+                if cancel.is_cancelled() || *inner.paused.borrow() {
+                    break;
+                }
+                let Some(next) = client.recv().now_or_never() else {
+                    break;
+                };
+                let event = match self.received(next, progressed)? {
+                    Ok(event) => event,
+                    Err(end) => return Ok(end),
+                };
                 self.handle_event(event, decoder, handler).await?;
-                drop(gate);
+            }
+            drop(gate);
+            let acked = inner.acked.load(AtomicOrdering::SeqCst);
+            if acked > sent_ack {
+                client.update_applied_lsn(Lsn(acked));
+                sent_ack = acked;
+            }
+        }
+    }
+
+    /// Sorts what `recv` returned into an event, the end of the session, or an error
+    /// that needs a re-baseline.
+    fn received(
+        &self,
+        result: pgwire_replication::Result<Option<ReplicationEvent>>,
+        progressed: bool,
+    ) -> Result<Result<ReplicationEvent, SessionEnd>, SourceError> {
+        match result {
+            Ok(Some(event)) => Ok(Ok(event)),
+            Ok(None) => Ok(Err(SessionEnd::Lost {
+                error: SourceError::msg("the server ended the replication stream"),
+                progressed,
+            })),
+            Err(e) => {
+                let slot = self.inner.slot.lock().clone();
+                match sqlstate(&e).as_deref() {
+                    Some("42704") => Err(SourceError::ReBaselineRequired {
+                        reason: format!("replication slot {slot:?} does not exist any more: {e}"),
+                    }),
+                    Some("55000") => Err(SourceError::ReBaselineRequired {
+                        reason: format!("replication slot {slot:?} can no longer be used: {e}"),
+                    }),
+                    _ => Ok(Err(SessionEnd::Lost {
+                        error: other(format!("replication stream of slot {slot:?}"), e),
+                        progressed,
+                    })),
+                }
             }
         }
     }

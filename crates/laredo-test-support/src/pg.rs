@@ -273,6 +273,12 @@ impl PgCluster {
         self.port
     }
 
+    /// The path of one of the server's client programs (`psql`, `pg_recvlogical`,
+    /// `pgbench`, ...), which connect with [`PgCluster::connection_string`].
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     /// A libpq URI for database `db`.
     pub fn connection_string(&self, db: &str) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)

@@ -1,0 +1,190 @@
+//! `cargo xtask bench stream [--changes N] [--rate R] [--seconds S]`: changes/s from
+//! WAL into an IndexedTarget, against `pg_recvlogical` (pgoutput, to /dev/null) reading
+//! the same WAL in the same run; then the end-to-end lag (row written → applied in the
+//! target) at `R` changes/s (default 10,000) for `S` seconds (default 5).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Figure, arg, engine, print, run, runtime, source};
+use laredo_core::{Row, Value};
+use laredo_source_pg::SlotMode;
+use laredo_test_support::PgCluster;
+use parking_lot::Mutex;
+
+/// Microseconds since the Unix epoch (the unit of `Value::TimestampTz`).
+fn now_micros() -> i64 {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_micros();
+    i64::try_from(unix).expect("time")
+}
+
+fn main() {
+    let changes = arg("--changes", 1_000_000);
+    let rate = arg("--rate", 10_000);
+    let seconds = arg("--seconds", 5);
+    let inserts = changes / 2;
+    let pg = PgCluster::start().expect("PostgreSQL");
+    let db = pg.create_database("bench_stream").expect("database");
+    pg.psql(
+        &db,
+        "CREATE TABLE t (id int8 PRIMARY KEY, v int8 NOT NULL, note text, \
+           created timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )
+    .expect("table");
+    let rt = runtime();
+    let src = source(&pg, &db, SlotMode::Stateful);
+    // First run: creates the slot and the publication, baselines the empty table.
+    rt.block_on(async {
+        let (engine, _) = engine(Arc::clone(&src));
+        engine.start().await.expect("start");
+        assert!(engine.await_ready(Duration::from_secs(60)).await);
+        engine.stop().await.expect("stop");
+    });
+    let publication = format!("bench_{db}");
+    pg.psql(
+        &db,
+        "SELECT pg_create_logical_replication_slot('bench_reference', 'pgoutput')",
+    )
+    .expect("reference slot");
+
+    // The same WAL for both: inserts, then updates, in transactions of 1,000 rows.
+    let url = pg.connection_string(&db);
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        for start in (1..=inserts).step_by(1000) {
+            let end = (start + 999).min(inserts);
+            client
+                .batch_execute(&format!(
+                    "INSERT INTO t (id, v, note) SELECT g, 0, 'note ' || g FROM generate_series({start}, {end}) g"
+                ))
+                .await
+                .expect("insert");
+        }
+        for start in (1..=inserts).step_by(1000) {
+            let end = (start + 999).min(inserts);
+            client
+                .batch_execute(&format!("UPDATE t SET v = 1 WHERE id BETWEEN {start} AND {end}"))
+                .await
+                .expect("update");
+        }
+    });
+    let end_lsn = pg
+        .psql(&db, "SELECT pg_current_wal_lsn()")
+        .expect("wal position");
+
+    let started = Instant::now();
+    run(
+        &pg.program("pg_recvlogical"),
+        &[
+            "-d",
+            &url,
+            "--slot",
+            "bench_reference",
+            "--start",
+            "--endpos",
+            &end_lsn,
+            "--no-loop",
+            "-o",
+            "proto_version=1",
+            "-o",
+            &format!("publication_names={publication}"),
+            "-f",
+            "/dev/null",
+        ],
+    );
+    let reference = started.elapsed();
+
+    let (ours, lags) = rt.block_on(async {
+        let (engine, target) = engine(Arc::clone(&src));
+        let cpu_before = common::cpu_seconds();
+        let started = Instant::now();
+        engine.start().await.expect("start");
+        let last = i64::try_from(inserts).expect("count");
+        while target
+            .lookup(last)
+            .is_none_or(|row| row.get_i64("v") != Some(1))
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ours = started.elapsed();
+        let cpu = common::cpu_seconds() - cpu_before;
+        println!(
+            "laredo used {cpu:.2} s of CPU in {:.2} s ({:.0}% of one core)",
+            ours.as_secs_f64(),
+            100.0 * cpu / ours.as_secs_f64()
+        );
+
+        // Lag under a steady write load: batches of 100 rows every 100/rate seconds.
+        let lags = Arc::new(Mutex::new(Vec::new()));
+        let _listener = target.listen({
+            let lags = Arc::clone(&lags);
+            move |old: Option<&Row>, new: Option<&Row>| {
+                if old.is_none()
+                    && let Some(Value::TimestampTz(created)) = new.and_then(|r| r.get("created"))
+                {
+                    lags.lock().push(now_micros() - created);
+                }
+            }
+        });
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        let batches = rate * seconds / 100;
+        let every = Duration::from_secs_f64(100.0 / rate as f64);
+        let mut tick = tokio::time::interval(every);
+        let mut next = last + 1;
+        for _ in 0..batches {
+            tick.tick().await;
+            client
+                .execute(
+                    "INSERT INTO t (id, v) SELECT g, 2 FROM generate_series($1::int8, $1::int8 + 99) g",
+                    &[&next],
+                )
+                .await
+                .expect("insert");
+            next += 100;
+        }
+        let expected = usize::try_from(batches * 100).expect("count");
+        while lags.lock().len() < expected {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        engine.stop().await.expect("stop");
+        let mut lags = lags.lock().clone();
+        lags.sort_unstable();
+        (ours, lags)
+    });
+    let pct = |p: f64| {
+        let idx = ((lags.len() as f64 - 1.0) * p).round() as usize;
+        lags.get(idx).copied().unwrap_or(0) as f64 / 1000.0
+    };
+    let per_sec = |d: Duration| changes as f64 / d.as_secs_f64();
+    let figures = vec![
+        Figure::new("changes_per_sec", per_sec(ours), "changes/s"),
+        Figure::new("reference_changes_per_sec", per_sec(reference), "changes/s"),
+        Figure::new(
+            "recvlogical_ratio",
+            per_sec(ours) / per_sec(reference),
+            "ratio",
+        ),
+        Figure::new("lag_p50_ms", pct(0.50), "ms"),
+        Figure::new("lag_p99_ms", pct(0.99), "ms"),
+        Figure::new("lag_max_ms", pct(1.0), "ms"),
+    ];
+    print(
+        "stream",
+        &format!(
+            "stream benchmark, {changes} changes ({inserts} inserts + {inserts} updates, 1,000 per transaction); \
+             reference: pg_recvlogical to /dev/null; lag at {rate} changes/s for {seconds} s"
+        ),
+        &figures,
+    );
+}
