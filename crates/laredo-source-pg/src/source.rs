@@ -535,6 +535,19 @@ impl SyncSource for PgSource {
         for table in tables {
             match catalog::discover_columns(&client, table).await {
                 Ok(mut columns) => {
+                    // A publication column list narrows what the stream carries; the
+                    // baseline reads the same columns.
+                    if let Some(list) = inner.config.publication.column_lists.get(table) {
+                        if let Some(unknown) = list
+                            .iter()
+                            .find(|name| !columns.iter().any(|c| &c.name == *name))
+                        {
+                            return Err(SourceError::msg(format!(
+                                "publication column list of {table} names column {unknown:?}, which the table does not have"
+                            )));
+                        }
+                        columns.retain(|c| list.contains(&c.name));
+                    }
                     inner.resolve_domains(&client, &mut columns).await?;
                     schemas.insert(table.clone(), columns);
                 }

@@ -896,3 +896,200 @@ async fn a_network_cut_is_survived_without_gaps_or_duplicates() {
     assert!(proxy.connections() >= 3, "reconnected after each cut");
     engine.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mapped_type_reads_the_same_from_the_baseline_and_the_stream() {
+    let pg = PgCluster::shared();
+    let db = pg.create_database("roundtrip").unwrap();
+    let values = "true, -5, 7, 9000000000, 1.5, 0.1, 'NaN'::float8, 12.500, 'NaN'::numeric, \
+        -123456789012345678901234567890.123456789, 'héllo\ttab\nline', 'ab', 'x', 'nm', '\\xdead00', \
+        '{\"a\": [1, 2]}', '{\"b\": null}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-02-29', 'infinity'::date, \
+        '13:14:15.5', '01:02:03+05:30', '2024-05-01 10:00:00.25', '-infinity'::timestamp, \
+        '2024-05-01 10:00:00+02', '1 year 2 months 3 days 04:05:06.5', '-3 days -00:00:01', \
+        '{1,NULL,3}', '{{1,2},{3,4}}', '{}'::int4[], '{\"a b\",c,NULL}', 'happy', 42, '10.1.2.3/32', \
+        4294967295, '$1.50', NULL";
+    pg.psql(
+        &db,
+        &format!(
+            "CREATE TYPE mood AS ENUM ('sad', 'happy'); \
+             CREATE DOMAIN positive AS int4 CHECK (VALUE > 0); \
+             CREATE TABLE t (id int8 PRIMARY KEY, b bool, i2 int2, i4 int4, i8 int8, f4 real, f8 float8, \
+               f8nan float8, n numeric, nnan numeric, nbig numeric, t text, vc varchar(5), bp char(3), nm name, \
+               by bytea, j json, jb jsonb, u uuid, d date, dinf date, tm time, ttz timetz, ts timestamp, \
+               tsinf timestamp, tstz timestamptz, iv interval, ivneg interval, ai int4[], a2 int4[], \
+               aempty int4[], at text[], m mood, dom positive, ip inet, o oid, mo money, nul text); \
+             INSERT INTO t VALUES (1, {values});"
+        ),
+    )
+    .unwrap();
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let target = laredo_target_memory::IndexedTarget::builder()
+        .lookup_fields(["id"])
+        .build();
+    let engine = Engine::builder()
+        .source("pg", source)
+        .pipeline(
+            "pg",
+            table("public", "t"),
+            target.clone(),
+            PipelineOptions::default(),
+        )
+        .build()
+        .unwrap();
+    engine.start().await.unwrap();
+    assert!(engine.await_ready(WAIT).await);
+    pg.psql(&db, &format!("INSERT INTO t VALUES (2, {values})"))
+        .unwrap();
+    wait_until("streamed row", WAIT, || target.lookup(2i64).is_some()).await;
+    let baseline = target.lookup(1i64).unwrap();
+    let streamed = target.lookup(2i64).unwrap();
+    assert_eq!(baseline.len(), 38);
+    for (name, value) in baseline.iter().skip(1) {
+        assert_eq!(
+            streamed.get(name),
+            Some(value),
+            "column {name}: the baseline and the stream agree"
+        );
+    }
+    assert_eq!(
+        baseline.get("dom"),
+        Some(&Value::Int64(42)),
+        "a domain maps as its base type"
+    );
+    assert_eq!(
+        baseline.get("m"),
+        Some(&Value::from("happy")),
+        "an enum is its label"
+    );
+    assert_eq!(
+        baseline.get("nbig"),
+        Some(&Value::numeric("-123456789012345678901234567890.123456789")),
+        "numeric stays exact"
+    );
+    assert_eq!(baseline.get("nul"), Some(&Value::Null));
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_is_reported_and_recovered_by_a_rebaseline() {
+    let pg = Arc::new(PgCluster::start().unwrap());
+    let db = setup(&pg, "invalid", 10);
+    pg.psql(&db, "CREATE TABLE other (id int8, pad text)")
+        .unwrap();
+    pg.psql(&db, "ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'")
+        .unwrap();
+    pg.psql(&db, "SELECT pg_reload_conf()").unwrap();
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(&pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(Arc::clone(&source), target.clone(), TestObserver::new()).await;
+    engine.stop().await.unwrap();
+    let slot = source.slot_name();
+
+    // While stopped: a change of ours, then far more WAL than the slot may hold.
+    pg.psql(&db, "INSERT INTO t VALUES (77, 7, 'while stopped')")
+        .unwrap();
+    for _ in 0..4 {
+        pg.psql(
+            &db,
+            "INSERT INTO other SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 30000) g",
+        )
+        .unwrap();
+        pg.psql(&db, "CHECKPOINT").unwrap();
+    }
+    let lost = tokio::task::spawn_blocking({
+        let (pg, db, slot) = (Arc::clone(&pg), db.clone(), slot.clone());
+        move || {
+            pg.wait_for_value(
+                &db,
+                &format!("SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+                "lost",
+                WAIT,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(lost, "the server invalidated the slot");
+
+    let observer = TestObserver::new();
+    let source = Arc::new(PgSource::new(config(&pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(source, target.clone(), Arc::clone(&observer)).await;
+    observer.wait_for_event("ReBaselineTriggered", WAIT).await;
+    converge(
+        &url,
+        &target,
+        "target equals the table after the re-baseline",
+    )
+    .await;
+    assert!(
+        target.row(77).is_some(),
+        "the change made while stopped is there"
+    );
+    pg.psql(&db, "INSERT INTO t VALUES (78, 8, 'after recovery')")
+        .unwrap();
+    converge(&url, &target, "streaming again").await;
+    assert!(pg.wait_for_value(
+        &db,
+        &format!(
+            "SELECT wal_status <> 'lost' FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ),
+        "t",
+        WAIT
+    ));
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_drops_the_slot_and_publication_and_lag_is_reported() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "reset", 10);
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(Arc::clone(&source), target.clone(), TestObserver::new()).await;
+
+    // Lag: held changes show up in bytes and time, and drain to zero.
+    target.hold.send_replace(true);
+    pg.psql(
+        &db,
+        "INSERT INTO t SELECT g, 0, 'lag' FROM generate_series(100, 200) g",
+    )
+    .unwrap();
+    wait_until("lag in bytes", WAIT, || source.lag().lag_bytes > 0).await;
+    wait_until("lag in time", WAIT, || {
+        source.lag().lag_time.is_some_and(|t| t > Duration::ZERO)
+    })
+    .await;
+    target.hold.send_replace(false);
+    converge(&url, &target, "caught up").await;
+    wait_until("no lag once applied", WAIT, || {
+        source.lag().lag_time == Some(Duration::ZERO)
+    })
+    .await;
+
+    let slot = source.slot_name();
+    let publication = format!("pub_{db}");
+    // Through the engine: the source starts over with a fresh baseline.
+    engine.reset_source("pg", true).await.unwrap();
+    wait_until("a second baseline", WAIT, || {
+        target.model.lock().baseline_rows == 10 + 111
+    })
+    .await;
+    converge(&url, &target, "after the reset").await;
+    engine.stop().await.unwrap();
+    // Directly: the slot and the publication go.
+    source.reset(true).await.unwrap();
+    assert!(
+        pg.wait_for_value(
+            &db,
+            &format!(
+                "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}') + \
+                    (SELECT count(*) FROM pg_publication WHERE pubname = '{publication}')"
+            ),
+            "0",
+            WAIT
+        ),
+        "reset dropped the slot and the publication"
+    );
+}
