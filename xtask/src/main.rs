@@ -261,15 +261,16 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
 }
 
 fn example(root: &Path) -> Result<()> {
+    ensure_postgres()?;
     run_step(
-        "quick-start example",
+        "quick-start example (a throwaway PostgreSQL, an engine, a lookup, live changes)",
         cargo().current_dir(root).args([
             "run",
             "--locked",
             "-p",
-            "laredo-core",
+            "laredo-source-pg",
             "--example",
-            "query_target",
+            "pg_users",
         ]),
     )
 }

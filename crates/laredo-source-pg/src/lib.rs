@@ -1,25 +1,53 @@
 //! PostgreSQL source for laredo: a consistent baseline, then the `pgoutput` logical
 //! replication stream.
 //!
-//! In progress: this crate holds the `pgoutput` decoder ([`pgoutput`]), the mapping of
-//! PostgreSQL text values to laredo values ([`types`]), the catalog and publication work
-//! ([`catalog`]), the streaming baseline read ([`baseline`]) and slot creation with an
-//! exported snapshot ([`replication`]) so far; the source itself
-//! (slots, publications, baseline handoff, streaming, reconnects) lands next.
+//! [`PgSource`] is the [`SyncSource`](laredo_core::SyncSource): ephemeral or stateful
+//! replication slots, publication management, the exported-snapshot baseline handoff,
+//! streaming with reconnects that neither lose nor repeat a change, and recovery from a
+//! dropped or invalidated slot by a re-baseline. `docs/pg-source.md` describes the
+//! behaviour in full; `docs/pg-types.md` maps each PostgreSQL type to a
+//! [`Value`](laredo_core::Value).
 //!
-//! ```
-//! use laredo_source_pg::pgoutput::{self, Message};
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
 //!
-//! // A Begin message: final LSN, commit time, xid.
-//! let mut bytes = vec![b'B'];
-//! bytes.extend_from_slice(&0x16B3748u64.to_be_bytes());
-//! bytes.extend_from_slice(&0i64.to_be_bytes());
-//! bytes.extend_from_slice(&742u32.to_be_bytes());
-//! match pgoutput::decode(&bytes).expect("a valid message") {
-//!     Message::Begin(begin) => assert_eq!(begin.xid, 742),
-//!     other => panic!("unexpected {other:?}"),
+//! use laredo_core::{Engine, PipelineOptions, table};
+//! use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, SlotMode};
+//! use laredo_target_memory::IndexedTarget;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let source = PgSource::new(
+//!     PgSourceConfig::new("postgresql://user:pass@localhost:5432/mydb")
+//!         .slot_mode(SlotMode::Ephemeral)
+//!         .publication(PublicationConfig::new("laredo_pub")),
+//! )?;
+//! let users = table("public", "users");
+//! let engine = Engine::builder()
+//!     .source("pg_main", Arc::new(source))
+//!     .pipeline(
+//!         "pg_main",
+//!         users.clone(),
+//!         IndexedTarget::builder().lookup_fields(["id"]).build(),
+//!         PipelineOptions::default(),
+//!     )
+//!     .build()?;
+//! engine.start().await?;
+//! engine.await_ready(Duration::from_secs(30)).await;
+//! let target = engine
+//!     .get_target::<IndexedTarget>("pg_main", &users)
+//!     .ok_or("no target")?;
+//! if let Some(row) = target.lookup("user-123") {
+//!     println!("name: {}", row.get_string("name").unwrap_or_default());
 //! }
+//! engine.stop().await?;
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! The building blocks are public too: [`pgoutput`] (the message decoder), [`types`]
+//! (text values), [`catalog`] (columns, validation, publications), [`baseline`] (the
+//! streamed COPY) and [`replication`] (slot creation with an exported snapshot).
 
 pub mod baseline;
 pub mod catalog;
