@@ -63,7 +63,7 @@ pub trait SyncTarget: Any + Send + Sync {
     fn type_name(&self) -> &str;
 
     /// Prepares for `table` with its columns. Called before the baseline and again
-    /// before a re-baseline.
+    /// before a re-baseline. The default accepts any columns.
     ///
     /// # Errors
     /// When the columns do not fit the target's configuration (a missing key field).
@@ -71,7 +71,10 @@ pub trait SyncTarget: Any + Send + Sync {
         &self,
         table: &TableIdentifier,
         columns: &[ColumnDefinition],
-    ) -> Result<(), TargetError>;
+    ) -> Result<(), TargetError> {
+        let _ = (table, columns);
+        Ok(())
+    }
 
     /// Receives one baseline row.
     ///
@@ -95,11 +98,14 @@ pub trait SyncTarget: Any + Send + Sync {
         Ok(())
     }
 
-    /// The baseline is complete.
+    /// The baseline is complete. The default does nothing.
     ///
     /// # Errors
     /// When the target cannot finish the load.
-    async fn on_baseline_complete(&self, table: &TableIdentifier) -> Result<(), TargetError>;
+    async fn on_baseline_complete(&self, table: &TableIdentifier) -> Result<(), TargetError> {
+        let _ = table;
+        Ok(())
+    }
 
     /// Applies an insert.
     ///
@@ -156,13 +162,19 @@ pub trait SyncTarget: Any + Send + Sync {
         new_columns: &[ColumnDefinition],
     ) -> SchemaChangeResponse;
 
-    /// Every row, for an engine snapshot.
+    /// Every row, for an engine snapshot. The default refuses: a target that keeps no
+    /// rows cannot be snapshotted.
     ///
     /// # Errors
     /// When the target cannot export.
-    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError>;
+    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
+        Err(TargetError::new(format!(
+            "{} targets do not support snapshots",
+            self.type_name()
+        )))
+    }
 
-    /// Replaces the contents with a snapshot's rows.
+    /// Replaces the contents with a snapshot's rows. The default refuses.
     ///
     /// # Errors
     /// When the rows cannot be loaded.
@@ -170,18 +182,27 @@ pub trait SyncTarget: Any + Send + Sync {
         &self,
         info: &TableSnapshotInfo,
         entries: Vec<SnapshotEntry>,
-    ) -> Result<(), TargetError>;
+    ) -> Result<(), TargetError> {
+        let _ = (info, entries);
+        Err(TargetError::new(format!(
+            "{} targets do not support snapshots",
+            self.type_name()
+        )))
+    }
 
     /// Reserved: whether the target can export without the sources paused.
     fn supports_consistent_snapshot(&self) -> bool {
         false
     }
 
-    /// The engine is stopping.
+    /// The engine is stopping. The default does nothing.
     ///
     /// # Errors
     /// When closing fails; the engine reports it and goes on.
-    async fn on_close(&self, table: &TableIdentifier) -> Result<(), TargetError>;
+    async fn on_close(&self, table: &TableIdentifier) -> Result<(), TargetError> {
+        let _ = table;
+        Ok(())
+    }
 
     /// The row the target holds for `identity` (a row carrying at least the key
     /// columns), for targets that keep rows. The engine uses it to complete an update

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use laredo_core::{
-    ColumnDefinition, Engine, PipelineOptions, Row, SchemaChangeResponse, SnapshotEntry,
-    SyncSource, SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError, Value, table,
+    ColumnDefinition, Engine, PipelineOptions, Row, SchemaChangeResponse, SyncSource, SyncTarget,
+    TableIdentifier, TargetError, Value, table,
 };
 use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, ReconnectPolicy, SlotMode};
 use laredo_test_support::{PgCluster, TestObserver, wait_until};
@@ -80,20 +80,10 @@ impl SyncTarget for ModelTarget {
     fn type_name(&self) -> &str {
         "model"
     }
-    async fn on_init(
-        &self,
-        _: &TableIdentifier,
-        _: &[ColumnDefinition],
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
     async fn on_baseline_row(&self, _: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
         let mut model = self.model.lock();
         model.baseline_rows += 1;
         model.rows.insert(id_of(row), row.clone());
-        Ok(())
-    }
-    async fn on_baseline_complete(&self, _: &TableIdentifier) -> Result<(), TargetError> {
         Ok(())
     }
     async fn on_insert(&self, _: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
@@ -149,19 +139,6 @@ impl SyncTarget for ModelTarget {
             .lock()
             .clone()
             .unwrap_or_else(SchemaChangeResponse::proceed)
-    }
-    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
-        Ok(Vec::new())
-    }
-    async fn restore_snapshot(
-        &self,
-        _: &TableSnapshotInfo,
-        _: Vec<SnapshotEntry>,
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_close(&self, _: &TableIdentifier) -> Result<(), TargetError> {
-        Ok(())
     }
     fn count(&self) -> Option<u64> {
         Some(self.model.lock().rows.len() as u64)
@@ -724,17 +701,7 @@ impl SyncTarget for CountingTarget {
     fn type_name(&self) -> &str {
         "counting"
     }
-    async fn on_init(
-        &self,
-        _: &TableIdentifier,
-        _: &[ColumnDefinition],
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
     async fn on_baseline_row(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_baseline_complete(&self, _: &TableIdentifier) -> Result<(), TargetError> {
         Ok(())
     }
     async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
@@ -765,19 +732,6 @@ impl SyncTarget for CountingTarget {
         _: &[ColumnDefinition],
     ) -> SchemaChangeResponse {
         SchemaChangeResponse::proceed()
-    }
-    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
-        Ok(Vec::new())
-    }
-    async fn restore_snapshot(
-        &self,
-        _: &TableSnapshotInfo,
-        _: Vec<SnapshotEntry>,
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_close(&self, _: &TableIdentifier) -> Result<(), TargetError> {
-        Ok(())
     }
 }
 
