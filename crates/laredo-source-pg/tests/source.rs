@@ -1047,3 +1047,37 @@ async fn reset_drops_the_slot_and_publication_and_lag_is_reported() {
         "reset dropped the slot and the publication"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_source_delivers_nothing_until_resumed() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "pause", 5);
+    let url = pg.connection_string(&db);
+    let target = Arc::new(ModelTarget::default());
+    let source = Arc::new(PgSource::new(config(pg, &db, SlotMode::Stateful)).unwrap());
+    let engine = start_engine(Arc::clone(&source), target.clone(), TestObserver::new()).await;
+    engine.pause("pg").await.unwrap();
+    assert_eq!(source.state(), laredo_core::SourceState::Paused);
+    pg.psql(
+        &db,
+        "INSERT INTO t SELECT g, 1, 'paused' FROM generate_series(10, 20) g",
+    )
+    .unwrap();
+    // The server has sent the changes: they wait in the source, not in the target.
+    let lsn = pg.psql(&db, "SELECT pg_current_wal_lsn()").unwrap();
+    let slot = source.slot_name();
+    assert!(pg.wait_for_value(
+        &db,
+        &format!(
+            "SELECT r.sent_lsn >= '{lsn}' FROM pg_stat_replication r \
+             JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = '{slot}'"
+        ),
+        "t",
+        WAIT
+    ));
+    assert_eq!(target.pairs().len(), 5, "nothing applied while paused");
+    engine.resume("pg").await.unwrap();
+    converge(&url, &target, "applied after resume").await;
+    assert!(target.duplicates().is_empty());
+    engine.stop().await.unwrap();
+}
