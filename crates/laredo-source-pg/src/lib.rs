@@ -50,6 +50,7 @@
 //! streamed COPY) and [`replication`] (slot creation with an exported snapshot).
 
 pub mod baseline;
+pub mod binary;
 pub mod catalog;
 pub mod config;
 pub mod pgoutput;

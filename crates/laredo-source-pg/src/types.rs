@@ -5,7 +5,11 @@
 //! ([`SESSION_SETTINGS`]), so every text form parsed here has one shape. The mapping
 //! table is in `docs/pg-types.md`. A type without a richer mapping (enums, `inet`,
 //! geometric types, ranges, ...) becomes [`Value::Text`] with the server's text; a
-//! domain maps as its base type once the source resolved it.
+//! domain maps as its base type once the source resolved it. An infinite `interval`
+//! (PostgreSQL 17) maps to its binary sentinel: every field `MAX` (`infinity`) or `MIN`
+//! (`-infinity`).
+//!
+//! [`crate::binary::parse_binary`] maps the binary send formats to the same values.
 
 use std::sync::Arc;
 
@@ -29,13 +33,13 @@ pub struct TypeError {
     pub oid: u32,
     /// A short name of the expected type.
     pub type_name: &'static str,
-    /// The text (cut to 64 bytes).
+    /// The text (cut to 64 bytes); for a binary value, its first bytes as `\x` hex.
     pub text: String,
 }
 
 /// What a type OID maps to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Bool,
     Int,
     Float,
@@ -53,7 +57,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Bool => "bool",
             Kind::Int => "integer",
@@ -74,7 +78,7 @@ impl Kind {
 }
 
 /// The scalar kind of a built-in type OID.
-fn scalar_kind(oid: u32) -> Option<Kind> {
+pub(crate) fn scalar_kind(oid: u32) -> Option<Kind> {
     Some(match oid {
         16 => Kind::Bool,
         20 | 21 | 23 | 26 | 28 => Kind::Int, // int8, int2, int4, oid, xid
@@ -195,7 +199,11 @@ fn parse_scalar(oid: u32, kind: Kind, text: &str) -> Result<Value, TypeError> {
         Kind::Timestamp => Value::Timestamp(parse_timestamp(text, false).ok_or_else(bad)?),
         Kind::TimestampTz => Value::TimestampTz(parse_timestamp(text, true).ok_or_else(bad)?),
         Kind::Interval => {
-            let (months, days, micros) = parse_iso_interval(text).ok_or_else(bad)?;
+            let (months, days, micros) = match text {
+                "infinity" => (i32::MAX, i32::MAX, i64::MAX),
+                "-infinity" => (i32::MIN, i32::MIN, i64::MIN),
+                _ => parse_iso_interval(text).ok_or_else(bad)?,
+            };
             Value::Interval {
                 months,
                 days,
@@ -241,7 +249,8 @@ fn parse_days(text: &str) -> Option<i64> {
         None => (text, false),
     };
     let mut parts = text.splitn(3, '-');
-    let year = digits(parts.next()?)?;
+    // PostgreSQL's dates end in 5874897; the bound keeps the arithmetic in range.
+    let year = digits(parts.next()?).filter(|year| *year <= 10_000_000)?;
     let month = u32::try_from(digits(parts.next()?)?)
         .ok()
         .filter(|m| (1..=12).contains(m))?;
@@ -294,7 +303,7 @@ fn parse_offset(text: &str) -> Option<i32> {
     };
     let mut total = 0i64;
     for (part, scale) in text[1..].split(':').zip([3600, 60, 1]) {
-        total += digits(part)? * scale;
+        total = total.checked_add(digits(part)?.checked_mul(scale)?)?;
     }
     i32::try_from(sign * total).ok()
 }
@@ -322,7 +331,11 @@ fn parse_timestamp(text: &str, with_zone: bool) -> Option<i64> {
         date.to_string()
     };
     let days = parse_days(&date)?;
-    Some(days * 86_400_000_000 + parse_time(time)? - i64::from(offset) * 1_000_000)
+    // The latest timestamps PostgreSQL accepts (294276 AD) overflow microseconds since
+    // 1970 in an i64: they are errors, as in `binary`.
+    days.checked_mul(86_400_000_000)?
+        .checked_add(parse_time(time)?)?
+        .checked_sub(i64::from(offset) * 1_000_000)
 }
 
 /// ISO 8601 interval as `IntervalStyle=iso_8601` prints it (`P1Y2M3DT4H5M6.5S`, signed
@@ -336,28 +349,31 @@ fn parse_iso_interval(text: &str) -> Option<(i32, i32, i64)> {
     for (number, unit) in fields(date)? {
         let n: i64 = number.parse().ok()?;
         match unit {
-            'Y' => months += n * 12,
-            'M' => months += n,
-            'W' => days += n * 7,
-            'D' => days += n,
+            'Y' => months = months.checked_add(n.checked_mul(12)?)?,
+            'M' => months = months.checked_add(n)?,
+            'W' => days = days.checked_add(n.checked_mul(7)?)?,
+            'D' => days = days.checked_add(n)?,
             _ => return None,
         }
     }
     for (number, unit) in fields(time)? {
-        match unit {
-            'H' => micros += number.parse::<i64>().ok()? * 3_600_000_000,
-            'M' => micros += number.parse::<i64>().ok()? * 60_000_000,
+        let value = match unit {
+            'H' => number.parse::<i64>().ok()?.checked_mul(3_600_000_000)?,
+            'M' => number.parse::<i64>().ok()?.checked_mul(60_000_000)?,
             'S' => {
                 let negative = number.starts_with('-');
                 let (whole, frac) = number
                     .trim_start_matches(['-', '+'])
                     .split_once('.')
                     .unwrap_or((number.trim_start_matches(['-', '+']), ""));
-                let value = digits(whole)? * 1_000_000 + parse_fraction(frac)?;
-                micros += if negative { -value } else { value };
+                let value = digits(whole)?
+                    .checked_mul(1_000_000)?
+                    .checked_add(parse_fraction(frac)?)?;
+                if negative { -value } else { value }
             }
             _ => return None,
-        }
+        };
+        micros = micros.checked_add(value)?;
     }
     Some((
         i32::try_from(months).ok()?,
@@ -519,6 +535,18 @@ mod tests {
             parse_text(1184, "infinity").unwrap(),
             Value::TimestampTz(i64::MAX)
         );
+        assert!(
+            parse_text(1184, "294276-12-31 23:59:59+00").is_err(),
+            "beyond i64 microseconds since 1970"
+        );
+        assert_eq!(
+            parse_text(1186, "-infinity").unwrap(),
+            Value::Interval {
+                months: i32::MIN,
+                days: i32::MIN,
+                micros: i64::MIN
+            }
+        );
         assert_eq!(
             parse_text(1186, "P1Y2M3DT4H5M6.5S").unwrap(),
             Value::Interval {
@@ -584,6 +612,9 @@ mod tests {
             (2950, "nope"),
             (1082, "2024-13-01"),
             (1186, "1 day"),
+            (1186, "PT9999999999999H"),
+            (1184, "99999999999999999-01-01 00:00:00+00"),
+            (1184, "2024-01-01 00:00:00+99999999999999999"),
             (1007, "{1,2"),
             (1007, "{1,x}"),
         ] {

@@ -669,4 +669,5 @@ mod handoff {
         replication.shutdown().await.unwrap();
     }
 }
+mod binary;
 mod source;
