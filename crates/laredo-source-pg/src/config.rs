@@ -106,7 +106,7 @@ impl PgSourceConfig {
             publication: PublicationConfig::new("laredo_pub"),
             always_baseline: false,
             reconnect: ReconnectPolicy::default(),
-            baseline_batch_rows: 4096,
+            baseline_batch_rows: 1024,
             status_interval: Duration::from_secs(1),
             read_ahead: 8192,
         }
