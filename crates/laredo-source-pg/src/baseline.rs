@@ -108,6 +108,21 @@ impl TableCopy {
         table: &TableIdentifier,
         columns: &[ColumnDefinition],
     ) -> Result<Self, BaselineError> {
+        Self::start_filtered(client, table, columns, None).await
+    }
+
+    /// [`TableCopy::start`] for the rows matching `filter`, an SQL boolean expression
+    /// over the table's columns (a publication's row filter, so that the baseline and
+    /// the stream agree on which rows belong).
+    ///
+    /// # Errors
+    /// When the COPY cannot start (a filter that does not parse, for one).
+    pub async fn start_filtered(
+        client: &Client,
+        table: &TableIdentifier,
+        columns: &[ColumnDefinition],
+        filter: Option<&str>,
+    ) -> Result<Self, BaselineError> {
         let list: Vec<String> = columns
             .iter()
             .map(|c| {
@@ -120,9 +135,10 @@ impl TableCopy {
             })
             .collect();
         let sql = format!(
-            "COPY (SELECT {} FROM {}) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT binary)",
             list.join(", "),
-            quote_table(table)
+            quote_table(table),
+            filter.map(|f| format!(" WHERE ({f})")).unwrap_or_default()
         );
         Self::copy(client, table, columns, &sql, Format::Binary(Stage::Header)).await
     }

@@ -356,7 +356,8 @@ impl Inner {
             let columns = self.columns.lock().get(table).cloned().ok_or_else(|| {
                 SourceError::msg(format!("{table} was not initialised by this source"))
             })?;
-            jobs.push((table.clone(), columns));
+            let filter = self.config.publication.row_filters.get(table).cloned();
+            jobs.push((table.clone(), columns, filter));
         }
         // Reading and parsing run on their own task, a few batches ahead of the
         // engine, so the COPY and the targets work at the same time. Memory stays
@@ -364,8 +365,9 @@ impl Inner {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let batch_rows = self.config.baseline_batch_rows.max(1);
         let reader = tokio::spawn(async move {
-            for (table, columns) in jobs {
-                let mut copy = match TableCopy::start(&client, &table, &columns).await {
+            for (table, columns, filter) in jobs {
+                let copy = TableCopy::start_filtered(&client, &table, &columns, filter.as_deref());
+                let mut copy = match copy.await {
                     Ok(copy) => copy,
                     Err(e) => {
                         let _ = tx.send(Err(other(format!("baseline of {table}"), e))).await;
