@@ -93,6 +93,10 @@ pub struct PgSourceConfig {
     pub status_interval: Duration,
     /// Changes read ahead from the replication connection.
     pub read_ahead: usize,
+    /// A replication connection that delivers nothing at all (not even a keepalive) for
+    /// this long is treated as lost and re-opened. The server sends keepalives at half
+    /// its `wal_sender_timeout` (60 s by default) when idle, so keep this above that.
+    pub receive_timeout: Duration,
 }
 
 impl PgSourceConfig {
@@ -109,6 +113,7 @@ impl PgSourceConfig {
             baseline_batch_rows: 1024,
             status_interval: Duration::from_secs(1),
             read_ahead: 8192,
+            receive_timeout: Duration::from_secs(90),
         }
     }
 
@@ -144,6 +149,13 @@ impl PgSourceConfig {
     #[must_use]
     pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = policy;
+        self
+    }
+
+    /// Sets how long a silent replication connection is trusted.
+    #[must_use]
+    pub fn receive_timeout(mut self, timeout: Duration) -> Self {
+        self.receive_timeout = timeout;
         self
     }
 

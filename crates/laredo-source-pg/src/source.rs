@@ -1025,7 +1025,19 @@ impl PgSource {
                     continue;
                 }
                 _ = paused.changed() => continue,
-                event = client.recv() => event,
+                event = tokio::time::timeout(inner.config.receive_timeout, client.recv()) => match event {
+                    Ok(event) => event,
+                    Err(_) => {
+                        client.abort();
+                        return Ok(SessionEnd::Lost {
+                            error: SourceError::msg(format!(
+                                "nothing received for {:?}; the connection is presumed dead",
+                                inner.config.receive_timeout
+                            )),
+                            progressed,
+                        });
+                    }
+                },
             };
             let event = match self.received(event, progressed)? {
                 Ok(event) => event,

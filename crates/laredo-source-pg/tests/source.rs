@@ -1138,3 +1138,33 @@ async fn row_filters_and_column_lists_shape_both_the_baseline_and_the_stream() {
     .await;
     engine.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_given_up_and_reopened() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "stall", 10);
+    let url = pg.connection_string(&db);
+    let proxy = laredo_test_support::FaultProxy::start(([127, 0, 0, 1], pg.port()).into())
+        .await
+        .unwrap();
+    let mut settings =
+        config(pg, &db, SlotMode::Stateful).receive_timeout(Duration::from_millis(1500));
+    settings.connection_string = format!("postgresql://postgres@127.0.0.1:{}/{db}", proxy.port());
+    let source = Arc::new(PgSource::new(settings).unwrap());
+    let target = Arc::new(ModelTarget::default());
+    let engine = start_engine(Arc::clone(&source), target.clone(), TestObserver::new()).await;
+    // A black hole: nothing is closed, nothing arrives.
+    proxy.stall();
+    pg.psql(&db, "INSERT INTO t VALUES (50, 5, 'during the stall')")
+        .unwrap();
+    wait_until("the source gives the connection up", WAIT, || {
+        source.state() == laredo_core::SourceState::Reconnecting
+    })
+    .await;
+    proxy.restore();
+    pg.psql(&db, "INSERT INTO t VALUES (51, 5, 'after the stall')")
+        .unwrap();
+    converge(&url, &target, "target equals the table after the stall").await;
+    assert!(target.duplicates().is_empty());
+    engine.stop().await.unwrap();
+}
