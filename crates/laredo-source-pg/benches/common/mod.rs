@@ -81,8 +81,17 @@ pub(crate) fn source(pg: &PgCluster, db: &str, mode: SlotMode) -> Arc<PgSource> 
 
 /// An engine streaming `public.t` into an IndexedTarget keyed by `id`.
 pub(crate) fn engine(source: Arc<PgSource>) -> (Engine, Arc<IndexedTarget>) {
+    engine_observed(source, Arc::new(laredo_core::NullObserver))
+}
+
+/// [`engine`] with an observer.
+pub(crate) fn engine_observed(
+    source: Arc<PgSource>,
+    observer: Arc<dyn laredo_core::EngineObserver>,
+) -> (Engine, Arc<IndexedTarget>) {
     let target = IndexedTarget::builder().lookup_fields(["id"]).build();
     let engine = Engine::builder()
+        .observer(observer)
         .source("pg", source)
         .pipeline(
             "pg",
