@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         PgSourceConfig::new(url)
             .slot_mode(SlotMode::Ephemeral)
             .slot_name("laredo_example")
-            .publication(PublicationConfig::new("laredo_example")),
+            .publication(PublicationConfig::new("laredo_example").create_missing(true)),
     )?;
     let users = table("public", "users");
     let engine = Engine::builder()

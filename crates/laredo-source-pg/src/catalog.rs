@@ -167,7 +167,8 @@ pub async fn validate_tables(client: &Client, tables: &[TableIdentifier]) -> Vec
 pub struct PublicationConfig {
     /// The publication's name.
     pub name: String,
-    /// Create it when missing (otherwise a missing publication is an error).
+    /// Create it when missing (otherwise a missing publication is an error). Off by
+    /// default: creating publications needs privileges an operator may not grant.
     pub create: bool,
     /// Published operations: any of `insert`, `update`, `delete`, `truncate`.
     pub publish: Vec<String>,
@@ -178,17 +179,26 @@ pub struct PublicationConfig {
 }
 
 impl PublicationConfig {
-    /// A publication of every operation, created when missing, without filters.
+    /// A publication of every operation, without filters, that must already exist
+    /// (see [`PublicationConfig::create_missing`]).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            create: true,
+            create: false,
             publish: ["insert", "update", "delete", "truncate"]
                 .map(String::from)
                 .to_vec(),
             row_filters: BTreeMap::new(),
             column_lists: BTreeMap::new(),
         }
+    }
+
+    /// Whether to create the publication when it is missing (and keep its table list,
+    /// operations, filters and column lists in step with the configuration).
+    #[must_use]
+    pub fn create_missing(mut self, create: bool) -> Self {
+        self.create = create;
+        self
     }
 }
 

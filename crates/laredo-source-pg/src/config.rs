@@ -9,11 +9,11 @@ use crate::catalog::PublicationConfig;
 pub enum SlotMode {
     /// A temporary slot that lives as long as the replication connection: every start
     /// (and every lost connection) runs a fresh baseline. Nothing is left behind on the
-    /// server.
+    /// server. The default, and the right mode for in-memory targets.
+    #[default]
     Ephemeral,
     /// A persistent named slot: a restart resumes from the slot's confirmed position,
     /// with no gap and no duplicate.
-    #[default]
     Stateful,
 }
 
@@ -21,7 +21,7 @@ pub enum SlotMode {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
-    /// Attempts in a row before the stream fails (0 = retry forever).
+    /// Attempts in a row before the stream fails (0 means the default, 10).
     pub max_attempts: u32,
     /// The wait before the first retry.
     pub initial_backoff: Duration,
@@ -58,6 +58,15 @@ impl ReconnectPolicy {
         }
     }
 
+    /// `max_attempts`, with 0 read as the default.
+    pub fn attempts(&self) -> u32 {
+        if self.max_attempts == 0 {
+            Self::default().max_attempts
+        } else {
+            self.max_attempts
+        }
+    }
+
     /// The wait before retry number `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
@@ -77,11 +86,11 @@ impl ReconnectPolicy {
 pub struct PgSourceConfig {
     /// A libpq connection string (URI or `key=value`); TLS is not supported yet.
     pub connection_string: String,
-    /// Ephemeral or stateful slot.
+    /// Ephemeral (the default) or stateful slot.
     pub slot_mode: SlotMode,
     /// The slot's name (ephemeral slots get a unique suffix).
     pub slot_name: String,
-    /// The publication to stream.
+    /// The publication to stream. An empty name means `{slot_name}_pub`.
     pub publication: PublicationConfig,
     /// Stateful mode only: run a fresh baseline on every start instead of resuming.
     pub always_baseline: bool,
@@ -100,14 +109,14 @@ pub struct PgSourceConfig {
 }
 
 impl PgSourceConfig {
-    /// Stateful slot `laredo_slot`, publication `laredo_pub` (created when missing),
-    /// default reconnect policy.
+    /// Ephemeral slot `laredo_slot`, an existing publication `laredo_slot_pub` (named
+    /// after the slot unless set), default reconnect policy.
     pub fn new(connection_string: impl Into<String>) -> Self {
         Self {
             connection_string: connection_string.into(),
-            slot_mode: SlotMode::Stateful,
+            slot_mode: SlotMode::Ephemeral,
             slot_name: "laredo_slot".to_string(),
-            publication: PublicationConfig::new("laredo_pub"),
+            publication: PublicationConfig::new(""),
             always_baseline: false,
             reconnect: ReconnectPolicy::default(),
             baseline_batch_rows: 1024,

@@ -20,7 +20,7 @@
 //! let source = PgSource::new(
 //!     PgSourceConfig::new("postgresql://user:pass@localhost:5432/mydb")
 //!         .slot_mode(SlotMode::Ephemeral)
-//!         .publication(PublicationConfig::new("laredo_pub")),
+//!         .publication(PublicationConfig::new("laredo_pub").create_missing(true)),
 //! )?;
 //! let users = table("public", "users");
 //! let engine = Engine::builder()

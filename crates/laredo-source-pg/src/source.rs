@@ -41,6 +41,9 @@ use crate::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
 use crate::replication::{ConnectionParams, create_slot_with_snapshot, session_options};
 use crate::types::parse_text;
 
+/// How often the server's WAL end is read for the lag figures.
+const LAG_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Events handled in a row from the read-ahead before the stream looks at cancel,
 /// pause and acknowledgements again.
 const FAST_PATH_BURST: usize = 256;
@@ -103,7 +106,13 @@ impl PgSource {
     ///
     /// # Errors
     /// An unusable connection string.
-    pub fn new(config: PgSourceConfig) -> Result<Self, SourceError> {
+    pub fn new(mut config: PgSourceConfig) -> Result<Self, SourceError> {
+        if config.connection_string.trim().is_empty() {
+            return Err(SourceError::msg("connection string is required"));
+        }
+        if config.publication.name.is_empty() {
+            config.publication.name = format!("{}_pub", config.slot_name);
+        }
         let params = ConnectionParams::parse(&config.connection_string)
             .map_err(|e| SourceError::with_source("invalid PostgreSQL connection string", e))?;
         let slot = config.slot_name.clone();
@@ -111,7 +120,7 @@ impl PgSource {
             inner: Arc::new(Inner {
                 config,
                 params,
-                state: Mutex::new(SourceState::Connecting),
+                state: Mutex::new(SourceState::Closed),
                 query: tokio::sync::Mutex::new(None),
                 tables: Mutex::new(Vec::new()),
                 columns: Mutex::new(HashMap::new()),
@@ -147,9 +156,9 @@ impl PgSource {
     }
 }
 
-/// Formats an LSN as PostgreSQL does (`16/B374D848`).
+/// Formats an LSN as `%X/%08X` (`16/B374D848`, `0/0000A0F0`); PostgreSQL reads it.
 pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+    format!("{:X}/{:08X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
 /// Parses PostgreSQL's LSN text.
@@ -665,7 +674,26 @@ impl SyncSource for PgSource {
     ) -> Result<(), SourceError> {
         let inner = &self.inner;
         inner.streaming.store(true, AtomicOrdering::SeqCst);
+        // The server's WAL end, read on the query connection, so lag shows even while
+        // the replication connection is down or paused.
+        let poller = tokio::spawn({
+            let inner = Arc::clone(&self.inner);
+            async move {
+                loop {
+                    if let Ok(client) = inner.query_client().await
+                        && let Ok(row) = client
+                            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                            .await
+                        && let Some(lsn) = parse_lsn(row.get(0))
+                    {
+                        inner.server_wal_end.fetch_max(lsn, AtomicOrdering::SeqCst);
+                    }
+                    tokio::time::sleep(LAG_POLL_INTERVAL).await;
+                }
+            }
+        });
         let result = self.stream_inner(from, handler, cancel).await;
+        poller.abort();
         inner.streaming.store(false, AtomicOrdering::SeqCst);
         if result.is_err() {
             inner.set_state(SourceState::Error);
@@ -922,11 +950,11 @@ impl PgSource {
                     }
                     failures += 1;
                     let policy = &inner.config.reconnect;
-                    if policy.max_attempts > 0 && failures > policy.max_attempts {
+                    if failures > policy.attempts() {
                         return Err(other(
                             format!(
-                                "replication connection lost; gave up after {} attempts",
-                                policy.max_attempts
+                                "replication connection lost: exhausted {} reconnect attempts",
+                                policy.attempts()
                             ),
                             error,
                         ));
@@ -1484,6 +1512,8 @@ mod tests {
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
         assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
         assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(format_lsn(0xA0F0), "0/0000A0F0");
+        assert_eq!(parse_lsn("0/0000a0f0"), Some(0xA0F0));
         assert_eq!(parse_lsn("nope"), None);
         assert_eq!(parse_lsn("1/100000000"), None);
     }

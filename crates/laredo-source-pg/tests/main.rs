@@ -426,7 +426,7 @@ mod catalog {
             .unwrap_err();
         assert!(matches!(err, CatalogError::PublicationMissing(_)), "{err}");
 
-        let config = PublicationConfig::new("pub_x");
+        let config = PublicationConfig::new("pub_x").create_missing(true);
         catalog::sync_publication(&client, &config, &[a.clone(), b.clone()])
             .await
             .unwrap();

@@ -150,10 +150,10 @@ pub(crate) fn config(pg: &PgCluster, db: &str, mode: SlotMode) -> PgSourceConfig
     PgSourceConfig::new(pg.connection_string(db))
         .slot_mode(mode)
         .slot_name(format!("slot_{db}"))
-        .publication(PublicationConfig::new(format!("pub_{db}")))
+        .publication(PublicationConfig::new(format!("pub_{db}")).create_missing(true))
         .status_interval(Duration::from_millis(100))
         .reconnect(ReconnectPolicy::new(
-            0,
+            u32::MAX,
             Duration::from_millis(50),
             Duration::from_millis(500),
             2.0,
@@ -1092,7 +1092,7 @@ async fn row_filters_and_column_lists_shape_both_the_baseline_and_the_stream() {
     )
     .unwrap();
     let url = pg.connection_string(&db);
-    let mut publication = PublicationConfig::new(format!("pub_{db}"));
+    let mut publication = PublicationConfig::new(format!("pub_{db}")).create_missing(true);
     publication
         .row_filters
         .insert(table("public", "t"), "id % 2 = 0".to_string());

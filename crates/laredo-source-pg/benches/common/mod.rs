@@ -72,7 +72,7 @@ pub(crate) fn source(pg: &PgCluster, db: &str, mode: SlotMode) -> Arc<PgSource> 
             PgSourceConfig::new(pg.connection_string(db))
                 .slot_mode(mode)
                 .slot_name(format!("bench_{db}"))
-                .publication(PublicationConfig::new(format!("bench_{db}")))
+                .publication(PublicationConfig::new(format!("bench_{db}")).create_missing(true))
                 .status_interval(Duration::from_millis(100)),
         )
         .expect("source"),
