@@ -1,0 +1,5 @@
+//! Integration tests of the generated code: the descriptor set for reflection, and
+//! whole messages through the wire.
+
+mod descriptor;
+mod messages;
