@@ -89,6 +89,15 @@ pub enum EngineError {
         #[source]
         source: SourceError,
     },
+    /// No pipeline has this id.
+    #[error("unknown pipeline: {0}")]
+    UnknownPipeline(String),
+    /// Dead-letter operations need a dead letter store.
+    #[error("no dead letter store configured")]
+    NoDeadLetterStore,
+    /// The dead letter store failed.
+    #[error("dead letter store: {0}")]
+    DeadLetter(#[source] crate::dead_letter::DeadLetterError),
     /// A reload's baseline failed; its pipelines are in ERROR.
     #[error("reload baseline failed for {table}: {message}")]
     ReloadFailed {
@@ -162,6 +171,9 @@ pub(crate) struct PipelineEntry {
     pub(crate) apply_lock: tokio::sync::Mutex<()>,
     /// The buffer of the current source run.
     pub(crate) buffer: Mutex<Option<Arc<buffer::ChangeBuffer>>>,
+    /// The position of the last baseline: changes at or before it are already in the
+    /// baseline's rows, so buffered ones are skipped instead of applied over it.
+    pub(crate) baseline_floor: Mutex<Option<crate::Position>>,
 }
 
 impl PipelineEntry {
@@ -409,6 +421,7 @@ impl Engine {
                 state_now: AtomicU8::new(PipelineState::Initializing.as_number()),
                 expected_rows: AtomicI64::new(0),
                 apply_lock: tokio::sync::Mutex::new(()),
+                baseline_floor: Mutex::new(None),
                 buffer: Mutex::new(None),
             });
         }
@@ -786,6 +799,39 @@ impl Engine {
             lag: source.source.lag(),
             last_acked_position: last_acked,
         })
+    }
+
+    /// The dead letter store, when one is configured.
+    pub fn dead_letter_store(&self) -> Option<Arc<dyn crate::DeadLetterStore>> {
+        self.inner.dead_letters.clone()
+    }
+
+    /// Re-applies a pipeline's dead letters to its target, oldest first, while no
+    /// change of the pipeline is being applied (the pipeline's apply lock is held);
+    /// the entries that succeed leave the store.
+    ///
+    /// # Errors
+    /// An unknown pipeline, no dead letter store, or the store failing.
+    pub async fn replay_dead_letters(
+        &self,
+        pipeline_id: &str,
+    ) -> Result<crate::ReplayOutcome, EngineError> {
+        let p = self
+            .inner
+            .pipelines
+            .iter()
+            .find(|p| p.id == pipeline_id)
+            .ok_or_else(|| EngineError::UnknownPipeline(pipeline_id.to_string()))?;
+        let store = self
+            .inner
+            .dead_letters
+            .clone()
+            .ok_or(EngineError::NoDeadLetterStore)?;
+        let _applying = p.apply_lock.lock().await;
+        store
+            .replay(pipeline_id, p.target.as_ref())
+            .await
+            .map_err(EngineError::DeadLetter)
     }
 
     /// The columns of `table` as its source last reported them.

@@ -202,6 +202,14 @@ async fn baseline(
         guards.push(p.apply_lock.lock().await);
     }
     let result = run_baseline_locked(inner, source_idx, tables, &pipelines, truncate, cancel).await;
+    if let Ok((position, _)) = &result {
+        // Buffered changes from before this baseline (a re-baseline after a lost
+        // stream, a reload) are in its rows already: applying them again over it could
+        // resurrect deleted rows or roll values back.
+        for p in &pipelines {
+            *p.baseline_floor.lock() = Some(position.clone());
+        }
+    }
     drop(guards);
     match result {
         Ok((position, mismatched)) => {
@@ -655,6 +663,16 @@ fn prepare<'a>(p: &PipelineEntry, event: &'a ChangeEvent) -> Op<'a> {
     }
 }
 
+/// Whether `position` is at or before the pipeline's last baseline.
+fn is_below_floor(inner: &Inner, p: &PipelineEntry, position: &Position) -> bool {
+    p.baseline_floor.lock().as_ref().is_some_and(|floor| {
+        inner.sources[p.source_idx]
+            .source
+            .compare_positions(position, floor)
+            .is_le()
+    })
+}
+
 /// An update whose new row carries [`Value::UnchangedToast`] markers (values the
 /// source did not resend) completed from the row the target holds; without one, the
 /// marked columns are left out of the row, so the target never sees a marker or a
@@ -885,6 +903,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                 }
             }
             match item {
+                Item::Change(event) if is_below_floor(&inner, p, &event.position) => {}
                 Item::Change(event) => match handle_change(&inner, p, event, &mut clock).await {
                     Handled::Done | Handled::DeadLettered => done = Some(event.position.clone()),
                     Handled::Failed => break,
@@ -1047,6 +1066,8 @@ pub(crate) async fn reset_source(
     source.user_paused.store(false, AtomicOrdering::SeqCst);
     for &p in &source.pipelines {
         let p = &inner.pipelines[p];
+        // A reset source may number its positions afresh.
+        *p.baseline_floor.lock() = None;
         if let Err(e) = p.target.on_truncate(&p.table).await {
             tracing::warn!(pipeline = %p.id, error = %e, "truncate on reset failed");
         }

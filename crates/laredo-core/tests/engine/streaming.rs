@@ -436,3 +436,42 @@ async fn unchanged_values_are_completed_from_the_targets_row() {
     );
     engine.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn changes_buffered_before_a_rebaseline_are_not_applied_over_it() {
+    let source = source_with_users([1, 2]);
+    let target = FaultTarget::new("gated");
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), target.clone(), PipelineOptions::default())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    // The consumer is stuck applying a delete; an update waits in the buffer behind it.
+    // Then the row changes again without an event (a change the stream never delivers,
+    // as after a lost slot) and the stream asks for a re-baseline.
+    target.set_gate(false);
+    source.emit_delete(users(), row! {"id" => 1i64}).await;
+    source
+        .emit_update(users(), user(2, "stale"), Some(row! {"id" => 2i64}))
+        .await;
+    source.add_row(users(), user(2, "current"));
+    source.fail_stream(laredo_core::SourceError::ReBaselineRequired {
+        reason: "slot lost".to_string(),
+    });
+    target.set_gate(true);
+    laredo_test_support::wait_until("re-baselined", WAIT, || source.baseline_calls() == 2).await;
+    // A later change is applied after everything buffered before it.
+    source.emit_insert(users(), user(9, "later")).await;
+    laredo_test_support::wait_until("later change applied", WAIT, || {
+        target.inner.lookup(9).is_some()
+    })
+    .await;
+    assert_eq!(
+        target.inner.lookup(2),
+        Some(user(2, "current")),
+        "the stale update was skipped: the baseline already had the row's state"
+    );
+    assert_eq!(target.inner.lookup(1), None);
+    engine.stop().await.unwrap();
+}
