@@ -41,6 +41,10 @@ use crate::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
 use crate::replication::{ConnectionParams, create_slot_with_snapshot, session_options};
 use crate::types::parse_text;
 
+/// The longest a catalog query on the query connection may take before the connection
+/// is presumed dead and opened again.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How often the server's WAL end is read for the lag figures.
 const LAG_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -99,6 +103,7 @@ struct Inner {
     server_wal_end: AtomicU64,
     /// End LSN and commit time of delivered, unacknowledged transactions (oldest first).
     commits: Mutex<VecDeque<(u64, SystemTime)>>,
+    poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl PgSource {
@@ -136,6 +141,7 @@ impl PgSource {
                 last_delivered: Mutex::new((0, 0)),
                 server_wal_end: AtomicU64::new(0),
                 commits: Mutex::new(VecDeque::new()),
+                poller: Mutex::new(None),
             }),
         })
     }
@@ -218,6 +224,9 @@ impl Inner {
             .map_err(|e| other("invalid PostgreSQL connection string", e))?;
         config.options(session_options());
         config.application_name("laredo");
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        config.connect_timeout(QUERY_TIMEOUT);
         let (client, connection) = config.connect(NoTls).await.map_err(|e| {
             other(
                 format!(
@@ -233,6 +242,37 @@ impl Inner {
             }
         });
         Ok(client)
+    }
+
+    /// Reads the server's WAL end on the query connection every few seconds, so lag
+    /// shows during the baseline and while the replication connection is down or
+    /// paused. Started once, by `init`; stopped by `close`.
+    fn start_lag_poller(self: &Arc<Self>) {
+        let mut poller = self.poller.lock();
+        if poller.is_some() {
+            return;
+        }
+        let inner = Arc::downgrade(self);
+        *poller = Some(tokio::spawn(async move {
+            loop {
+                let Some(strong) = inner.upgrade() else {
+                    return;
+                };
+                let read = async {
+                    let client = strong.query_client().await.ok()?;
+                    let row = client
+                        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                        .await
+                        .ok()?;
+                    parse_lsn(row.get(0))
+                };
+                if let Ok(Some(lsn)) = tokio::time::timeout(QUERY_TIMEOUT, read).await {
+                    strong.server_wal_end.fetch_max(lsn, AtomicOrdering::SeqCst);
+                }
+                drop(strong);
+                tokio::time::sleep(LAG_POLL_INTERVAL).await;
+            }
+        }));
     }
 
     fn set_state(&self, state: SourceState) {
@@ -485,6 +525,94 @@ impl Inner {
     }
 }
 
+/// Tells a quiet replication connection from a dead one. PostgreSQL sends nothing on
+/// an idle, caught-up stream, so after half of `receive_timeout` of silence the source
+/// writes a non-transactional logical message (`pg_logical_emit_message`), which the
+/// server sends down this connection at once; only when that does not arrive either is
+/// the connection given up.
+struct SilenceWatch {
+    timeout: Duration,
+    last_heard: tokio::time::Instant,
+    probe: Option<tokio::task::JoinHandle<bool>>,
+}
+
+enum Silence {
+    Probed,
+    Dead,
+}
+
+impl SilenceWatch {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            last_heard: tokio::time::Instant::now(),
+            probe: None,
+        }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        match self.probe {
+            None => self.last_heard + self.timeout / 2,
+            Some(_) => self.last_heard + self.timeout,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = tokio::time::Instant::now();
+        if let Some(probe) = self.probe.take() {
+            probe.abort();
+        }
+    }
+
+    fn expired(&mut self, inner: &Arc<Inner>) -> Silence {
+        match self.probe.take() {
+            None => {
+                let inner = Arc::clone(inner);
+                let within = self.timeout / 2;
+                self.probe = Some(tokio::spawn(async move {
+                    let probe = async {
+                        let client = inner.query_client().await.ok()?;
+                        client
+                            .execute(
+                                "SELECT pg_logical_emit_message(false, 'laredo.probe', '')",
+                                &[],
+                            )
+                            .await
+                            .ok()
+                    };
+                    let sent = tokio::time::timeout(within, probe)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some();
+                    if !sent {
+                        tracing::debug!("the silence probe could not be written");
+                    }
+                    sent
+                }));
+                Silence::Probed
+            }
+            Some(probe) if probe.is_finished() => {
+                // A probe that could not be written (no privilege, server unreachable
+                // on the query connection too) proves nothing: give the connection up
+                // only when the probe went out and still nothing came back.
+                let sent = probe.now_or_never().and_then(Result::ok).unwrap_or(false);
+                if sent {
+                    Silence::Dead
+                } else {
+                    self.last_heard = tokio::time::Instant::now();
+                    Silence::Probed
+                }
+            }
+            Some(probe) => {
+                // The probe itself is stuck: the query connection is as dead as this one.
+                probe.abort();
+                Silence::Dead
+            }
+        }
+    }
+}
+
 /// Why a replication session ended.
 enum SessionEnd {
     Cancelled,
@@ -508,6 +636,8 @@ struct Tx {
     xid: i64,
     commit_time: SystemTime,
     seq: u64,
+    /// Whether a change of ours was delivered (else its `tx_starts` entry goes).
+    delivered: bool,
 }
 
 struct RelationInfo {
@@ -582,6 +712,7 @@ impl SyncSource for PgSource {
             })?;
         *inner.tables.lock() = present;
         *inner.columns.lock() = schemas.clone();
+        inner.start_lag_poller();
         inner.set_state(SourceState::Connected);
         Ok(schemas)
     }
@@ -600,7 +731,11 @@ impl SyncSource for PgSource {
         sink: &mut dyn BaselineSink,
     ) -> Result<Position, SourceError> {
         let inner = &self.inner;
-        if inner.streaming.load(AtomicOrdering::SeqCst) {
+        let all_tables = {
+            let ours = inner.tables.lock();
+            ours.iter().all(|t| tables.contains(t))
+        };
+        if inner.streaming.load(AtomicOrdering::SeqCst) || !all_tables {
             // A reload while the stream runs: a fresh snapshot, no new slot. Changes
             // held while it runs are applied afterwards (they are older than the
             // snapshot, so the table converges as the stream catches up).
@@ -612,6 +747,18 @@ impl SyncSource for PgSource {
             let _ = old.client.shutdown().await;
         }
         let client = inner.query_client().await?;
+        if inner.config.publication.create {
+            // Put back a publication dropped since init (its loss ends the stream).
+            let ours = inner.tables.lock().clone();
+            catalog::sync_publication(&client, &inner.config.publication, &ours)
+                .await
+                .map_err(|e| {
+                    other(
+                        format!("publication {:?}", inner.config.publication.name),
+                        e,
+                    )
+                })?;
+        }
         let slot = match inner.config.slot_mode {
             SlotMode::Stateful => {
                 let slot = inner.config.slot_name.clone();
@@ -654,6 +801,12 @@ impl SyncSource for PgSource {
             .await
         {
             let _ = repl.shutdown().await;
+            if inner.config.slot_mode == SlotMode::Stateful {
+                // A slot whose baseline never completed must not be resumed from.
+                if let Err(drop_error) = inner.drop_slot(&client, &slot).await {
+                    tracing::warn!(slot, error = %drop_error, "could not drop the slot of a failed baseline");
+                }
+            }
             return Err(e);
         }
         inner
@@ -674,26 +827,7 @@ impl SyncSource for PgSource {
     ) -> Result<(), SourceError> {
         let inner = &self.inner;
         inner.streaming.store(true, AtomicOrdering::SeqCst);
-        // The server's WAL end, read on the query connection, so lag shows even while
-        // the replication connection is down or paused.
-        let poller = tokio::spawn({
-            let inner = Arc::clone(&self.inner);
-            async move {
-                loop {
-                    if let Ok(client) = inner.query_client().await
-                        && let Ok(row) = client
-                            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-                            .await
-                        && let Some(lsn) = parse_lsn(row.get(0))
-                    {
-                        inner.server_wal_end.fetch_max(lsn, AtomicOrdering::SeqCst);
-                    }
-                    tokio::time::sleep(LAG_POLL_INTERVAL).await;
-                }
-            }
-        });
         let result = self.stream_inner(from, handler, cancel).await;
-        poller.abort();
         inner.streaming.store(false, AtomicOrdering::SeqCst);
         if result.is_err() {
             inner.set_state(SourceState::Error);
@@ -838,6 +972,9 @@ impl SyncSource for PgSource {
         } else {
             Ok(())
         };
+        if let Some(poller) = self.inner.poller.lock().take() {
+            poller.abort();
+        }
         *self.inner.query.lock().await = None;
         self.inner.set_state(SourceState::Closed);
         advanced
@@ -981,14 +1118,25 @@ impl PgSource {
         let inner = &self.inner;
         let slot = inner.config.slot_name.clone();
         // The query connection may be down too; a failure here is a lost connection.
-        let client = inner.query_client().await?;
-        let row = client
-            .query_opt(
-                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))?;
+        let lookup = async {
+            let client = inner.query_client().await?;
+            client
+                .query_opt(
+                    "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))
+        };
+        let row = match tokio::time::timeout(QUERY_TIMEOUT, lookup).await {
+            Ok(row) => row?,
+            Err(_) => {
+                *inner.query.lock().await = None;
+                return Err(SourceError::msg(format!(
+                    "looking up replication slot {slot:?} took longer than {QUERY_TIMEOUT:?}"
+                )));
+            }
+        };
         match row {
             None => {
                 return Err(SourceError::ReBaselineRequired {
@@ -1027,6 +1175,7 @@ impl PgSource {
         let mut paused = inner.paused.subscribe();
         let mut sent_ack = inner.acked.load(AtomicOrdering::SeqCst);
         client.update_applied_lsn(Lsn(sent_ack));
+        let mut silence = SilenceWatch::new(inner.config.receive_timeout);
         loop {
             if *paused.borrow_and_update() {
                 tokio::select! {
@@ -1053,20 +1202,24 @@ impl PgSource {
                     continue;
                 }
                 _ = paused.changed() => continue,
-                event = tokio::time::timeout(inner.config.receive_timeout, client.recv()) => match event {
+                event = tokio::time::timeout_at(silence.deadline(), client.recv()) => match event {
                     Ok(event) => event,
-                    Err(_) => {
-                        client.abort();
-                        return Ok(SessionEnd::Lost {
-                            error: SourceError::msg(format!(
-                                "nothing received for {:?}; the connection is presumed dead",
-                                inner.config.receive_timeout
-                            )),
-                            progressed,
-                        });
-                    }
+                    Err(_) => match silence.expired(inner) {
+                        Silence::Probed => continue,
+                        Silence::Dead => {
+                            client.abort();
+                            return Ok(SessionEnd::Lost {
+                                error: SourceError::msg(format!(
+                                    "nothing received for {:?}, not even a probe; the connection is presumed dead",
+                                    inner.config.receive_timeout
+                                )),
+                                progressed,
+                            });
+                        }
+                    },
                 },
             };
+            silence.heard();
             let event = match self.received(event, progressed)? {
                 Ok(event) => event,
                 Err(end) => return Ok(end),
@@ -1130,18 +1283,17 @@ impl PgSource {
             })),
             Err(e) => {
                 let slot = self.inner.slot.lock().clone();
-                match sqlstate(&e).as_deref() {
-                    Some("42704") => Err(SourceError::ReBaselineRequired {
-                        reason: format!("replication slot {slot:?} does not exist any more: {e}"),
-                    }),
-                    Some("55000") => Err(SourceError::ReBaselineRequired {
-                        reason: format!("replication slot {slot:?} can no longer be used: {e}"),
-                    }),
-                    _ => Ok(Err(SessionEnd::Lost {
-                        error: other(format!("replication stream of slot {slot:?}"), e),
-                        progressed,
-                    })),
+                // Whatever the error (a dropped slot and a dropped publication share
+                // SQLSTATE 42704), the next attempt looks the slot up first and asks
+                // for a re-baseline only when the slot itself is gone or invalidated;
+                // anything else is retried with backoff and fails the source in the end.
+                if let Some(code) = sqlstate(&e) {
+                    tracing::warn!(slot, code, error = %e, "the server ended the replication stream");
                 }
+                Ok(Err(SessionEnd::Lost {
+                    error: other(format!("replication stream of slot {slot:?}"), e),
+                    progressed,
+                }))
             }
         }
     }
@@ -1160,15 +1312,19 @@ impl PgSource {
                 commit_time_micros,
             } => {
                 let final_lsn = final_lsn.as_u64();
+                // A transaction the server sends again after a reconnect keeps the entry
+                // of its first delivery: `last_complete` may have moved past it since.
                 inner
                     .tx_starts
                     .lock()
-                    .insert(final_lsn, decoder.last_complete);
+                    .entry(final_lsn)
+                    .or_insert(decoder.last_complete);
                 decoder.tx = Some(Tx {
                     final_lsn,
                     xid: i64::from(xid),
                     commit_time: pg_time(commit_time_micros),
                     seq: 0,
+                    delivered: false,
                 });
             }
             ReplicationEvent::Commit {
@@ -1177,7 +1333,11 @@ impl PgSource {
                 ..
             } => {
                 let end = end_lsn.as_u64();
-                decoder.tx = None;
+                if let Some(tx) = decoder.tx.take()
+                    && !tx.delivered
+                {
+                    inner.tx_starts.lock().remove(&tx.final_lsn);
+                }
                 decoder.last_complete = end;
                 inner.server_wal_end.fetch_max(end, AtomicOrdering::SeqCst);
                 let position = (end, 0);
@@ -1192,9 +1352,13 @@ impl PgSource {
                 if fresh {
                     {
                         let mut commits = inner.commits.lock();
-                        if commits.len() < 100_000 {
-                            commits.push_back((end, pg_time(commit_time_micros)));
+                        // Bounded: the oldest entries (what lag_time reports) stay; when
+                        // full, the newest is replaced, so lag never reads as zero while
+                        // commits are unacknowledged.
+                        if commits.len() >= 100_000 {
+                            commits.pop_back();
                         }
+                        commits.push_back((end, pg_time(commit_time_micros)));
                     }
                     handler.on_heartbeat(Position::from_pair(end, 0)).await?;
                 }
@@ -1423,6 +1587,7 @@ fn next_change<'a>(
     };
     tx.seq += 1;
     let position = (tx.final_lsn, tx.seq);
+    let tx_delivered = &mut tx.delivered;
     let commit = (tx.commit_time, tx.xid);
     let Some(rel) = decoder.relations.get(&oid) else {
         return Err(SourceError::msg(format!(
@@ -1432,6 +1597,7 @@ fn next_change<'a>(
     if !rel.ours {
         return Ok(None);
     }
+    *tx_delivered = true;
     {
         let mut last = inner.last_delivered.lock();
         if position <= *last {
@@ -1533,6 +1699,108 @@ mod tests {
             source.compare_positions(&Position::from_pair(5, 9), &Position::from_pair(6, 0)),
             Ordering::Less
         );
+    }
+
+    /// Collects what the source hands over.
+    #[derive(Default)]
+    struct Collect {
+        changes: Vec<Position>,
+    }
+
+    #[async_trait]
+    impl ChangeHandler for Collect {
+        async fn on_change(&mut self, event: ChangeEvent) -> Result<(), SourceError> {
+            self.changes.push(event.position);
+            Ok(())
+        }
+    }
+
+    fn xlog(message: &Message) -> ReplicationEvent {
+        ReplicationEvent::XLogData {
+            wal_start: Lsn(0),
+            wal_end: Lsn(0),
+            server_time_micros: 0,
+            data: pgoutput::encode(message).into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resent_transaction_keeps_the_ack_boundary_of_its_first_delivery() {
+        let source = PgSource::new(PgSourceConfig::new("postgres://u@localhost/db")).unwrap();
+        let t = TableIdentifier::new("public", "t");
+        *source.inner.tables.lock() = vec![t.clone()];
+        source.inner.columns.lock().insert(
+            t.clone(),
+            vec![ColumnDefinition::new("id", "int8").primary_key(1).oid(20)],
+        );
+        let mut decoder = Decoder {
+            relations: HashMap::new(),
+            tables: vec![t],
+            tx: None,
+            last_complete: 50,
+        };
+        let relation = Message::Relation(Relation {
+            oid: 7,
+            namespace: "public".into(),
+            name: "t".into(),
+            replica_identity: b'd',
+            columns: vec![pgoutput::RelationColumn {
+                key: true,
+                name: "id".into(),
+                type_oid: 20,
+                type_modifier: -1,
+            }],
+        });
+        let insert = |id: &str| {
+            Message::Insert(pgoutput::Insert {
+                relation: 7,
+                new: vec![TupleValue::Text(id.as_bytes().to_vec())],
+            })
+        };
+        let begin = |final_lsn: u64| ReplicationEvent::Begin {
+            final_lsn: Lsn(final_lsn),
+            xid: 1,
+            commit_time_micros: 0,
+        };
+        let commit = |lsn: u64, end: u64| ReplicationEvent::Commit {
+            lsn: Lsn(lsn),
+            end_lsn: Lsn(end),
+            commit_time_micros: 0,
+        };
+        let mut handler = Collect::default();
+        let mut feed = Vec::new();
+        // T1 (commit at 100, ends 110), T2 (commit at 200, ends 210); then, after a
+        // reconnect, the server sends T1 again.
+        feed.extend([
+            xlog(&relation),
+            begin(100),
+            xlog(&insert("1")),
+            commit(100, 110),
+        ]);
+        feed.extend([begin(200), xlog(&insert("2")), commit(200, 210)]);
+        feed.extend([
+            xlog(&relation),
+            begin(100),
+            xlog(&insert("1")),
+            commit(100, 110),
+        ]);
+        for event in feed {
+            source
+                .handle_event(event, &mut decoder, &mut handler)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            handler.changes,
+            vec![Position::from_pair(100, 1), Position::from_pair(200, 1)],
+            "the resent change is skipped"
+        );
+        // The engine acknowledges the first change of T1 only: nothing after the
+        // transaction before T1 may be confirmed.
+        source.ack(&Position::from_pair(100, 1)).await.unwrap();
+        assert_eq!(source.acknowledged_lsn(), 50);
+        source.ack(&Position::from_pair(110, 0)).await.unwrap();
+        assert_eq!(source.acknowledged_lsn(), 110);
     }
 
     #[test]

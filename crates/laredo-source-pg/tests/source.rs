@@ -1168,3 +1168,38 @@ async fn a_silent_connection_is_given_up_and_reopened() {
     assert!(target.duplicates().is_empty());
     engine.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_is_kept_by_probing_rather_than_dropped() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "idleprobe", 3);
+    let url = pg.connection_string(&db);
+    let source = Arc::new(
+        PgSource::new(
+            config(pg, &db, SlotMode::Ephemeral).receive_timeout(Duration::from_millis(800)),
+        )
+        .unwrap(),
+    );
+    let target = Arc::new(ModelTarget::default());
+    let observer = TestObserver::new();
+    let engine = start_engine(Arc::clone(&source), target.clone(), Arc::clone(&observer)).await;
+    let slot = source.slot_name();
+    let walsender = |pg: &PgCluster| {
+        pg.psql(
+            &db,
+            &format!("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        )
+        .unwrap()
+    };
+    let before = walsender(pg);
+    // Silence far longer than the receive timeout: what is under test is the passing
+    // of time itself, so this sleep is the measurement, not a synchronisation.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(walsender(pg), before, "the same replication session");
+    assert!(!observer.has_event("ReBaselineTriggered"), "no re-baseline");
+    assert_eq!(source.state(), laredo_core::SourceState::Streaming);
+    pg.psql(&db, "INSERT INTO t VALUES (4, 4, 'after the quiet')")
+        .unwrap();
+    converge(&url, &target, "still streaming").await;
+    engine.stop().await.unwrap();
+}
