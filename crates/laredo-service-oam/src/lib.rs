@@ -1,0 +1,36 @@
+//! The OAM gRPC service of laredo (`laredo.v1.LaredoOAMService`): status of the
+//! service, its sources and pipelines (state, lag, buffer depth, row counts, applied
+//! changes), table schemas, reload, pause and resume, source reset, dead letters (list,
+//! replay, purge) and a streaming watch of status events, over a running
+//! [`Engine`](laredo_core::Engine).
+//!
+//! Register a [`StatusEvents`] observer with the engine, then serve an [`OamService`]
+//! with any tonic server (or `laredo-service`'s assembly):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use laredo_core::Engine;
+//! use laredo_service_oam::{OamService, StatusEvents};
+//!
+//! # fn build(builder: laredo_core::EngineBuilder) -> Result<(), Box<dyn std::error::Error>> {
+//! let events = StatusEvents::new();
+//! let engine: Engine = builder.observer(events.clone()).build()?;
+//! let oam = OamService::new(engine, events).into_server();
+//! // tonic::transport::Server::builder().add_service(oam).serve(addr).await?;
+//! # let _ = oam;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors carry gRPC codes a caller can act on: `NOT_FOUND` for an unknown source,
+//! pipeline or table, `FAILED_PRECONDITION` for an operation the configuration does not
+//! allow (no snapshot store, no dead letter store, a reset without `confirm`, no active
+//! pipeline to reload), `INVALID_ARGUMENT` for missing arguments. Snapshots and snapshot
+//! replay answer `FAILED_PRECONDITION` until the engine has a snapshot store.
+
+mod events;
+mod service;
+
+pub use crate::events::{PipelineCounters, StatusEvent, StatusEvents, WATCH_BUFFER};
+pub use crate::service::{OamService, WatchStream, engine_status};

@@ -1,0 +1,841 @@
+//! [`OamService`]: `laredo.v1.LaredoOAMService` over a running [`Engine`].
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use laredo_core::{
+    Engine, EngineError, OrderingGuarantee, PipelineInfo, PipelineState, SourceState,
+    TableIdentifier,
+};
+use laredo_proto::laredo::v1 as pb;
+use laredo_proto::laredo::v1::laredo_oam_service_server::{
+    LaredoOamService, LaredoOamServiceServer,
+};
+use laredo_target_memory::IndexedTarget;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::events::{StatusEvent, StatusEvents};
+
+/// The OAM service of one engine.
+#[derive(Debug, Clone)]
+pub struct OamService {
+    engine: Engine,
+    events: Arc<StatusEvents>,
+    started_at: SystemTime,
+}
+
+impl OamService {
+    /// The service for `engine`, fed by `events` (the observer registered with the
+    /// engine's builder).
+    pub fn new(engine: Engine, events: Arc<StatusEvents>) -> Self {
+        Self {
+            engine,
+            events,
+            started_at: SystemTime::now(),
+        }
+    }
+
+    /// The tonic server to add to a gRPC server.
+    pub fn into_server(self) -> LaredoOamServiceServer<Self> {
+        LaredoOamServiceServer::new(self)
+    }
+
+    fn pipeline(&self, id: &str) -> Result<PipelineInfo, Status> {
+        self.engine
+            .pipelines()
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| Status::not_found(format!("no pipeline {id:?}")))
+    }
+
+    async fn pipeline_status(&self, p: &PipelineInfo) -> pb::PipelineStatus {
+        let counters = self.events.counters(&p.id);
+        let dead_letters = match self.engine.dead_letter_store() {
+            Some(store) => store.count(&p.id).await.unwrap_or(0),
+            None => 0,
+        };
+        let error_message = if p.state == PipelineState::Error {
+            counters
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the pipeline failed; see the server log".to_string())
+        } else {
+            String::new()
+        };
+        pb::PipelineStatus {
+            pipeline_id: p.id.clone(),
+            source_id: p.source_id.clone(),
+            schema: p.table.schema().to_string(),
+            table: p.table.table().to_string(),
+            target_type: p.target_type.clone(),
+            state: pipeline_state(p.state) as i32,
+            row_count: u64::try_from(p.row_count).unwrap_or(0),
+            inserts_applied: counters.inserts,
+            updates_applied: counters.updates,
+            deletes_applied: counters.deletes,
+            truncates_applied: counters.truncates,
+            last_change_at: counters.last_change_at.map(timestamp),
+            error_message,
+            buffer_depth: p.buffer_depth as u64,
+            buffer_capacity: p.buffer_capacity as u64,
+            dead_letter_count: dead_letters,
+            ready: self.engine.is_pipeline_ready(&p.id),
+            fanout_client_count: 0,
+        }
+    }
+
+    fn source_info(&self, source_id: &str) -> Option<pb::SourceInfo> {
+        let info = self.engine.source_info(source_id)?;
+        Some(pb::SourceInfo {
+            source_id: info.id,
+            source_type: info.source_type,
+            state: source_state(info.state) as i32,
+            supports_resume: info.supports_resume,
+            ordering_guarantee: ordering(info.ordering) as i32,
+            current_position: String::new(),
+            acked_position: info.last_acked_position.unwrap_or_default(),
+            lag_bytes: Some(info.lag.lag_bytes),
+            lag_time: info.lag.lag_time.and_then(duration),
+            details: None,
+        })
+    }
+
+    fn service_state(&self) -> pb::ServiceState {
+        service_state(&self.engine.pipelines())
+    }
+
+    fn source_ids(&self, source_id: &str) -> Result<Vec<String>, Status> {
+        if source_id.is_empty() {
+            return Ok(self.engine.source_ids());
+        }
+        if self.engine.source_ids().iter().any(|s| s == source_id) {
+            Ok(vec![source_id.to_string()])
+        } else {
+            Err(Status::not_found(format!("no source {source_id:?}")))
+        }
+    }
+
+    fn table(&self, schema: &str, table: &str) -> Result<TableIdentifier, Status> {
+        if table.is_empty() {
+            return Err(Status::invalid_argument("table is required"));
+        }
+        let schema = if schema.is_empty() { "public" } else { schema };
+        let id = TableIdentifier::new(schema, table);
+        if self.engine.pipelines().iter().any(|p| p.table == id) {
+            Ok(id)
+        } else {
+            Err(Status::not_found(format!("no pipeline serves table {id}")))
+        }
+    }
+
+    fn dead_letter_store(&self) -> Result<Arc<dyn laredo_core::DeadLetterStore>, Status> {
+        self.engine
+            .dead_letter_store()
+            .ok_or_else(|| Status::failed_precondition("no dead letter store is configured"))
+    }
+}
+
+/// A `WatchStatus` stream.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchStatusResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LaredoOamService for OamService {
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let pipelines = self.engine.pipelines();
+        let mut statuses = Vec::with_capacity(pipelines.len());
+        for p in &pipelines {
+            statuses.push(self.pipeline_status(p).await);
+        }
+        let last_change_at = statuses
+            .iter()
+            .filter_map(|s| s.last_change_at)
+            .max_by_key(|t| (t.seconds, t.nanos));
+        Ok(Response::new(pb::GetStatusResponse {
+            state: service_state(&pipelines) as i32,
+            sources: self
+                .engine
+                .source_ids()
+                .iter()
+                .filter_map(|id| self.source_info(id))
+                .collect(),
+            pipelines: statuses,
+            started_at: Some(timestamp(self.started_at)),
+            last_change_at,
+            snapshot_status: Some(pb::SnapshotSummary {
+                enabled: false,
+                ..Default::default()
+            }),
+        }))
+    }
+
+    async fn get_table_status(
+        &self,
+        request: Request<pb::GetTableStatusRequest>,
+    ) -> Result<Response<pb::GetTableStatusResponse>, Status> {
+        let request = request.into_inner();
+        let table = self.table(&request.schema, &request.table)?;
+        let mut pipelines = Vec::new();
+        for p in self.engine.pipelines().iter().filter(|p| p.table == table) {
+            pipelines.push(self.pipeline_status(p).await);
+        }
+        let indexes = self
+            .engine
+            .get_target::<IndexedTarget>("", &table)
+            .map(|t| index_infos(&t))
+            .unwrap_or_default();
+        Ok(Response::new(pb::GetTableStatusResponse {
+            pipelines,
+            indexes,
+        }))
+    }
+
+    async fn get_pipeline_status(
+        &self,
+        request: Request<pb::GetPipelineStatusRequest>,
+    ) -> Result<Response<pb::GetPipelineStatusResponse>, Status> {
+        let p = self.pipeline(&request.into_inner().pipeline_id)?;
+        let indexes = self
+            .engine
+            .targets(&p.source_id, &p.table)
+            .into_iter()
+            .find_map(|t| {
+                let any: Arc<dyn std::any::Any + Send + Sync> = t;
+                any.downcast::<IndexedTarget>().ok()
+            })
+            .filter(|_| p.target_type == "indexed-memory")
+            .map(|t| index_infos(&t))
+            .unwrap_or_default();
+        Ok(Response::new(pb::GetPipelineStatusResponse {
+            status: Some(self.pipeline_status(&p).await),
+            indexes,
+        }))
+    }
+
+    async fn list_pipelines(
+        &self,
+        request: Request<pb::ListPipelinesRequest>,
+    ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
+        let request = request.into_inner();
+        let mut pipelines = Vec::new();
+        for p in self.engine.pipelines() {
+            if !request.source_id.is_empty() && p.source_id != request.source_id {
+                continue;
+            }
+            if !request.table.is_empty()
+                && p.table.to_string() != request.table
+                && p.table.table() != request.table
+            {
+                continue;
+            }
+            pipelines.push(self.pipeline_status(&p).await);
+        }
+        Ok(Response::new(pb::ListPipelinesResponse { pipelines }))
+    }
+
+    type WatchStatusStream = WatchStream;
+
+    async fn watch_status(
+        &self,
+        request: Request<pb::WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let request = request.into_inner();
+        let tables: Vec<String> = request.tables;
+        let pipeline_ids: Vec<String> = request.pipeline_ids;
+        let rows = request.include_row_changes;
+        let table_of: HashMap<String, TableIdentifier> = self
+            .engine
+            .pipelines()
+            .into_iter()
+            .map(|p| (p.id, p.table))
+            .collect();
+        let mut receiver = self.events.subscribe();
+        let wanted = move |event: &StatusEvent| -> bool {
+            if matches!(event, StatusEvent::Row { .. }) && !rows {
+                return false;
+            }
+            if !pipeline_ids.is_empty()
+                && !event
+                    .pipeline_id()
+                    .is_some_and(|id| pipeline_ids.iter().any(|p| p == id))
+            {
+                return false;
+            }
+            if !tables.is_empty() {
+                let table = event
+                    .table()
+                    .cloned()
+                    .or_else(|| event.pipeline_id().and_then(|id| table_of.get(id).cloned()));
+                let Some(table) = table else {
+                    return false;
+                };
+                let name = table.to_string();
+                if !tables.iter().any(|t| *t == name || t == table.table()) {
+                    return false;
+                }
+            }
+            true
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let item = match receiver.recv().await {
+                    Ok(event) if wanted(&event) => watch_response(&event),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(count)) => pb::WatchStatusResponse {
+                        timestamp: Some(timestamp(SystemTime::now())),
+                        event: Some(pb::watch_status_response::Event::EventsDropped(
+                            pb::EventsDropped { count },
+                        )),
+                    },
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(Ok(item)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn check_ready(
+        &self,
+        request: Request<pb::CheckReadyRequest>,
+    ) -> Result<Response<pb::CheckReadyResponse>, Status> {
+        let request = request.into_inner();
+        let pipelines: Vec<PipelineInfo> = self
+            .engine
+            .pipelines()
+            .into_iter()
+            .filter(|p| request.source.is_empty() || p.source_id == request.source)
+            .filter(|p| {
+                request.table.is_empty()
+                    || p.table.to_string() == request.table
+                    || p.table.table() == request.table
+            })
+            .filter(|p| request.pipeline_id.is_empty() || p.id == request.pipeline_id)
+            .collect();
+        if pipelines.is_empty() {
+            return Err(Status::not_found(
+                "no pipeline matches the given source, table and pipeline id",
+            ));
+        }
+        let not_ready_reasons: Vec<String> = pipelines
+            .iter()
+            .filter(|p| !self.engine.is_pipeline_ready(&p.id))
+            .map(|p| format!("pipeline {} is {}", p.id, p.state))
+            .collect();
+        Ok(Response::new(pb::CheckReadyResponse {
+            ready: not_ready_reasons.is_empty(),
+            not_ready_reasons,
+        }))
+    }
+
+    async fn get_source_info(
+        &self,
+        request: Request<pb::GetSourceInfoRequest>,
+    ) -> Result<Response<pb::GetSourceInfoResponse>, Status> {
+        let ids = self.source_ids(&request.into_inner().source_id)?;
+        Ok(Response::new(pb::GetSourceInfoResponse {
+            sources: ids.iter().filter_map(|id| self.source_info(id)).collect(),
+        }))
+    }
+
+    async fn list_tables(
+        &self,
+        _request: Request<pb::ListTablesRequest>,
+    ) -> Result<Response<pb::ListTablesResponse>, Status> {
+        let tables = self
+            .engine
+            .pipelines()
+            .into_iter()
+            .map(|p| {
+                let primary_key = self
+                    .engine
+                    .table_schema(&p.table)
+                    .map(|columns| {
+                        let mut key: Vec<_> =
+                            columns.into_iter().filter(|c| c.primary_key).collect();
+                        key.sort_by_key(|c| c.primary_key_ordinal);
+                        key.into_iter().map(|c| c.name).collect()
+                    })
+                    .unwrap_or_default();
+                pb::TableConfig {
+                    schema: p.table.schema().to_string(),
+                    table: p.table.table().to_string(),
+                    primary_key,
+                    source_type: self
+                        .engine
+                        .source_info(&p.source_id)
+                        .map(|s| s.source_type)
+                        .unwrap_or_default(),
+                    source_id: p.source_id,
+                    source_config: None,
+                    target_type: p.target_type,
+                    target_config: None,
+                    pipeline_id: p.id,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListTablesResponse { tables }))
+    }
+
+    async fn get_table_schema(
+        &self,
+        request: Request<pb::GetTableSchemaRequest>,
+    ) -> Result<Response<pb::GetTableSchemaResponse>, Status> {
+        let request = request.into_inner();
+        let table = self.table(&request.schema, &request.table)?;
+        let columns = self.engine.table_schema(&table).ok_or_else(|| {
+            Status::unavailable(format!(
+                "the columns of {table} are not known yet (the source has not started)"
+            ))
+        })?;
+        Ok(Response::new(pb::GetTableSchemaResponse {
+            columns: columns.iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn reload_table(
+        &self,
+        request: Request<pb::ReloadTableRequest>,
+    ) -> Result<Response<pb::ReloadTableResponse>, Status> {
+        let request = request.into_inner();
+        let table = self.table(&request.schema, &request.table)?;
+        let sources: Vec<String> = if request.source_id.is_empty() {
+            let mut ids: Vec<String> = self
+                .engine
+                .pipelines()
+                .into_iter()
+                .filter(|p| p.table == table)
+                .map(|p| p.source_id)
+                .collect();
+            ids.dedup();
+            ids
+        } else {
+            self.source_ids(&request.source_id)?
+        };
+        for source in &sources {
+            self.engine
+                .reload(source, &table)
+                .await
+                .map_err(engine_status)?;
+        }
+        Ok(Response::new(pb::ReloadTableResponse {
+            accepted: true,
+            message: format!("reloaded {table} from {}", sources.join(", ")),
+        }))
+    }
+
+    async fn reload_all(
+        &self,
+        request: Request<pb::ReloadAllRequest>,
+    ) -> Result<Response<pb::ReloadAllResponse>, Status> {
+        let source_id = request.into_inner().source_id;
+        let source = if source_id.is_empty() {
+            None
+        } else {
+            self.source_ids(&source_id)?;
+            Some(source_id.as_str())
+        };
+        self.engine
+            .reload_all(source)
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::ReloadAllResponse {
+            accepted: true,
+            message: "reloaded".to_string(),
+        }))
+    }
+
+    async fn pause_sync(
+        &self,
+        request: Request<pb::PauseSyncRequest>,
+    ) -> Result<Response<pb::PauseSyncResponse>, Status> {
+        for source in self.source_ids(&request.into_inner().source_id)? {
+            self.engine.pause(&source).await.map_err(engine_status)?;
+        }
+        Ok(Response::new(pb::PauseSyncResponse {
+            state: self.service_state() as i32,
+        }))
+    }
+
+    async fn resume_sync(
+        &self,
+        request: Request<pb::ResumeSyncRequest>,
+    ) -> Result<Response<pb::ResumeSyncResponse>, Status> {
+        for source in self.source_ids(&request.into_inner().source_id)? {
+            self.engine.resume(&source).await.map_err(engine_status)?;
+        }
+        Ok(Response::new(pb::ResumeSyncResponse {
+            state: self.service_state() as i32,
+        }))
+    }
+
+    async fn reset_source(
+        &self,
+        request: Request<pb::ResetSourceRequest>,
+    ) -> Result<Response<pb::ResetSourceResponse>, Status> {
+        let request = request.into_inner();
+        if request.source_id.is_empty() {
+            return Err(Status::invalid_argument("source_id is required"));
+        }
+        self.source_ids(&request.source_id)?;
+        if !request.confirm {
+            return Err(Status::failed_precondition(format!(
+                "resetting source {:?} discards its position and re-baselines every table: set confirm",
+                request.source_id
+            )));
+        }
+        self.engine
+            .reset_source(&request.source_id, request.drop_publication)
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::ResetSourceResponse {
+            accepted: true,
+            message: format!(
+                "source {:?} reset; a fresh baseline runs",
+                request.source_id
+            ),
+            details: None,
+        }))
+    }
+
+    async fn drain_replication(
+        &self,
+        _request: Request<pb::DrainReplicationRequest>,
+    ) -> Result<Response<pb::DrainReplicationResponse>, Status> {
+        Err(Status::failed_precondition(
+            "no replication fan-out target is configured",
+        ))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _request: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        let id = self
+            .engine
+            .create_snapshot(std::collections::BTreeMap::new())
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::CreateSnapshotResponse {
+            accepted: true,
+            snapshot_id: id,
+            message: String::new(),
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        Err(no_snapshot_store())
+    }
+
+    async fn inspect_snapshot(
+        &self,
+        _request: Request<pb::InspectSnapshotRequest>,
+    ) -> Result<Response<pb::InspectSnapshotResponse>, Status> {
+        Err(no_snapshot_store())
+    }
+
+    async fn restore_snapshot(
+        &self,
+        _request: Request<pb::RestoreSnapshotRequest>,
+    ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
+        Err(no_snapshot_store())
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _request: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        Err(no_snapshot_store())
+    }
+
+    async fn prune_snapshots(
+        &self,
+        _request: Request<pb::PruneSnapshotsRequest>,
+    ) -> Result<Response<pb::PruneSnapshotsResponse>, Status> {
+        Err(no_snapshot_store())
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let p = self.pipeline(&request.pipeline_id)?;
+        let store = self.dead_letter_store()?;
+        let entries = store
+            .read(&p.id, request.limit as usize)
+            .await
+            .map_err(|e| Status::internal(format!("dead letter store: {e}")))?;
+        let total_count = store
+            .count(&p.id)
+            .await
+            .map_err(|e| Status::internal(format!("dead letter store: {e}")))?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            entries: entries
+                .iter()
+                .map(|e| pb::DeadLetterEntry {
+                    id: e.id,
+                    timestamp: Some(micros_timestamp(e.timestamp_micros)),
+                    schema: e.table.schema().to_string(),
+                    table: e.table.table().to_string(),
+                    action: pb::ChangeAction::from(e.action) as i32,
+                    position: e.position.clone(),
+                    xid: e.xid,
+                    new_values: e.new_values.as_ref().map(Into::into),
+                    old_values: e.old_values.as_ref().map(Into::into),
+                    error_message: e.error.clone(),
+                })
+                .collect(),
+            total_count,
+        }))
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<pb::ReplayDeadLettersRequest>,
+    ) -> Result<Response<pb::ReplayDeadLettersResponse>, Status> {
+        let id = request.into_inner().pipeline_id;
+        self.pipeline(&id)?;
+        self.dead_letter_store()?;
+        let outcome = self
+            .engine
+            .replay_dead_letters(&id)
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::ReplayDeadLettersResponse {
+            replayed: outcome.replayed,
+            succeeded: outcome.succeeded,
+            failed: outcome.failed,
+        }))
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        request: Request<pb::PurgeDeadLettersRequest>,
+    ) -> Result<Response<pb::PurgeDeadLettersResponse>, Status> {
+        let id = request.into_inner().pipeline_id;
+        self.pipeline(&id)?;
+        let store = self.dead_letter_store()?;
+        let purged = store
+            .count(&id)
+            .await
+            .map_err(|e| Status::internal(format!("dead letter store: {e}")))?;
+        store
+            .purge(&id)
+            .await
+            .map_err(|e| Status::internal(format!("dead letter store: {e}")))?;
+        Ok(Response::new(pb::PurgeDeadLettersResponse { purged }))
+    }
+
+    async fn start_replay(
+        &self,
+        _request: Request<pb::StartReplayRequest>,
+    ) -> Result<Response<pb::StartReplayResponse>, Status> {
+        Err(Status::failed_precondition(
+            "snapshot replay needs a snapshot store, and none is configured",
+        ))
+    }
+
+    async fn get_replay_status(
+        &self,
+        request: Request<pb::GetReplayStatusRequest>,
+    ) -> Result<Response<pb::GetReplayStatusResponse>, Status> {
+        Err(Status::not_found(format!(
+            "no replay {:?}",
+            request.into_inner().replay_id
+        )))
+    }
+
+    async fn stop_replay(
+        &self,
+        request: Request<pb::StopReplayRequest>,
+    ) -> Result<Response<pb::StopReplayResponse>, Status> {
+        Err(Status::not_found(format!(
+            "no replay {:?}",
+            request.into_inner().replay_id
+        )))
+    }
+}
+
+fn no_snapshot_store() -> Status {
+    Status::failed_precondition("no snapshot store is configured")
+}
+
+/// Maps an engine error to the gRPC status a caller can act on.
+pub fn engine_status(error: EngineError) -> Status {
+    let message = error.to_string();
+    match error {
+        EngineError::UnknownSource(_) | EngineError::UnknownPipeline(_) => {
+            Status::not_found(message)
+        }
+        EngineError::NotStarted
+        | EngineError::Stopped
+        | EngineError::NoActivePipelines { .. }
+        | EngineError::NoSnapshotStore
+        | EngineError::NoDeadLetterStore
+        | EngineError::ResetUnsupported(_)
+        | EngineError::AlreadyStarted => Status::failed_precondition(message),
+        EngineError::DeadlineExceeded => Status::deadline_exceeded(message),
+        EngineError::ReloadFailed { .. } => Status::aborted(message),
+        EngineError::Source { ref source, .. } => {
+            Status::unavailable(format!("{message}: {source}"))
+        }
+        _ => Status::internal(message),
+    }
+}
+
+fn index_infos(target: &IndexedTarget) -> Vec<pb::IndexInfo> {
+    target
+        .indexes()
+        .into_iter()
+        .map(|i| pb::IndexInfo {
+            name: i.name,
+            fields: i.fields,
+            unique: i.unique,
+            entry_count: i.entry_count as u64,
+        })
+        .collect()
+}
+
+fn watch_response(event: &StatusEvent) -> pb::WatchStatusResponse {
+    use pb::watch_status_response::Event;
+    let (at, event) = match event {
+        StatusEvent::PipelineState {
+            at,
+            pipeline_id,
+            old,
+            new,
+            ..
+        } => (
+            *at,
+            Event::PipelineStateChange(pb::PipelineStateChange {
+                pipeline_id: pipeline_id.clone(),
+                old_state: pipeline_state(*old) as i32,
+                new_state: pipeline_state(*new) as i32,
+                message: String::new(),
+            }),
+        ),
+        StatusEvent::Source {
+            at,
+            source_id,
+            connected,
+            message,
+        } => (
+            *at,
+            Event::SourceStateChange(pb::SourceStateChange {
+                source_id: source_id.clone(),
+                event_type: if *connected {
+                    pb::SourceEventType::Connected
+                } else {
+                    pb::SourceEventType::Disconnected
+                } as i32,
+                message: message.clone(),
+            }),
+        ),
+        StatusEvent::Row {
+            at,
+            pipeline_id,
+            table,
+            action,
+            position,
+        } => (
+            *at,
+            Event::RowChange(pb::WatchRowChange {
+                pipeline_id: pipeline_id.clone(),
+                schema: table.schema().to_string(),
+                table: table.table().to_string(),
+                action: pb::ChangeAction::from(*action) as i32,
+                position: position.clone(),
+                xid: 0,
+                key: None,
+            }),
+        ),
+    };
+    pb::WatchStatusResponse {
+        timestamp: Some(timestamp(at)),
+        event: Some(event),
+    }
+}
+
+fn service_state(pipelines: &[PipelineInfo]) -> pb::ServiceState {
+    let any = |s: PipelineState| pipelines.iter().any(|p| p.state == s);
+    if any(PipelineState::Error) {
+        pb::ServiceState::Error
+    } else if any(PipelineState::Baselining) {
+        if pipelines
+            .iter()
+            .any(|p| p.state == PipelineState::Streaming)
+        {
+            pb::ServiceState::Reloading
+        } else {
+            pb::ServiceState::Baselining
+        }
+    } else if any(PipelineState::Initializing) || pipelines.is_empty() {
+        pb::ServiceState::Starting
+    } else if pipelines.iter().all(|p| p.state == PipelineState::Paused) {
+        pb::ServiceState::Paused
+    } else {
+        pb::ServiceState::Streaming
+    }
+}
+
+fn pipeline_state(state: PipelineState) -> pb::PipelineState {
+    match state {
+        PipelineState::Initializing => pb::PipelineState::Initializing,
+        PipelineState::Baselining => pb::PipelineState::Baselining,
+        PipelineState::Streaming => pb::PipelineState::Streaming,
+        PipelineState::Paused => pb::PipelineState::Paused,
+        PipelineState::Error => pb::PipelineState::Error,
+        PipelineState::Stopped => pb::PipelineState::Stopped,
+    }
+}
+
+fn source_state(state: SourceState) -> pb::SourceState {
+    match state {
+        SourceState::Connecting => pb::SourceState::Connecting,
+        SourceState::Connected => pb::SourceState::Connected,
+        SourceState::Streaming => pb::SourceState::Streaming,
+        SourceState::Reconnecting => pb::SourceState::Reconnecting,
+        SourceState::Paused => pb::SourceState::Paused,
+        SourceState::Error => pb::SourceState::Error,
+        SourceState::Closed => pb::SourceState::Closed,
+    }
+}
+
+fn ordering(ordering: OrderingGuarantee) -> pb::OrderingGuarantee {
+    match ordering {
+        OrderingGuarantee::TotalOrder => pb::OrderingGuarantee::TotalOrder,
+        OrderingGuarantee::PerTableOrder => pb::OrderingGuarantee::PerTableOrder,
+        OrderingGuarantee::PerPartitionOrder => pb::OrderingGuarantee::PerPartitionOrder,
+        OrderingGuarantee::BestEffort => pb::OrderingGuarantee::BestEffort,
+    }
+}
+
+fn timestamp(at: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(at)
+}
+
+fn micros_timestamp(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+    }
+}
+
+fn duration(d: std::time::Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(d).ok()
+}
