@@ -1,0 +1,104 @@
+//! The Query gRPC service of laredo (`laredo.v1.LaredoQueryService`): reads of the rows
+//! held by a running [`Engine`](laredo_core::Engine)'s in-memory targets, and a stream
+//! of their changes.
+//!
+//! Where it sits: at the end of the data path, beside the application. The engine
+//! applies a table's baseline and changes to an
+//! [`IndexedTarget`](laredo_target_memory::IndexedTarget); this service answers
+//! `Lookup`, `LookupAll`, `GetRow`, `ListRows`, `CountRows` and `Subscribe` from it over
+//! gRPC. It only provides the service: mount [`QueryService::into_server`] on any tonic
+//! server (laredo-service's assembly adds health, reflection, gRPC-Web and TLS).
+//!
+//! | RPC | Reads |
+//! |---|---|
+//! | `Lookup` | the lookup index (no `index_name`) or a named index, first match |
+//! | `LookupAll` | every row of a key in a named index (`(primary)` is the lookup index) |
+//! | `GetRow` | by primary key, one value per key column |
+//! | `ListRows` | pages in primary-key order; the token names the last key sent |
+//! | `CountRows` | the row count |
+//! | `Subscribe` | live changes, optionally after the current rows and a `replay_complete` marker |
+//!
+//! Tables: a request names `schema` and `table`; the engine's indexed target of that
+//! table serves it. A table served by several sources needs the
+//! [`SOURCE_METADATA_KEY`] request metadata to pick one. Compiled targets hold the
+//! application's own types, so they are served only once registered with a serializer
+//! ([`QueryService::with_compiled`]).
+//!
+//! Status codes: `INVALID_ARGUMENT` for a missing schema or table, a missing index
+//! name, a key with the wrong number of values (the message names the expected
+//! fields), a malformed value or page token, or an ambiguous table; `NOT_FOUND` for an
+//! unknown table, source or index (the message lists the known indexes); `UNAVAILABLE`
+//! while a target is not initialised; `INTERNAL` for a serialized compiled row without
+//! its key columns.
+//!
+//! Subscribers never slow the engine: each has a bounded queue
+//! ([`SUBSCRIBER_BUFFER`] changes); when it is full, changes are dropped and counted,
+//! and an `events_dropped` marker at the place of the gap tells the client how many.
+//! A subscription ends when the client goes away (its listener is removed) or when the
+//! target closes.
+//!
+//! Not sent: a change's source `position` and `xid` (left empty and 0), because the
+//! targets' listeners are not told them.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use laredo_core::{Engine, PipelineOptions, row, table};
+//! use laredo_proto::laredo::v1::{LookupRequest, Value};
+//! use laredo_proto::laredo::v1::laredo_query_service_client::LaredoQueryServiceClient;
+//! use laredo_service_query::QueryService;
+//! use laredo_source_test::TestSource;
+//! use laredo_target_memory::IndexedTarget;
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let users = table("public", "users");
+//! let source = TestSource::new();
+//! source.set_schema(users.clone(), TestSource::columns(&[("id", "int8", true), ("name", "text", false)]));
+//! source.add_row(users.clone(), row! {"id" => 7, "name" => "ann"});
+//! let engine = Engine::builder()
+//!     .source("main", source)
+//!     .pipeline("main", users, IndexedTarget::builder().build(), PipelineOptions::default())
+//!     .build()?;
+//! engine.start().await?;
+//! assert!(engine.await_ready(Duration::from_secs(10)).await);
+//!
+//! // Serve the Query service on a loopback port.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let service = QueryService::new(engine.clone()).into_server();
+//! tokio::spawn(
+//!     tonic::transport::Server::builder()
+//!         .add_service(service)
+//!         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+//! );
+//!
+//! // A client looks a row up by the lookup fields (here the primary key).
+//! let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+//!     .connect()
+//!     .await?;
+//! let mut client = LaredoQueryServiceClient::new(channel);
+//! let found = client
+//!     .lookup(LookupRequest {
+//!         schema: "public".into(),
+//!         table: "users".into(),
+//!         index_name: String::new(),
+//!         key_values: vec![Value::from(&laredo_core::Value::Int64(7))],
+//!     })
+//!     .await?
+//!     .into_inner();
+//! let row = laredo_core::Row::try_from(&found.row.expect("found"))?;
+//! assert_eq!(row, row! {"id" => 7, "name" => "ann"});
+//! engine.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod page;
+mod service;
+mod subscription;
+mod table;
+
+pub use crate::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use crate::service::{Error, QueryService, SOURCE_METADATA_KEY};
+pub use crate::subscription::{SUBSCRIBER_BUFFER, SubscribeStream};

@@ -1,0 +1,434 @@
+//! `ListRows` paging: a total order over row keys, page tokens and page selection.
+//!
+//! Rows are listed in key order (the primary key, or the lookup fields of a table
+//! without one). A page token names the last key sent, not an offset, so the next page
+//! starts at the first key after it: rows inserted or deleted elsewhere in the table
+//! while a client pages neither repeat nor hide the other rows.
+//!
+//! The order is natural within a kind (numbers by value across `int`, `float` and
+//! `numeric`, text by its bytes, times chronologically) and consistent with key
+//! equality ([`Value::write_key`]): two keys that find the same row compare equal, and
+//! any two other keys compare unequal, so "after the token" is well defined.
+//!
+//! A token is the key's values as a wire `ValueList`, protobuf-encoded behind a version
+//! byte, in lowercase hex. Clients treat it as opaque.
+//!
+//! Cost: the in-memory targets have no ordered scan, so each page reads a copy of
+//! every row (O(n)) and sorts only the page (O(n + page log page)). Fine for tables of
+//! up to a few hundred thousand rows per request; an ordered index in the target
+//! would make a page O(page).
+
+use std::cmp::Ordering;
+
+use laredo_core::{Row, Value};
+use laredo_proto::laredo::v1 as wire;
+use prost::Message;
+
+/// Rows per page when the request asks for 0.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// The largest page served; larger requests are capped to it.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// The first byte of every token; a later token format gets another.
+const TOKEN_VERSION: u8 = 1;
+
+/// A page token that does not decode into a key of the table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TokenError {
+    /// Not lowercase hex of even length.
+    #[error("not a page token")]
+    Encoding,
+    /// An unknown version byte.
+    #[error("unknown page token version {0}")]
+    Version(u8),
+    /// The protobuf payload does not decode.
+    #[error("page token payload does not decode")]
+    Payload,
+    /// A value of the key is malformed.
+    #[error("page token value {idx}: {source}")]
+    Value {
+        /// Its position in the key.
+        idx: usize,
+        /// Why.
+        #[source]
+        source: laredo_proto::ConversionError,
+    },
+    /// The key has a different number of values than the table's key.
+    #[error("page token has {got} key value(s), the table key has {expected}")]
+    Arity {
+        /// The table key's field count.
+        expected: usize,
+        /// The token's value count.
+        got: usize,
+    },
+}
+
+/// The token naming `key`.
+pub(crate) fn encode_token(key: &[Value]) -> String {
+    let list = wire::ValueList {
+        values: key.iter().map(wire::Value::from).collect(),
+    };
+    let mut bytes = Vec::with_capacity(1 + list.encoded_len());
+    bytes.push(TOKEN_VERSION);
+    list.encode(&mut bytes)
+        .expect("a Vec grows to fit the message");
+    to_hex(&bytes)
+}
+
+/// The key named by `token`, checked to have `arity` values.
+pub(crate) fn decode_token(token: &str, arity: usize) -> Result<Vec<Value>, TokenError> {
+    let bytes = from_hex(token).ok_or(TokenError::Encoding)?;
+    let (&version, payload) = bytes.split_first().ok_or(TokenError::Encoding)?;
+    if version != TOKEN_VERSION {
+        return Err(TokenError::Version(version));
+    }
+    let list = wire::ValueList::decode(payload).map_err(|_| TokenError::Payload)?;
+    if list.values.len() != arity {
+        return Err(TokenError::Arity {
+            expected: arity,
+            got: list.values.len(),
+        });
+    }
+    list.values
+        .iter()
+        .enumerate()
+        .map(|(idx, value)| {
+            Value::try_from(value).map_err(|source| TokenError::Value { idx, source })
+        })
+        .collect()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let text = text.as_bytes();
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
+
+/// One page of rows in key order.
+#[derive(Debug)]
+pub(crate) struct Page {
+    /// The rows, ordered by key.
+    pub(crate) rows: Vec<Row>,
+    /// The key of the last row, when more rows follow.
+    pub(crate) next: Option<Vec<Value>>,
+}
+
+/// The first `size` rows (by key) whose key is after `after`. `key_of` extracts a row's
+/// key; rows it refuses make the whole call fail with its error.
+pub(crate) fn select_page<E>(
+    rows: Vec<Row>,
+    after: Option<&[Value]>,
+    size: usize,
+    key_of: impl Fn(&Row) -> Result<Vec<Value>, E>,
+) -> Result<Page, E> {
+    let mut keyed = Vec::with_capacity(rows.len().min(size.saturating_mul(2)));
+    for row in rows {
+        let key = key_of(&row)?;
+        if after.is_none_or(|after| compare_keys(&key, after) == Ordering::Greater) {
+            keyed.push((key, row));
+        }
+    }
+    let more = keyed.len() > size;
+    if more {
+        // Only the page needs sorting: partition around the size-th key first.
+        keyed.select_nth_unstable_by(size, |a, b| compare_keys(&a.0, &b.0));
+        keyed.truncate(size);
+    }
+    keyed.sort_unstable_by(|a, b| compare_keys(&a.0, &b.0));
+    let next = if more {
+        keyed.last().map(|(key, _)| key.clone())
+    } else {
+        None
+    };
+    Ok(Page {
+        rows: keyed.into_iter().map(|(_, row)| row).collect(),
+        next,
+    })
+}
+
+/// Orders two keys of the same table: value by value ([`compare_values`]).
+pub(crate) fn compare_keys(a: &[Value], b: &[Value]) -> Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| compare_values(a, b))
+        .find(|o| o.is_ne())
+        .unwrap_or_else(|| a.len().cmp(&b.len()))
+}
+
+/// A total order on values that agrees with key equality: kinds in a fixed order
+/// (NULL first), then the natural order of the kind, then (for the rare values that tie
+/// there without being equal keys, such as numbers beyond f64 precision) the canonical
+/// key bytes.
+pub(crate) fn compare_values(a: &Value, b: &Value) -> Ordering {
+    rank(a)
+        .cmp(&rank(b))
+        .then_with(|| natural(a, b))
+        .then_with(|| a.key_bytes().cmp(&b.key_bytes()))
+}
+
+fn rank(value: &Value) -> u8 {
+    match value {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Int64(_) | Value::Float64(_) | Value::Numeric(_) => 2,
+        Value::Text(_) => 3,
+        Value::Json(_) => 4,
+        Value::Bytes(_) => 5,
+        Value::Uuid(_) => 6,
+        Value::Date(_) => 7,
+        Value::Time(_) => 8,
+        Value::TimeTz { .. } => 9,
+        Value::Timestamp(_) => 10,
+        Value::TimestampTz(_) => 11,
+        Value::Interval { .. } => 12,
+        Value::Array(_) => 13,
+        Value::UnchangedToast => 14,
+        _ => 15,
+    }
+}
+
+/// The natural order of two values of the same rank; `Equal` where it has nothing to
+/// say (the key bytes decide).
+fn natural(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+        (Value::Int64(a), Value::Int64(b)) => a.cmp(b),
+        (Value::Text(a), Value::Text(b)) | (Value::Json(a), Value::Json(b)) => a.cmp(b),
+        (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
+        (Value::Uuid(a), Value::Uuid(b)) => a.cmp(b),
+        (Value::Date(a), Value::Date(b)) => a.cmp(b),
+        (Value::Time(a), Value::Time(b))
+        | (Value::Timestamp(a), Value::Timestamp(b))
+        | (Value::TimestampTz(a), Value::TimestampTz(b)) => a.cmp(b),
+        (
+            Value::TimeTz {
+                micros: a,
+                offset_seconds: a_offset,
+            },
+            Value::TimeTz {
+                micros: b,
+                offset_seconds: b_offset,
+            },
+        ) => utc_micros(*a, *a_offset)
+            .cmp(&utc_micros(*b, *b_offset))
+            .then(a_offset.cmp(b_offset)),
+        (
+            Value::Interval {
+                months: am,
+                days: ad,
+                micros: au,
+            },
+            Value::Interval {
+                months: bm,
+                days: bd,
+                micros: bu,
+            },
+        ) => (am, ad, au).cmp(&(bm, bd, bu)),
+        (Value::Array(a), Value::Array(b)) => compare_keys(a, b),
+        _ => match (number(a), number(b)) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            _ => Ordering::Equal,
+        },
+    }
+}
+
+/// A `timetz` as microseconds UTC (PostgreSQL orders `timetz` this way first).
+fn utc_micros(micros: i64, offset_seconds: i32) -> i64 {
+    micros.saturating_sub(i64::from(offset_seconds).saturating_mul(1_000_000))
+}
+
+/// A number's value as f64, normalised so that values with equal keys map to equal
+/// floats (`-0.0` is `0.0`, every NaN the same).
+fn number(value: &Value) -> Option<f64> {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "an approximation: the key bytes break ties beyond f64 precision"
+    )]
+    let f = match value {
+        Value::Int64(v) => *v as f64,
+        Value::Float64(f) => *f,
+        Value::Numeric(s) => s.trim().parse::<f64>().unwrap_or(f64::NAN),
+        _ => return None,
+    };
+    Some(if f.is_nan() {
+        f64::NAN
+    } else if f == 0.0 {
+        0.0
+    } else {
+        f
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use laredo_core::row;
+
+    use super::*;
+
+    #[test]
+    fn numbers_order_by_value_across_kinds() {
+        let ordered = [
+            Value::Float64(f64::NEG_INFINITY),
+            Value::Int64(i64::MIN),
+            Value::Int64(-10),
+            Value::numeric("-2.5"),
+            Value::Int64(-1),
+            Value::Int64(0),
+            Value::Float64(0.5),
+            Value::Int64(2),
+            Value::numeric("2.0000001"),
+            Value::Int64(10),
+            Value::Int64(i64::MAX - 1),
+            Value::Int64(i64::MAX),
+            Value::Float64(f64::INFINITY),
+            Value::Float64(f64::NAN),
+        ];
+        for (idx, a) in ordered.iter().enumerate() {
+            for (jdx, b) in ordered.iter().enumerate() {
+                assert_eq!(compare_values(a, b), idx.cmp(&jdx), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn equal_keys_compare_equal_and_others_do_not() {
+        let same = [Value::Int64(7), Value::Float64(7.0), Value::numeric("7.00")];
+        for a in &same {
+            for b in &same {
+                assert_eq!(compare_values(a, b), Ordering::Equal, "{a:?} vs {b:?}");
+            }
+        }
+        assert_eq!(
+            compare_values(&Value::Float64(-0.0), &Value::Float64(0.0)),
+            Ordering::Equal
+        );
+        // Beyond f64 precision the floats tie, and the key bytes still order them.
+        let big = Value::Int64(9_007_199_254_740_993);
+        let bigger = Value::Int64(9_007_199_254_740_994);
+        assert_eq!(compare_values(&big, &bigger), Ordering::Less);
+        assert_eq!(compare_values(&bigger, &big), Ordering::Greater);
+        // "1e3" is not the same key as 1000 (decimals key by normalised text), so the
+        // two must not compare equal either, and the order must be antisymmetric.
+        assert_eq!(
+            compare_values(&Value::numeric("1e3"), &Value::Int64(1000)),
+            compare_values(&Value::Int64(1000), &Value::numeric("1e3")).reverse()
+        );
+        assert_ne!(
+            compare_values(&Value::numeric("1e3"), &Value::Int64(1000)),
+            Ordering::Equal,
+            "different keys never compare equal"
+        );
+    }
+
+    #[test]
+    fn text_orders_by_bytes_not_length() {
+        assert_eq!(
+            compare_values(&Value::text("b"), &Value::text("aa")),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_values(&Value::Null, &Value::text("")),
+            Ordering::Less,
+            "NULL first"
+        );
+    }
+
+    #[test]
+    fn composite_keys_order_value_by_value() {
+        let a = [Value::Int64(1), Value::text("b")];
+        let b = [Value::Int64(2), Value::text("a")];
+        let c = [Value::Int64(2), Value::text("b")];
+        assert_eq!(compare_keys(&a, &b), Ordering::Less);
+        assert_eq!(compare_keys(&b, &c), Ordering::Less);
+        assert_eq!(compare_keys(&c, &c), Ordering::Equal);
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        let key = vec![Value::Int64(-3), Value::text("x"), Value::Null];
+        let token = encode_token(&key);
+        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(decode_token(&token, 3), Ok(key));
+    }
+
+    #[test]
+    fn bad_tokens_are_rejected() {
+        let token = encode_token(&[Value::Int64(1)]);
+        assert_eq!(
+            decode_token(&token, 2),
+            Err(TokenError::Arity {
+                expected: 2,
+                got: 1
+            })
+        );
+        assert_eq!(decode_token("xyz", 1), Err(TokenError::Encoding));
+        assert_eq!(decode_token("abc", 1), Err(TokenError::Encoding));
+        assert_eq!(decode_token("", 1), Err(TokenError::Encoding));
+        assert_eq!(decode_token("02", 1), Err(TokenError::Version(2)));
+        assert_eq!(decode_token("01ff", 1), Err(TokenError::Payload));
+        // A ValueList with one Value of no kind: field 1, length 0.
+        assert!(matches!(
+            decode_token("010a00", 1),
+            Err(TokenError::Value { idx: 0, .. })
+        ));
+    }
+
+    fn rows(ids: &[i64]) -> Vec<Row> {
+        ids.iter().map(|id| row! {"id" => *id}).collect()
+    }
+
+    fn key(row: &Row) -> Result<Vec<Value>, ()> {
+        Ok(vec![row.get("id").cloned().ok_or(())?])
+    }
+
+    fn ids(page: &Page) -> Vec<i64> {
+        page.rows.iter().filter_map(|r| r.get_i64("id")).collect()
+    }
+
+    #[test]
+    fn pages_follow_the_key_order() {
+        let all = rows(&[5, -1, 3, 10, 0, 7]);
+        let first = select_page(all.clone(), None, 4, key).unwrap();
+        assert_eq!(ids(&first), [-1, 0, 3, 5]);
+        assert_eq!(first.next, Some(vec![Value::Int64(5)]));
+        let second = select_page(all, first.next.as_deref(), 4, key).unwrap();
+        assert_eq!(ids(&second), [7, 10]);
+        assert_eq!(second.next, None);
+    }
+
+    #[test]
+    fn a_page_that_ends_exactly_at_the_last_row_has_no_next() {
+        let page = select_page(rows(&[2, 1]), None, 2, key).unwrap();
+        assert_eq!(ids(&page), [1, 2]);
+        assert_eq!(page.next, None);
+    }
+
+    #[test]
+    fn a_refused_row_fails_the_page() {
+        let mut all = rows(&[1]);
+        all.push(row! {"other" => 1});
+        assert_eq!(select_page(all, None, 10, key).unwrap_err(), ());
+    }
+}
