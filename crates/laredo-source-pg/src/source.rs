@@ -506,6 +506,17 @@ impl Inner {
         )))
     }
 
+    /// Records `position` as delivered when it is past everything delivered so far;
+    /// false for a position already delivered (a transaction sent again).
+    fn advance_delivered(&self, position: (u64, u64)) -> bool {
+        let mut last = self.last_delivered.lock();
+        let fresh = position > *last;
+        if fresh {
+            *last = position;
+        }
+        fresh
+    }
+
     fn confirm(&self, lsn: u64) {
         let previous = self.acked.fetch_max(lsn, AtomicOrdering::SeqCst);
         if lsn > previous {
@@ -1020,12 +1031,7 @@ impl PgSource {
     ) -> Result<(), SourceError> {
         let inner = &self.inner;
         let (from_lsn, from_seq) = pair(&from);
-        {
-            let mut last = inner.last_delivered.lock();
-            if (from_lsn, from_seq) > *last {
-                *last = (from_lsn, from_seq);
-            }
-        }
+        inner.advance_delivered((from_lsn, from_seq));
         let mut decoder = Decoder {
             relations: HashMap::new(),
             tables: inner.tables.lock().clone(),
@@ -1340,16 +1346,7 @@ impl PgSource {
                 }
                 decoder.last_complete = end;
                 inner.server_wal_end.fetch_max(end, AtomicOrdering::SeqCst);
-                let position = (end, 0);
-                let fresh = {
-                    let mut last = inner.last_delivered.lock();
-                    let fresh = position > *last;
-                    if fresh {
-                        *last = position;
-                    }
-                    fresh
-                };
-                if fresh {
+                if inner.advance_delivered((end, 0)) {
                     {
                         let mut commits = inner.commits.lock();
                         // Bounded: the oldest entries (what lag_time reports) stay; when
@@ -1368,22 +1365,11 @@ impl PgSource {
                 inner
                     .server_wal_end
                     .fetch_max(wal_end, AtomicOrdering::SeqCst);
-                if decoder.tx.is_none() {
-                    let position = (wal_end, 0);
-                    let fresh = {
-                        let mut last = inner.last_delivered.lock();
-                        let fresh = position > *last;
-                        if fresh {
-                            *last = position;
-                        }
-                        fresh
-                    };
-                    if fresh {
-                        decoder.last_complete = decoder.last_complete.max(wal_end);
-                        handler
-                            .on_heartbeat(Position::from_pair(wal_end, 0))
-                            .await?;
-                    }
+                if decoder.tx.is_none() && inner.advance_delivered((wal_end, 0)) {
+                    decoder.last_complete = decoder.last_complete.max(wal_end);
+                    handler
+                        .on_heartbeat(Position::from_pair(wal_end, 0))
+                        .await?;
                 }
             }
             ReplicationEvent::XLogData { data, wal_end, .. } => {
@@ -1598,12 +1584,8 @@ fn next_change<'a>(
         return Ok(None);
     }
     *tx_delivered = true;
-    {
-        let mut last = inner.last_delivered.lock();
-        if position <= *last {
-            return Ok(None);
-        }
-        *last = position;
+    if !inner.advance_delivered(position) {
+        return Ok(None);
     }
     Ok(Some((
         rel,
