@@ -40,8 +40,6 @@ pub enum StatusEvent {
         at: SystemTime,
         /// The pipeline.
         pipeline_id: String,
-        /// The table of the pipeline.
-        table: Option<TableIdentifier>,
         /// Before.
         old: PipelineState,
         /// After.
@@ -83,12 +81,11 @@ impl StatusEvent {
         }
     }
 
-    /// The table the event is about, if any.
+    /// The table a row event is about (the others name a pipeline or a source).
     pub fn table(&self) -> Option<&TableIdentifier> {
         match self {
-            StatusEvent::PipelineState { table, .. } => table.as_ref(),
             StatusEvent::Row { table, .. } => Some(table),
-            StatusEvent::Source { .. } => None,
+            StatusEvent::PipelineState { .. } | StatusEvent::Source { .. } => None,
         }
     }
 }
@@ -101,7 +98,6 @@ impl StatusEvent {
 #[derive(Debug)]
 pub struct StatusEvents {
     counters: Mutex<HashMap<String, PipelineCounters>>,
-    tables: Mutex<HashMap<String, TableIdentifier>>,
     sender: broadcast::Sender<StatusEvent>,
 }
 
@@ -109,7 +105,6 @@ impl Default for StatusEvents {
     fn default() -> Self {
         Self {
             counters: Mutex::new(HashMap::new()),
-            tables: Mutex::new(HashMap::new()),
             sender: broadcast::Sender::new(WATCH_BUFFER),
         }
     }
@@ -161,20 +156,12 @@ impl EngineObserver for StatusEvents {
     }
 
     fn on_pipeline_state_changed(&self, pipeline_id: &str, old: PipelineState, new: PipelineState) {
-        let table = self.tables.lock().get(pipeline_id).cloned();
         self.publish(StatusEvent::PipelineState {
             at: SystemTime::now(),
             pipeline_id: pipeline_id.to_string(),
-            table,
             old,
             new,
         });
-    }
-
-    fn on_baseline_started(&self, pipeline_id: &str, table: &TableIdentifier) {
-        self.tables
-            .lock()
-            .insert(pipeline_id.to_string(), table.clone());
     }
 
     fn on_change_received(

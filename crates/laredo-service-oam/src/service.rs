@@ -203,13 +203,11 @@ impl LaredoOamService for OamService {
         let p = self.pipeline(&request.into_inner().pipeline_id)?;
         let indexes = self
             .engine
-            .targets(&p.source_id, &p.table)
-            .into_iter()
-            .find_map(|t| {
+            .pipeline_target(&p.id)
+            .and_then(|t| {
                 let any: Arc<dyn std::any::Any + Send + Sync> = t;
                 any.downcast::<IndexedTarget>().ok()
             })
-            .filter(|_| p.target_type == "indexed-memory")
             .map(|t| index_infos(&t))
             .unwrap_or_default();
         Ok(Response::new(pb::GetPipelineStatusResponse {

@@ -215,6 +215,23 @@ async fn status_pipelines_tables_and_schema() {
         .into_inner();
     assert_eq!(one.status.unwrap().pipeline_id, indexed.pipeline_id);
     assert!(!one.indexes.is_empty());
+    let picky = status
+        .pipelines
+        .iter()
+        .find(|p| p.target_type == "picky")
+        .unwrap();
+    let other = f
+        .client
+        .get_pipeline_status(pb::GetPipelineStatusRequest {
+            pipeline_id: picky.pipeline_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        other.indexes.is_empty(),
+        "a pipeline reports its own target's indexes, not a sibling's"
+    );
 
     let listed = f
         .client

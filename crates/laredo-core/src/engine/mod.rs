@@ -723,6 +723,15 @@ impl Engine {
             .collect()
     }
 
+    /// The target of the pipeline with this id.
+    pub fn pipeline_target(&self, pipeline_id: &str) -> Option<Arc<dyn SyncTarget>> {
+        self.inner
+            .pipelines
+            .iter()
+            .find(|p| p.id == pipeline_id)
+            .map(|p| Arc::clone(&p.target))
+    }
+
     /// The first target of `table` on `source_id` (empty = any source) whose concrete
     /// type is `T`: the typed handle of a running target.
     pub fn get_target<T: SyncTarget>(
