@@ -663,14 +663,22 @@ fn prepare<'a>(p: &PipelineEntry, event: &'a ChangeEvent) -> Op<'a> {
     }
 }
 
-/// Whether `position` is at or before the pipeline's last baseline.
+/// Whether `position` is at or before the pipeline's last baseline. Positions only
+/// grow, so the first change past the floor clears it and later changes skip the
+/// comparison.
 fn is_below_floor(inner: &Inner, p: &PipelineEntry, position: &Position) -> bool {
-    p.baseline_floor.lock().as_ref().is_some_and(|floor| {
-        inner.sources[p.source_idx]
-            .source
-            .compare_positions(position, floor)
-            .is_le()
-    })
+    let mut floor = p.baseline_floor.lock();
+    let Some(at) = floor.as_ref() else {
+        return false;
+    };
+    let below = inner.sources[p.source_idx]
+        .source
+        .compare_positions(position, at)
+        .is_le();
+    if !below {
+        *floor = None;
+    }
+    below
 }
 
 /// An update whose new row carries [`Value::UnchangedToast`] markers (values the
