@@ -279,6 +279,17 @@ impl Inner {
         *self.state.lock() = state;
     }
 
+    /// Marks a replication session as started: `Streaming`, or `Paused` when a pause
+    /// arrived first (the flag is read under the state lock that `pause` also takes).
+    fn set_streaming(&self) {
+        let mut state = self.state.lock();
+        *state = if *self.paused.borrow() {
+            SourceState::Paused
+        } else {
+            SourceState::Streaming
+        };
+    }
+
     fn replication_config(&self, slot: &str, start_lsn: u64) -> ReplicationConfig {
         let p = &self.params;
         let mut config = ReplicationConfig::new(
@@ -931,16 +942,26 @@ impl SyncSource for PgSource {
     }
 
     async fn pause(&self) -> Result<(), SourceError> {
-        self.inner.paused.send_replace(true);
+        // The flag changes under the state lock so a session starting now sees it.
+        drop({
+            let state = self.inner.state.lock();
+            self.inner.paused.send_replace(true);
+            state
+        });
         // Wait for a delivery under way to finish.
         drop(self.inner.gate.lock().await);
-        self.inner.set_state(SourceState::Paused);
+        let mut state = self.inner.state.lock();
+        if *self.inner.paused.borrow()
+            && !matches!(*state, SourceState::Closed | SourceState::Error)
+        {
+            *state = SourceState::Paused;
+        }
         Ok(())
     }
 
     async fn resume(&self) -> Result<(), SourceError> {
-        self.inner.paused.send_replace(false);
         let mut state = self.inner.state.lock();
+        self.inner.paused.send_replace(false);
         if *state == SourceState::Paused {
             *state = SourceState::Streaming;
         }
@@ -1064,7 +1085,7 @@ impl PgSource {
             };
             let end = match client {
                 Ok(client) => {
-                    inner.set_state(SourceState::Streaming);
+                    inner.set_streaming();
                     self.run_session(client, &mut decoder, handler, &cancel)
                         .await?
                 }
