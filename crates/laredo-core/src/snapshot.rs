@@ -77,6 +77,7 @@ pub struct SnapshotFilter {
 #[error("snapshot: {message}")]
 pub struct SnapshotError {
     message: String,
+    not_found: bool,
     #[source]
     source: Option<BoxError>,
 }
@@ -86,6 +87,7 @@ impl SnapshotError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            not_found: false,
             source: None,
         }
     }
@@ -94,8 +96,23 @@ impl SnapshotError {
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self {
             message: message.into(),
+            not_found: false,
             source: Some(source.into()),
         }
+    }
+
+    /// "snapshot `id` not found".
+    pub fn not_found(snapshot_id: &str) -> Self {
+        Self {
+            message: format!("snapshot {snapshot_id} not found"),
+            not_found: true,
+            source: None,
+        }
+    }
+
+    /// Whether the snapshot does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.not_found
     }
 }
 
@@ -122,6 +139,14 @@ pub trait SnapshotStore: Send + Sync {
         &self,
         snapshot_id: &str,
     ) -> Result<(SnapshotMetadata, TableEntries), SnapshotError>;
+    /// A snapshot's metadata (positions, tables, user metadata) without its rows. The
+    /// default loads the whole snapshot; stores override it to read only the metadata.
+    ///
+    /// # Errors
+    /// When it is missing or unreadable.
+    async fn read_metadata(&self, snapshot_id: &str) -> Result<SnapshotMetadata, SnapshotError> {
+        self.load(snapshot_id).await.map(|(metadata, _)| metadata)
+    }
     /// Describes a snapshot without loading rows.
     ///
     /// # Errors

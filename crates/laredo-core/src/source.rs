@@ -230,6 +230,19 @@ pub trait SyncSource: Send + Sync + 'static {
         Err(SourceError::Unsupported { operation: "reset" })
     }
 
+    /// Whether [`SyncSource::stream`] from `position` would deliver every change after
+    /// it. Called after [`SyncSource::init`], before restoring an engine snapshot taken
+    /// at `position`: a source that has already released changes after it (a PostgreSQL
+    /// slot confirmed past it, a new temporary slot) answers false and the engine runs a
+    /// baseline instead, so a restore never opens a gap. The default is false.
+    ///
+    /// # Errors
+    /// When the source cannot tell; the engine treats it as false.
+    async fn can_stream_from(&self, position: &Position) -> Result<bool, SourceError> {
+        let _ = position;
+        Ok(false)
+    }
+
     /// The number of rows in `table` at the source, for post-baseline validation;
     /// `None` when the source cannot count.
     async fn count_rows(&self, table: &TableIdentifier) -> Option<u64> {

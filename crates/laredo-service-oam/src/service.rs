@@ -1,13 +1,13 @@
 //! [`OamService`]: `laredo.v1.LaredoOAMService` over a running [`Engine`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use laredo_core::{
-    Engine, EngineError, OrderingGuarantee, PipelineInfo, PipelineState, SourceState,
-    TableIdentifier,
+    Engine, EngineError, OrderingGuarantee, PipelineInfo, PipelineState, SnapshotDescriptor,
+    SnapshotFilter, SnapshotMetadata, SourceState, TableIdentifier, Value,
 };
 use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::laredo_oam_service_server::{
@@ -119,6 +119,42 @@ impl OamService {
         }
     }
 
+    /// The store's type and location, for snapshot listings.
+    async fn store_description(&self) -> (String, String) {
+        match self.engine.snapshot_summary().await {
+            Ok(Some(summary)) => (summary.store_type, summary.store_location),
+            _ => (String::new(), String::new()),
+        }
+    }
+
+    async fn snapshot_summary(&self) -> pb::SnapshotSummary {
+        match self.engine.snapshot_summary().await {
+            Ok(Some(summary)) => pb::SnapshotSummary {
+                enabled: true,
+                store_type: summary.store_type,
+                last_snapshot_id: summary
+                    .latest
+                    .as_ref()
+                    .map(|d| d.snapshot_id.clone())
+                    .unwrap_or_default(),
+                last_snapshot_at: summary
+                    .latest
+                    .as_ref()
+                    .map(|d| micros_timestamp(d.created_at_micros)),
+                next_scheduled_at: summary.next_scheduled_at.map(timestamp),
+                snapshot_count: u32::try_from(summary.count).unwrap_or(u32::MAX),
+            },
+            Ok(None) => pb::SnapshotSummary::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list snapshots for status");
+                pb::SnapshotSummary {
+                    enabled: true,
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
     fn table(&self, schema: &str, table: &str) -> Result<TableIdentifier, Status> {
         if table.is_empty() {
             return Err(Status::invalid_argument("table is required"));
@@ -168,10 +204,7 @@ impl LaredoOamService for OamService {
             pipelines: statuses,
             started_at: Some(timestamp(self.started_at)),
             last_change_at,
-            snapshot_status: Some(pb::SnapshotSummary {
-                enabled: false,
-                ..Default::default()
-            }),
+            snapshot_status: Some(self.snapshot_summary().await),
         }))
     }
 
@@ -518,53 +551,151 @@ impl LaredoOamService for OamService {
 
     async fn create_snapshot(
         &self,
-        _request: Request<pb::CreateSnapshotRequest>,
+        request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
-        let id = self
+        let request = request.into_inner();
+        if !request.tables.is_empty() {
+            return Err(Status::unimplemented(
+                "snapshots of a subset of tables are not supported: leave tables empty",
+            ));
+        }
+        let mut user_meta = BTreeMap::new();
+        for (key, value) in &request.user_meta {
+            let value = Value::try_from(value).map_err(|e| {
+                Status::invalid_argument(format!("user_meta[{key:?}]: {e}"))
+            })?;
+            user_meta.insert(key.clone(), value);
+        }
+        let descriptor = self
             .engine
-            .create_snapshot(std::collections::BTreeMap::new())
+            .create_snapshot(user_meta)
             .await
             .map_err(engine_status)?;
         Ok(Response::new(pb::CreateSnapshotResponse {
             accepted: true,
-            snapshot_id: id,
-            message: String::new(),
+            snapshot_id: descriptor.snapshot_id,
+            message: format!(
+                "{} table(s), {} row(s), {} byte(s)",
+                descriptor.tables.len(),
+                descriptor.tables.iter().map(|t| t.row_count).sum::<u64>(),
+                descriptor.size_bytes
+            ),
         }))
     }
 
     async fn list_snapshots(
         &self,
-        _request: Request<pb::ListSnapshotsRequest>,
+        request: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        Err(no_snapshot_store())
+        let request = request.into_inner();
+        let filter = SnapshotFilter {
+            table: table_filter(&request.table)?,
+        };
+        let mut listed = self
+            .engine
+            .list_snapshots(&filter)
+            .await
+            .map_err(engine_status)?;
+        if request.limit > 0 {
+            listed.truncate(request.limit as usize);
+        }
+        let (store_type, location) = self.store_description().await;
+        let snapshots = listed
+            .iter()
+            .map(|d| snapshot_info(d, None, &store_type, &location))
+            .collect();
+        Ok(Response::new(pb::ListSnapshotsResponse { snapshots }))
     }
 
     async fn inspect_snapshot(
         &self,
-        _request: Request<pb::InspectSnapshotRequest>,
+        request: Request<pb::InspectSnapshotRequest>,
     ) -> Result<Response<pb::InspectSnapshotResponse>, Status> {
-        Err(no_snapshot_store())
+        let id = request.into_inner().snapshot_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("snapshot_id is required"));
+        }
+        let (metadata, descriptor) = self
+            .engine
+            .inspect_snapshot(&id)
+            .await
+            .map_err(engine_status)?;
+        let (store_type, location) = self.store_description().await;
+        Ok(Response::new(pb::InspectSnapshotResponse {
+            info: Some(snapshot_info(
+                &descriptor,
+                Some(&metadata),
+                &store_type,
+                &location,
+            )),
+        }))
     }
 
     async fn restore_snapshot(
         &self,
-        _request: Request<pb::RestoreSnapshotRequest>,
+        request: Request<pb::RestoreSnapshotRequest>,
     ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
-        Err(no_snapshot_store())
+        let request = request.into_inner();
+        if request.snapshot_id.is_empty() {
+            return Err(Status::invalid_argument("snapshot_id is required"));
+        }
+        if !request.confirm {
+            return Err(Status::failed_precondition(
+                "restoring replaces every target's rows: set confirm to proceed",
+            ));
+        }
+        let outcome = self
+            .engine
+            .restore_snapshot(&request.snapshot_id, request.skip_meta_check)
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::RestoreSnapshotResponse {
+            accepted: true,
+            message: format!(
+                "restored {}; streaming resumed from its positions",
+                outcome.snapshot_id
+            ),
+            user_meta: outcome
+                .user_meta
+                .iter()
+                .map(|(k, v)| (k.clone(), pb::Value::from(v)))
+                .collect(),
+            warnings: outcome.warnings,
+        }))
     }
 
     async fn delete_snapshot(
         &self,
-        _request: Request<pb::DeleteSnapshotRequest>,
+        request: Request<pb::DeleteSnapshotRequest>,
     ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
-        Err(no_snapshot_store())
+        let id = request.into_inner().snapshot_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("snapshot_id is required"));
+        }
+        self.engine
+            .delete_snapshot(&id)
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::DeleteSnapshotResponse { deleted: true }))
     }
 
     async fn prune_snapshots(
         &self,
-        _request: Request<pb::PruneSnapshotsRequest>,
+        request: Request<pb::PruneSnapshotsRequest>,
     ) -> Result<Response<pb::PruneSnapshotsResponse>, Status> {
-        Err(no_snapshot_store())
+        let request = request.into_inner();
+        if request.keep == 0 {
+            return Err(Status::invalid_argument("keep must be positive"));
+        }
+        let table = table_filter(&request.table)?;
+        let deleted = self
+            .engine
+            .prune_snapshots(request.keep as usize, table.as_ref())
+            .await
+            .map_err(engine_status)?;
+        Ok(Response::new(pb::PruneSnapshotsResponse {
+            deleted_count: u32::try_from(deleted).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn list_dead_letters(
@@ -669,21 +800,74 @@ impl LaredoOamService for OamService {
     }
 }
 
-fn no_snapshot_store() -> Status {
-    Status::failed_precondition("no snapshot store is configured")
+/// An optional `"schema.table"` argument.
+fn table_filter(text: &str) -> Result<Option<TableIdentifier>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        Status::invalid_argument(format!("table {text:?} must be written schema.table"))
+    })
+}
+
+fn snapshot_info(
+    descriptor: &SnapshotDescriptor,
+    metadata: Option<&SnapshotMetadata>,
+    store_type: &str,
+    location: &str,
+) -> pb::SnapshotInfo {
+    pb::SnapshotInfo {
+        snapshot_id: descriptor.snapshot_id.clone(),
+        created_at: Some(micros_timestamp(descriptor.created_at_micros)),
+        format: descriptor.format.clone(),
+        source_positions: metadata
+            .map(|m| {
+                m.source_positions
+                    .iter()
+                    .map(|(source_id, position)| pb::SourcePosition {
+                        source_id: source_id.clone(),
+                        position: position.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        tables: descriptor
+            .tables
+            .iter()
+            .map(|t| pb::SnapshotTableInfo {
+                schema: t.table.schema().to_string(),
+                table: t.table.table().to_string(),
+                row_count: t.row_count,
+                target_type: t.target_type.clone(),
+                columns: t.columns.iter().map(pb::ColumnDefinition::from).collect(),
+            })
+            .collect(),
+        size_bytes: descriptor.size_bytes,
+        store_type: store_type.to_string(),
+        store_location: location.to_string(),
+        user_meta: metadata
+            .map(|m| {
+                m.user_meta
+                    .iter()
+                    .map(|(k, v)| (k.clone(), pb::Value::from(v)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// Maps an engine error to the gRPC status a caller can act on.
 pub fn engine_status(error: EngineError) -> Status {
     let message = error.to_string();
     match error {
-        EngineError::UnknownSource(_) | EngineError::UnknownPipeline(_) => {
-            Status::not_found(message)
-        }
+        EngineError::UnknownSource(_)
+        | EngineError::UnknownPipeline(_)
+        | EngineError::SnapshotNotFound(_) => Status::not_found(message),
         EngineError::NotStarted
         | EngineError::Stopped
         | EngineError::NoActivePipelines { .. }
         | EngineError::NoSnapshotStore
+        | EngineError::SnapshotRefused(_)
         | EngineError::NoDeadLetterStore
         | EngineError::ResetUnsupported(_)
         | EngineError::AlreadyStarted => Status::failed_precondition(message),

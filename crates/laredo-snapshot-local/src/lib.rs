@@ -157,6 +157,12 @@ impl SnapshotStore for LocalSnapshotStore {
         self.run(move |inner| inner.load(&id)).await
     }
 
+    async fn read_metadata(&self, snapshot_id: &str) -> Result<SnapshotMetadata, SnapshotError> {
+        check_id(snapshot_id)?;
+        let id = snapshot_id.to_string();
+        self.run(move |inner| inner.describe(&id).map(|(m, _)| m)).await
+    }
+
     async fn describe(&self, snapshot_id: &str) -> Result<SnapshotDescriptor, SnapshotError> {
         check_id(snapshot_id)?;
         let id = snapshot_id.to_string();
@@ -295,7 +301,7 @@ impl Inner {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SnapshotError::new(format!("snapshot {id} not found")));
+                return Err(SnapshotError::not_found(id));
             }
             Err(e) => return Err(io_error("reading", &path, e)),
         };
@@ -357,7 +363,7 @@ impl Inner {
     fn delete(&self, id: &str) -> Result<(), SnapshotError> {
         let dir = self.base.join(id);
         if !dir.join(METADATA_FILE).exists() {
-            return Err(SnapshotError::new(format!("snapshot {id} not found")));
+            return Err(SnapshotError::not_found(id));
         }
         let doomed = self.base.join(format!("{DELETE_PREFIX}{id}"));
         if doomed.exists() {

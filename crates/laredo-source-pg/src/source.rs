@@ -886,6 +886,33 @@ impl SyncSource for PgSource {
         self.inner.config.slot_mode == SlotMode::Stateful
     }
 
+    /// True only for a stateful slot (without `always_baseline`) that is still healthy
+    /// and not confirmed past `position`: the server never sends what a slot confirmed,
+    /// and a temporary slot starts at its creation.
+    async fn can_stream_from(&self, position: &Position) -> Result<bool, SourceError> {
+        let inner = &self.inner;
+        if inner.config.slot_mode != SlotMode::Stateful || inner.config.always_baseline {
+            return Ok(false);
+        }
+        let (lsn, _) = pair(position);
+        let client = inner.query_client().await?;
+        let slot = &inner.config.slot_name;
+        let row = client
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text, coalesce(wal_status, '') \
+                 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+                &[slot],
+            )
+            .await
+            .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let confirmed = row.get::<_, Option<String>>(0).as_deref().and_then(parse_lsn);
+        let status: String = row.get(1);
+        Ok(status != "lost" && confirmed.is_some_and(|confirmed| confirmed <= lsn))
+    }
+
     async fn last_acked_position(&self) -> Result<Option<Position>, SourceError> {
         let inner = &self.inner;
         if inner.config.slot_mode != SlotMode::Stateful || inner.config.always_baseline {

@@ -615,6 +615,14 @@ impl SyncSource for TestSource {
         Ok(())
     }
 
+    async fn can_stream_from(&self, position: &Position) -> Result<bool, SourceError> {
+        let value = position
+            .as_u64()
+            .ok_or_else(|| SourceError::msg(format!("not a test-source position: {position}")))?;
+        // The history after `released` is kept, so any later position can be replayed.
+        Ok(value >= self.state.lock().released)
+    }
+
     fn supports_resume(&self) -> bool {
         let state = self.state.lock();
         state.supports_resume.unwrap_or(state.acked.is_some())

@@ -291,6 +291,7 @@ pub struct EngineBuilder {
     pub(crate) pipelines: Vec<PipelineSpec>,
     pub(crate) observers: Vec<Arc<dyn EngineObserver>>,
     pub(crate) dead_letters: Option<Arc<dyn DeadLetterStore>>,
+    pub(crate) snapshots: Option<super::SnapshotOptions>,
     pub(crate) shutdown_timeout: Option<Duration>,
     pub(crate) lag_poll_interval: Option<Duration>,
 }
@@ -341,6 +342,12 @@ impl EngineBuilder {
     /// pipeline.
     pub fn dead_letter_store(mut self, store: Arc<dyn DeadLetterStore>) -> Self {
         self.dead_letters = Some(store);
+        self
+    }
+
+    /// Engine snapshots: the store, schedule, retention and restore behaviour.
+    pub fn snapshots(mut self, options: super::SnapshotOptions) -> Self {
+        self.snapshots = Some(options);
         self
     }
 

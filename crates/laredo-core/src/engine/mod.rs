@@ -18,6 +18,7 @@ mod ack;
 mod buffer;
 mod builder;
 mod runtime;
+mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub use self::builder::{
     DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, EngineBuilder,
     PipelineOptions, TtlFn,
 };
+pub use self::snapshots::{RestoreMismatch, RestoreOutcome, SnapshotOptions, SnapshotSummary};
 
 /// An engine API error.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,16 @@ pub enum EngineError {
     /// Snapshots need a snapshot store.
     #[error("no snapshot store configured")]
     NoSnapshotStore,
+    /// The snapshot does not exist.
+    #[error("{0}")]
+    SnapshotNotFound(String),
+    /// The snapshot store failed, or a snapshot could not be taken or restored.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// A restore was refused before anything was touched (it would lose changes, the
+    /// snapshot lacks a pipeline, the user metadata differs).
+    #[error("restore refused: {0}")]
+    SnapshotRefused(String),
     /// The source has no reset.
     #[error("source {0} does not support reset")]
     ResetUnsupported(String),
@@ -200,6 +212,10 @@ pub(crate) struct SourceEntry {
     pub(crate) admin: tokio::sync::Mutex<()>,
     /// Paused by [`Engine::pause`] (as opposed to paused for a reload).
     pub(crate) user_paused: AtomicBool,
+    /// A snapshot restore for the next run of the source task.
+    pub(crate) pending_restore: Mutex<Option<snapshots::PendingRestore>>,
+    /// Set by the first run of the source task (startup restores only then).
+    pub(crate) started_once: AtomicBool,
 }
 
 enum Lifecycle {
@@ -218,6 +234,7 @@ pub(crate) struct Inner {
     pub(crate) pipelines: Vec<PipelineEntry>,
     pub(crate) observer: Arc<dyn EngineObserver>,
     pub(crate) dead_letters: Option<Arc<dyn DeadLetterStore>>,
+    pub(crate) snapshots: Option<snapshots::SnapshotState>,
     pub(crate) schemas: RwLock<HashMap<TableIdentifier, Vec<ColumnDefinition>>>,
     lifecycle: Mutex<Lifecycle>,
     ready: watch::Sender<bool>,
@@ -368,6 +385,7 @@ impl Engine {
             sources,
             pipelines: specs,
             dead_letters,
+            snapshots,
             shutdown_timeout,
             lag_poll_interval,
             ..
@@ -384,6 +402,8 @@ impl Engine {
                 runtime: Mutex::new(None),
                 admin: tokio::sync::Mutex::new(()),
                 user_paused: AtomicBool::new(false),
+                pending_restore: Mutex::new(None),
+                started_once: AtomicBool::new(false),
             })
             .collect();
         let mut pipelines = Vec::with_capacity(specs.len());
@@ -434,6 +454,7 @@ impl Engine {
                 pipelines,
                 observer,
                 dead_letters,
+                snapshots: snapshots.map(snapshots::SnapshotState::new),
                 schemas: RwLock::new(HashMap::new()),
                 lifecycle: Mutex::new(Lifecycle::NotStarted),
                 ready: watch::Sender::new(false),
@@ -469,6 +490,18 @@ impl Engine {
             self.inner.lag_poll_interval,
             cancel.clone(),
         ));
+        if let Some(interval) = self
+            .inner
+            .snapshots
+            .as_ref()
+            .and_then(|s| s.options.schedule)
+        {
+            tokio::spawn(snapshots::schedule(
+                Arc::clone(&self.inner),
+                interval,
+                cancel.child_token(),
+            ));
+        }
         *lifecycle = Lifecycle::Running { cancel, lag_poller };
         Ok(())
     }
@@ -494,6 +527,16 @@ impl Engine {
         };
         let inner = Arc::clone(&self.inner);
         let work = async move {
+            if inner
+                .snapshots
+                .as_ref()
+                .is_some_and(|s| s.options.on_shutdown)
+            {
+                let meta = BTreeMap::from([("trigger".to_string(), Value::text("shutdown"))]);
+                if let Err(e) = snapshots::create(&inner, meta).await {
+                    tracing::warn!(error = %e, "shutdown snapshot failed");
+                }
+            }
             cancel.cancel();
             lag_poller.abort();
             for source in &inner.sources {
@@ -683,20 +726,6 @@ impl Engine {
                 .transition_from(&self.inner.pipelines[p], from, to);
         }
         Ok(())
-    }
-
-    /// Takes an engine snapshot. Snapshot stores are not wired into the engine yet, so
-    /// this always fails with "no snapshot store configured".
-    ///
-    /// # Errors
-    /// Engine not running, or no snapshot store.
-    pub async fn create_snapshot(
-        &self,
-        user_meta: BTreeMap<String, Value>,
-    ) -> Result<String, EngineError> {
-        self.inner.ensure_running()?;
-        let _ = user_meta;
-        Err(EngineError::NoSnapshotStore)
     }
 
     /// Resets a source: stops its task, calls the source's reset (PostgreSQL drops the

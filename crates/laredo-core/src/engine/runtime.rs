@@ -27,6 +27,7 @@ use crate::time;
 use crate::value::Value;
 
 use super::buffer::{ChangeBuffer, Item, PushError};
+use super::snapshots::{self, Restore};
 use super::{EngineError, Inner, PipelineEntry, SourceRuntime, Transition, ack};
 
 /// The most items a consumer takes from its buffer at once.
@@ -151,7 +152,9 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
     }
 }
 
-/// Resume from the last acknowledged position when the source can, else baseline.
+/// A pending runtime restore first; then (first run only) the newest snapshot when the
+/// source can stream from its position; then resume from the last acknowledged position
+/// when the source can; else baseline.
 /// `None` when the source cannot stream (baseline failed or cancelled).
 async fn startup_position(
     inner: &Arc<Inner>,
@@ -159,6 +162,34 @@ async fn startup_position(
     cancel: &CancellationToken,
 ) -> Option<Position> {
     let source = &inner.sources[source_idx];
+    let first_run = !source.started_once.swap(true, AtomicOrdering::SeqCst);
+    let pending = source.pending_restore.lock().take();
+    let restored = match pending {
+        Some(pending) => {
+            let (restored, reason) =
+                snapshots::restore_source(inner, source_idx, &pending.metadata, pending.tables)
+                    .await;
+            let _ = pending.done.send(reason.map_or(Ok(()), Err));
+            match restored {
+                // A requested restore that did not happen leaves the targets as they
+                // were before the request: start them over.
+                Restore::Skipped => Restore::Failed,
+                other => other,
+            }
+        }
+        // Before resuming: in-memory targets start empty in a new process, and a
+        // snapshot the source can still stream from is what fills them.
+        None if first_run => snapshots::restore_at_startup(inner, source_idx).await,
+        None => Restore::Skipped,
+    };
+    match restored {
+        Restore::Restored(position) => return Some(position),
+        // Targets may hold part of a snapshot: the baseline starts them empty.
+        Restore::Failed => {
+            return baseline(inner, source_idx, &source.tables, true, cancel).await;
+        }
+        Restore::Skipped => {}
+    }
     if source.source.supports_resume() {
         match source.source.last_acked_position().await {
             Ok(Some(position)) => {

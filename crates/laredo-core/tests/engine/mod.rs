@@ -5,6 +5,7 @@ mod errors;
 mod lifecycle;
 mod readiness;
 mod schema;
+mod snapshots;
 mod streaming;
 mod support;
 mod ttl;
