@@ -243,6 +243,12 @@ pub trait SyncSource: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Source-specific details for operators (OAM `GetSourceInfo`): for PostgreSQL the
+    /// slot and the publication. The default has none.
+    async fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
     /// The number of rows in `table` at the source, for post-baseline validation;
     /// `None` when the source cannot count.
     async fn count_rows(&self, table: &TableIdentifier) -> Option<u64> {

@@ -375,9 +375,20 @@ impl LaredoOamService for OamService {
         request: Request<pb::GetSourceInfoRequest>,
     ) -> Result<Response<pb::GetSourceInfoResponse>, Status> {
         let ids = self.source_ids(&request.into_inner().source_id)?;
-        Ok(Response::new(pb::GetSourceInfoResponse {
-            sources: ids.iter().filter_map(|id| self.source_info(id)).collect(),
-        }))
+        let mut sources = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let Some(mut info) = self.source_info(id) else {
+                continue;
+            };
+            if let Some(source) = self.engine.source(id) {
+                let details = source.details().await;
+                if !details.is_empty() {
+                    info.details = Some(json_struct(details));
+                }
+            }
+            sources.push(info);
+        }
+        Ok(Response::new(pb::GetSourceInfoResponse { sources }))
     }
 
     async fn list_tables(
@@ -561,9 +572,8 @@ impl LaredoOamService for OamService {
         }
         let mut user_meta = BTreeMap::new();
         for (key, value) in &request.user_meta {
-            let value = Value::try_from(value).map_err(|e| {
-                Status::invalid_argument(format!("user_meta[{key:?}]: {e}"))
-            })?;
+            let value = Value::try_from(value)
+                .map_err(|e| Status::invalid_argument(format!("user_meta[{key:?}]: {e}")))?;
             user_meta.insert(key.clone(), value);
         }
         let descriptor = self
@@ -798,6 +808,29 @@ impl LaredoOamService for OamService {
             request.into_inner().replay_id
         )))
     }
+}
+
+/// A JSON object as a protobuf `Struct`.
+fn json_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, json_value(v))).collect(),
+    }
+}
+
+fn json_value(value: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value as J;
+    let kind = match value {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+        J::String(s) => Kind::StringValue(s),
+        J::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_value).collect(),
+        }),
+        J::Object(map) => Kind::StructValue(json_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
 }
 
 /// An optional `"schema.table"` argument.

@@ -886,6 +886,72 @@ impl SyncSource for PgSource {
         self.inner.config.slot_mode == SlotMode::Stateful
     }
 
+    async fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::{Value as J, json};
+        let inner = &self.inner;
+        let config = &inner.config;
+        let slot_name = inner.slot.lock().clone();
+        let mut slot = serde_json::Map::new();
+        slot.insert("name".into(), J::from(slot_name.clone()));
+        slot.insert(
+            "type".into(),
+            J::from(match config.slot_mode {
+                SlotMode::Stateful => "persistent",
+                SlotMode::Ephemeral => "temporary",
+            }),
+        );
+        slot.insert("plugin".into(), J::from("pgoutput"));
+        slot.insert("always_baseline".into(), J::from(config.always_baseline));
+        let publication = &config.publication;
+        let mut details = serde_json::Map::new();
+        details.insert(
+            "publication".into(),
+            json!({
+                "name": publication.name,
+                "auto_managed": publication.create,
+                "publish": publication.publish,
+                "row_filters": publication.row_filters.iter()
+                    .map(|(t, f)| (t.to_string(), J::from(f.clone())))
+                    .collect::<serde_json::Map<_, _>>(),
+                "column_lists": publication.column_lists.iter()
+                    .map(|(t, c)| (t.to_string(), J::from(c.clone())))
+                    .collect::<serde_json::Map<_, _>>(),
+            }),
+        );
+        let looked_up = async {
+            let client = inner.query_client().await?;
+            client
+                .query_opt(
+                    "SELECT active, restart_lsn::text, confirmed_flush_lsn::text, \
+                     coalesce(wal_status, ''), temporary \
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot_name],
+                )
+                .await
+                .map_err(|e| other(format!("looking up replication slot {slot_name:?}"), e))
+        }
+        .await;
+        match looked_up {
+            Ok(Some(row)) => {
+                slot.insert("exists".into(), J::from(true));
+                slot.insert("active".into(), J::from(row.get::<_, bool>(0)));
+                for (i, key) in [(1, "restart_lsn"), (2, "confirmed_flush_lsn")] {
+                    let lsn: Option<String> = row.get(i);
+                    slot.insert(key.into(), lsn.map_or(J::Null, J::from));
+                }
+                slot.insert("wal_status".into(), J::from(row.get::<_, String>(3)));
+            }
+            Ok(None) => {
+                slot.insert("exists".into(), J::from(false));
+            }
+            Err(e) => {
+                slot.insert("error".into(), J::from(e.to_string()));
+            }
+        }
+        details.insert("slot".into(), J::Object(slot));
+        details
+    }
+
     /// True only for a stateful slot (without `always_baseline`) that is still healthy
     /// and not confirmed past `position`: the server never sends what a slot confirmed,
     /// and a temporary slot starts at its creation.
@@ -908,7 +974,10 @@ impl SyncSource for PgSource {
         let Some(row) = row else {
             return Ok(false);
         };
-        let confirmed = row.get::<_, Option<String>>(0).as_deref().and_then(parse_lsn);
+        let confirmed = row
+            .get::<_, Option<String>>(0)
+            .as_deref()
+            .and_then(parse_lsn);
         let status: String = row.get(1);
         Ok(status != "lost" && confirmed.is_some_and(|confirmed| confirmed <= lsn))
     }

@@ -527,16 +527,6 @@ impl Engine {
         };
         let inner = Arc::clone(&self.inner);
         let work = async move {
-            if inner
-                .snapshots
-                .as_ref()
-                .is_some_and(|s| s.options.on_shutdown)
-            {
-                let meta = BTreeMap::from([("trigger".to_string(), Value::text("shutdown"))]);
-                if let Err(e) = snapshots::create(&inner, meta).await {
-                    tracing::warn!(error = %e, "shutdown snapshot failed");
-                }
-            }
             cancel.cancel();
             lag_poller.abort();
             for source in &inner.sources {
@@ -550,6 +540,18 @@ impl Engine {
             }
             for source_idx in 0..inner.sources.len() {
                 ack::advance(&inner, source_idx).await;
+            }
+            // After the streams ended and the final positions were acknowledged: the
+            // snapshot's positions are exactly where each source will resume.
+            if inner
+                .snapshots
+                .as_ref()
+                .is_some_and(|s| s.options.on_shutdown)
+            {
+                let meta = BTreeMap::from([("trigger".to_string(), Value::text("shutdown"))]);
+                if let Err(e) = snapshots::create(&inner, meta).await {
+                    tracing::warn!(error = %e, "shutdown snapshot failed");
+                }
             }
             for pipeline in &inner.pipelines {
                 if pipeline.state() == PipelineState::Stopped {
