@@ -160,7 +160,8 @@ impl SnapshotStore for LocalSnapshotStore {
     async fn read_metadata(&self, snapshot_id: &str) -> Result<SnapshotMetadata, SnapshotError> {
         check_id(snapshot_id)?;
         let id = snapshot_id.to_string();
-        self.run(move |inner| inner.describe(&id).map(|(m, _)| m)).await
+        self.run(move |inner| inner.describe(&id).map(|(m, _)| m))
+            .await
     }
 
     async fn describe(&self, snapshot_id: &str) -> Result<SnapshotDescriptor, SnapshotError> {
