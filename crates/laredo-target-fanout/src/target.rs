@@ -1,0 +1,1202 @@
+//! [`FanoutTarget`]: the table state, journal, snapshots, client registry and drain.
+//!
+//! One `RwLock` orders everything that must be consistent: the rows, the journal and
+//! the snapshots. An apply takes it for writing, changes the rows and appends the
+//! journal entry together, prunes, then (after releasing it) publishes the new head
+//! sequence on a watch channel that wakes every stream. Opening a stream takes the same
+//! write lock to choose its mode, take or pick its snapshot and register its journal
+//! pin, so no append can fall between "the snapshot is at S" and "entries after S".
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use laredo_core::{
+    ChangeAction, ColumnDefinition, EngineObserver, Position, Row, SchemaChangeResponse,
+    SnapshotEntry, SyncMode, SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError,
+    primary_key_columns,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FanoutConfig;
+use crate::journal::{EntryKind, Journal, JournalEntry, Read};
+
+/// The target type name.
+pub const TYPE_NAME: &str = "replication-fanout";
+
+/// The key column used when a table has no primary key.
+const FALLBACK_KEY: &str = "id";
+
+/// A snapshot held in memory: the rows at a journal sequence.
+#[derive(Debug)]
+pub struct FanoutSnapshot {
+    id: String,
+    sequence: u64,
+    position: Option<Position>,
+    created_at: SystemTime,
+    columns: Vec<ColumnDefinition>,
+    rows: Vec<Row>,
+    size_bytes: u64,
+}
+
+impl FanoutSnapshot {
+    /// `fanout-<sequence>-<unix-ms>`.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The journal sequence the rows are at.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The source position the rows are at, when known.
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
+    }
+
+    /// When it was taken.
+    pub fn created_at(&self) -> SystemTime {
+        self.created_at
+    }
+
+    /// The table's columns at that point.
+    pub fn columns(&self) -> &[ColumnDefinition] {
+        &self.columns
+    }
+
+    /// The rows.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// The approximate memory the rows hold (their raw size).
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+}
+
+/// Why a target drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DrainReason {
+    /// The server is shutting down (`GoAway` reason `DRAINING`).
+    Shutdown,
+    /// An operator asked for it (`GoAway` reason `ADMIN`).
+    Admin,
+}
+
+/// A drain in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainInfo {
+    /// Why.
+    pub reason: DrainReason,
+    /// When the streams are closed; `None`: they stay until their clients leave.
+    pub deadline: Option<SystemTime>,
+    pub(crate) deadline_instant: Option<tokio::time::Instant>,
+}
+
+/// The state of a replication client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientState {
+    /// Receiving its snapshot or backlog.
+    CatchingUp,
+    /// Receiving live entries.
+    Live,
+    /// Its send buffer is full (`slow_down`).
+    Backpressured,
+    /// Told to leave (`GoAway` sent).
+    Draining,
+}
+
+impl ClientState {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Live,
+            2 => Self::Backpressured,
+            3 => Self::Draining,
+            _ => Self::CatchingUp,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Self::CatchingUp => 0,
+            Self::Live => 1,
+            Self::Backpressured => 2,
+            Self::Draining => 3,
+        }
+    }
+}
+
+/// A connected client, as [`FanoutTarget::clients`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// The client's id.
+    pub client_id: String,
+    /// The last sequence served to it (sent, or skipped by its filters).
+    pub current_sequence: u64,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// Its state.
+    pub state: ClientState,
+    /// The mode its stream started in.
+    pub mode: SyncMode,
+    /// Messages waiting in its send buffer.
+    pub buffer_depth: usize,
+}
+
+/// The send side of a client's buffer, as the registry sees it (for its depth).
+pub(crate) type QueueProbe = Box<dyn Fn() -> usize + Send + Sync>;
+
+pub(crate) struct ClientRecord {
+    pub(crate) client_id: String,
+    pub(crate) connected_at: SystemTime,
+    pub(crate) mode: SyncMode,
+    pub(crate) filters: Vec<laredo_proto::laredo::replication::v1::FieldPredicate>,
+    /// The last sequence served; also the client's journal pin.
+    sequence: AtomicU64,
+    state: AtomicU8,
+    depth: Mutex<Option<QueueProbe>>,
+    /// Cancelled by [`FanoutTarget::disconnect_all`].
+    pub(crate) cancel: CancellationToken,
+}
+
+impl ClientRecord {
+    pub(crate) fn advance(&self, sequence: u64) {
+        self.sequence.fetch_max(sequence, AtomicOrdering::AcqRel);
+    }
+
+    pub(crate) fn sequence(&self) -> u64 {
+        self.sequence.load(AtomicOrdering::Acquire)
+    }
+
+    pub(crate) fn set_state(&self, state: ClientState) {
+        self.state.store(state.as_u8(), AtomicOrdering::Release);
+    }
+
+    pub(crate) fn state(&self) -> ClientState {
+        ClientState::from_u8(self.state.load(AtomicOrdering::Acquire))
+    }
+
+    pub(crate) fn set_queue_probe(&self, probe: QueueProbe) {
+        *self.depth.lock() = Some(probe);
+    }
+
+    pub(crate) fn buffer_depth(&self) -> usize {
+        self.depth.lock().as_ref().map_or(0, |probe| probe())
+    }
+
+    fn info(&self) -> ClientInfo {
+        ClientInfo {
+            client_id: self.client_id.clone(),
+            current_sequence: self.sequence(),
+            connected_at: self.connected_at,
+            state: self.state(),
+            mode: self.mode,
+            buffer_depth: self.buffer_depth(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    next_key: u64,
+    clients: hashbrown::HashMap<u64, Arc<ClientRecord>>,
+}
+
+impl Registry {
+    fn lowest_pin(&self) -> Option<u64> {
+        self.clients.values().map(|c| c.sequence()).min()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    table: Option<TableIdentifier>,
+    columns: Vec<ColumnDefinition>,
+    key_fields: Vec<String>,
+    rows: hashbrown::HashMap<Vec<u8>, Row>,
+    journal: Journal,
+    /// Newest first.
+    snapshots: VecDeque<Arc<FanoutSnapshot>>,
+    ready: bool,
+}
+
+impl State {
+    fn key_of(&self, row: &Row) -> Vec<u8> {
+        row.key_bytes(&self.key_fields)
+    }
+}
+
+/// What a new stream asks for (FO-15).
+pub(crate) struct OpenRequest<'a> {
+    pub(crate) client_id: String,
+    pub(crate) last_known_sequence: u64,
+    pub(crate) last_known_position: Option<Position>,
+    pub(crate) last_snapshot_id: &'a str,
+    pub(crate) filters: Vec<laredo_proto::laredo::replication::v1::FieldPredicate>,
+    pub(crate) compare: &'a (dyn Fn(&Position, &Position) -> std::cmp::Ordering + Send + Sync),
+}
+
+/// Why a stream could not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    MaxClients,
+    Draining,
+}
+
+/// A registered stream and where it starts.
+pub(crate) struct Opened {
+    pub(crate) guard: ClientGuard,
+    pub(crate) mode: SyncMode,
+    pub(crate) resume_from: u64,
+    /// The snapshot to send (FULL_SNAPSHOT) or the one the client holds
+    /// (DELTA_FROM_SNAPSHOT).
+    pub(crate) snapshot: Option<Arc<FanoutSnapshot>>,
+    pub(crate) current_sequence: u64,
+    pub(crate) oldest_sequence: u64,
+    pub(crate) columns: Vec<ColumnDefinition>,
+}
+
+/// Unregisters its client (and so releases its pin) when dropped.
+pub(crate) struct ClientGuard {
+    target: Arc<FanoutTarget>,
+    key: u64,
+    pub(crate) record: Arc<ClientRecord>,
+    reason: Mutex<&'static str>,
+}
+
+impl ClientGuard {
+    /// Records why the stream ends (reported to the observer).
+    pub(crate) fn set_reason(&self, reason: &'static str) {
+        *self.reason.lock() = reason;
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.target.clients.lock().clients.remove(&self.key);
+        if let Some(observer) = &self.target.observer {
+            observer.on_fanout_client_disconnected(
+                &self.target.label(),
+                &self.record.client_id,
+                &self.reason.lock(),
+            );
+        }
+    }
+}
+
+/// Builds a [`FanoutTarget`].
+#[derive(Default)]
+pub struct FanoutTargetBuilder {
+    config: FanoutConfig,
+    observer: Option<Arc<dyn EngineObserver>>,
+    pipeline_id: Option<String>,
+}
+
+impl std::fmt::Debug for FanoutTargetBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutTargetBuilder")
+            .field("config", &self.config)
+            .field("pipeline_id", &self.pipeline_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FanoutTargetBuilder {
+    /// The configuration (default [`FanoutConfig::default`]).
+    #[must_use]
+    pub fn config(mut self, config: FanoutConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Reports fan-out events (clients, snapshots, pruning) to `observer`, typically
+    /// the engine's own.
+    #[must_use]
+    pub fn observer(mut self, observer: Arc<dyn EngineObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The pipeline id named in observer events (default: the table, `schema.table`).
+    #[must_use]
+    pub fn pipeline_id(mut self, id: impl Into<String>) -> Self {
+        self.pipeline_id = Some(id.into());
+        self
+    }
+
+    /// The target.
+    pub fn build(self) -> Arc<FanoutTarget> {
+        Arc::new_cyclic(|me| FanoutTarget {
+            server_id: new_server_id(),
+            config: self.config,
+            observer: self.observer,
+            pipeline_id: Mutex::new(self.pipeline_id.clone()),
+            fixed_pipeline_id: self.pipeline_id.is_some(),
+            state: RwLock::new(State::default()),
+            pending_position: Mutex::new(None),
+            head: watch::Sender::new(0),
+            drain: watch::Sender::new(None),
+            clients: Mutex::new(Registry::default()),
+            scheduler: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+}
+
+fn new_server_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = COUNTER.fetch_add(1, AtomicOrdering::Relaxed);
+    format!("{:x}-{nanos:x}-{n}", std::process::id())
+}
+
+fn unix_millis(time: SystemTime) -> u128 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+/// The replication fan-out target (`replication-fanout`): keeps the table's rows by
+/// primary key, a journal of every change, in-memory snapshots, and the clients that
+/// replicate it through [`ReplicationService`](crate::ReplicationService).
+///
+/// See the crate docs for the consistency contract.
+pub struct FanoutTarget {
+    server_id: String,
+    config: FanoutConfig,
+    observer: Option<Arc<dyn EngineObserver>>,
+    pipeline_id: Mutex<Option<String>>,
+    fixed_pipeline_id: bool,
+    state: RwLock<State>,
+    /// The position given by the engine for the next change.
+    pending_position: Mutex<Option<Position>>,
+    /// The journal's current sequence, published after each append.
+    head: watch::Sender<u64>,
+    drain: watch::Sender<Option<DrainInfo>>,
+    clients: Mutex<Registry>,
+    scheduler: Mutex<Option<JoinHandle<()>>>,
+    me: Weak<FanoutTarget>,
+}
+
+impl std::fmt::Debug for FanoutTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.read();
+        f.debug_struct("FanoutTarget")
+            .field("table", &state.table)
+            .field("rows", &state.rows.len())
+            .field("current_sequence", &state.journal.current_sequence())
+            .field("clients", &self.client_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FanoutTarget {
+    fn drop(&mut self) {
+        if let Some(handle) = self.scheduler.get_mut().take() {
+            handle.abort();
+        }
+    }
+}
+
+impl FanoutTarget {
+    /// A target with the default configuration.
+    pub fn new() -> Arc<Self> {
+        Self::builder().build()
+    }
+
+    /// A target with `config`.
+    pub fn with_config(config: FanoutConfig) -> Arc<Self> {
+        Self::builder().config(config).build()
+    }
+
+    /// A builder (configuration, observer).
+    pub fn builder() -> FanoutTargetBuilder {
+        FanoutTargetBuilder::default()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FanoutConfig {
+        &self.config
+    }
+
+    /// Identifies this target instance: sequences are only meaningful against the same
+    /// id (sent in the handshake).
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    pub(crate) fn label(&self) -> String {
+        if let Some(id) = self.pipeline_id.lock().as_ref() {
+            return id.clone();
+        }
+        self.state
+            .read()
+            .table
+            .as_ref()
+            .map_or_else(|| TYPE_NAME.to_string(), ToString::to_string)
+    }
+
+    /// True once the baseline completed (or a snapshot was restored), until close.
+    pub fn is_ready(&self) -> bool {
+        self.state.read().ready
+    }
+
+    /// The table's columns.
+    pub fn columns(&self) -> Vec<ColumnDefinition> {
+        self.state.read().columns.clone()
+    }
+
+    /// The key columns rows are kept by (the primary key, else `id`).
+    pub fn key_fields(&self) -> Vec<String> {
+        self.state.read().key_fields.clone()
+    }
+
+    /// Every row held (order unspecified).
+    pub fn rows(&self) -> Vec<Row> {
+        self.state.read().rows.values().cloned().collect()
+    }
+
+    /// The number of rows held.
+    pub fn row_count(&self) -> usize {
+        self.state.read().rows.len()
+    }
+
+    /// The last journal sequence assigned (0 when none).
+    pub fn current_sequence(&self) -> u64 {
+        self.state.read().journal.current_sequence()
+    }
+
+    /// The oldest journal sequence kept (0 when the journal is empty).
+    pub fn oldest_sequence(&self) -> u64 {
+        self.state.read().journal.oldest_sequence()
+    }
+
+    /// The number of journal entries kept.
+    pub fn journal_len(&self) -> usize {
+        self.state.read().journal.len()
+    }
+
+    /// When the oldest kept journal entry was appended.
+    pub fn journal_oldest_at(&self) -> Option<SystemTime> {
+        self.state.read().journal.oldest_timestamp()
+    }
+
+    /// Journal entries after `sequence`, at most `limit`; `None` when entries after it
+    /// were pruned.
+    pub fn entries_since(&self, sequence: u64, limit: usize) -> Option<Vec<Arc<JournalEntry>>> {
+        match self.state.read().journal.read_after(sequence, limit) {
+            Read::Entries(entries) => Some(entries),
+            Read::Gap => None,
+        }
+    }
+
+    /// The newest `limit` journal entries, oldest first.
+    pub fn journal_tail(&self, limit: usize) -> Vec<Arc<JournalEntry>> {
+        self.state.read().journal.tail(limit)
+    }
+
+    /// The position of the entry at `sequence`, when kept and known.
+    pub fn position_at(&self, sequence: u64) -> Option<Position> {
+        self.state.read().journal.position_at(sequence)
+    }
+
+    /// The sequence a client at source `position` resumes after (FO-08), or `None`
+    /// when the journal no longer covers it. Entries at exactly `position` are sent
+    /// again.
+    pub fn resume_sequence_for_position(
+        &self,
+        position: &Position,
+        compare: impl Fn(&Position, &Position) -> std::cmp::Ordering,
+    ) -> Option<u64> {
+        self.state
+            .read()
+            .journal
+            .resume_after_position(position, compare)
+    }
+
+    /// The snapshots held, newest first.
+    pub fn snapshots(&self) -> Vec<Arc<FanoutSnapshot>> {
+        self.state.read().snapshots.iter().cloned().collect()
+    }
+
+    /// The snapshot with this id, when held.
+    pub fn snapshot(&self, id: &str) -> Option<Arc<FanoutSnapshot>> {
+        self.state
+            .read()
+            .snapshots
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+    }
+
+    /// Takes a snapshot of the current rows now (and applies the retention).
+    pub fn take_snapshot(&self) -> Arc<FanoutSnapshot> {
+        let snapshot = {
+            let mut state = self.state.write();
+            self.snapshot_locked(&mut state)
+        };
+        self.report_snapshot(&snapshot);
+        snapshot
+    }
+
+    fn snapshot_locked(&self, state: &mut State) -> Arc<FanoutSnapshot> {
+        let sequence = state.journal.current_sequence();
+        if let Some(newest) = state.snapshots.front()
+            && newest.sequence == sequence
+            && newest.columns == state.columns
+        {
+            return Arc::clone(newest);
+        }
+        let created_at = SystemTime::now();
+        let rows: Vec<Row> = state.rows.values().cloned().collect();
+        let size_bytes = rows.iter().map(|r| r.raw_size() as u64).sum();
+        let snapshot = Arc::new(FanoutSnapshot {
+            id: format!("fanout-{sequence}-{}", unix_millis(created_at)),
+            sequence,
+            position: state.journal.head_position().cloned(),
+            created_at,
+            columns: state.columns.clone(),
+            rows,
+            size_bytes,
+        });
+        state.snapshots.push_front(Arc::clone(&snapshot));
+        let keep = self.config.snapshot_keep_count;
+        if keep > 0 {
+            state.snapshots.truncate(keep);
+        }
+        let max_age = self.config.snapshot_max_age;
+        if !max_age.is_zero() {
+            state.snapshots.retain(|s| {
+                Arc::ptr_eq(s, &snapshot)
+                    || created_at
+                        .duration_since(s.created_at)
+                        .is_ok_and(|age| age <= max_age)
+            });
+        }
+        snapshot
+    }
+
+    fn report_snapshot(&self, snapshot: &FanoutSnapshot) {
+        tracing::debug!(snapshot = %snapshot.id, rows = snapshot.rows.len(), "fan-out snapshot taken");
+        if let Some(observer) = &self.observer {
+            observer.on_fanout_snapshot_created(
+                &self.label(),
+                &snapshot.id,
+                snapshot.sequence,
+                snapshot.rows.len() as u64,
+            );
+        }
+    }
+
+    /// The clients connected, in no particular order.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.clients
+            .lock()
+            .clients
+            .values()
+            .map(|c| c.info())
+            .collect()
+    }
+
+    pub(crate) fn client_records(&self) -> Vec<Arc<ClientRecord>> {
+        self.clients.lock().clients.values().cloned().collect()
+    }
+
+    /// The number of clients connected.
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().clients.len()
+    }
+
+    /// Ends every client's stream (each gets a `GoAway` first when there is room for
+    /// it); clients reconnect and resume.
+    pub fn disconnect_all(&self) {
+        for client in self.clients.lock().clients.values() {
+            client.cancel.cancel();
+        }
+    }
+
+    /// Starts draining (FO-11): every stream gets one `GoAway`; streams are closed at
+    /// `now + timeout` (never, with `None`, until their clients leave); new streams are
+    /// refused with `UNAVAILABLE`. Idempotent: returns `false` when already draining
+    /// (the first reason and deadline stay).
+    pub fn drain(&self, reason: DrainReason, timeout: Option<Duration>) -> bool {
+        self.drain.send_if_modified(|drain| {
+            if drain.is_some() {
+                return false;
+            }
+            *drain = Some(DrainInfo {
+                reason,
+                deadline: timeout.map(|t| SystemTime::now() + t),
+                deadline_instant: timeout.map(|t| tokio::time::Instant::now() + t),
+            });
+            true
+        })
+    }
+
+    /// True once [`FanoutTarget::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.drain.borrow().is_some()
+    }
+
+    /// The drain in progress, when any.
+    pub fn drain_info(&self) -> Option<DrainInfo> {
+        self.drain.borrow().clone()
+    }
+
+    pub(crate) fn subscribe_head(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    pub(crate) fn subscribe_drain(&self) -> watch::Receiver<Option<DrainInfo>> {
+        self.drain.subscribe()
+    }
+
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn EngineObserver>> {
+        self.observer.as_ref()
+    }
+
+    pub(crate) fn read_after(&self, sequence: u64, limit: usize) -> Read {
+        self.state.read().journal.read_after(sequence, limit)
+    }
+
+    /// Registers a stream and chooses its mode (FO-15) under the write lock, so no
+    /// change lands between the choice and the pin.
+    pub(crate) fn open(&self, request: OpenRequest<'_>) -> Result<Opened, OpenError> {
+        let target = self
+            .me
+            .upgrade()
+            .expect("a target in use is held by an Arc");
+        let mut state = self.state.write();
+        if self.is_draining() {
+            return Err(OpenError::Draining);
+        }
+        let mut registry = self.clients.lock();
+        let max = self.config.max_clients;
+        if max > 0 && registry.clients.len() >= max {
+            return Err(OpenError::MaxClients);
+        }
+        let journal = &state.journal;
+        let by_position = request
+            .last_known_position
+            .as_ref()
+            .and_then(|p| journal.resume_after_position(p, request.compare));
+        let by_sequence = (request.last_known_sequence > 0
+            && journal.covers(request.last_known_sequence))
+        .then_some(request.last_known_sequence);
+        let by_snapshot = (!request.last_snapshot_id.is_empty())
+            .then(|| {
+                state
+                    .snapshots
+                    .iter()
+                    .find(|s| s.id == request.last_snapshot_id && journal.covers(s.sequence))
+                    .cloned()
+            })
+            .flatten();
+        let mut taken = None;
+        let (mode, resume_from, snapshot) = if let Some(seq) = by_position {
+            (SyncMode::Delta, seq, None)
+        } else if let Some(seq) = by_sequence {
+            (SyncMode::Delta, seq, None)
+        } else if let Some(snapshot) = by_snapshot {
+            (
+                SyncMode::DeltaFromSnapshot,
+                snapshot.sequence,
+                Some(snapshot),
+            )
+        } else {
+            let fresh = state.snapshots.front().map(|s| s.sequence)
+                != Some(state.journal.current_sequence());
+            let snapshot = self.snapshot_locked(&mut state);
+            if fresh {
+                taken = Some(Arc::clone(&snapshot));
+            }
+            (SyncMode::FullSnapshot, snapshot.sequence, Some(snapshot))
+        };
+        let record = Arc::new(ClientRecord {
+            client_id: request.client_id,
+            connected_at: SystemTime::now(),
+            mode,
+            filters: request.filters,
+            sequence: AtomicU64::new(resume_from),
+            state: AtomicU8::new(ClientState::CatchingUp.as_u8()),
+            depth: Mutex::new(None),
+            cancel: CancellationToken::new(),
+        });
+        registry.next_key += 1;
+        let key = registry.next_key;
+        registry.clients.insert(key, Arc::clone(&record));
+        drop(registry);
+        let opened = Opened {
+            guard: ClientGuard {
+                target,
+                key,
+                record,
+                reason: Mutex::new("stream ended"),
+            },
+            mode,
+            resume_from,
+            snapshot,
+            current_sequence: state.journal.current_sequence(),
+            oldest_sequence: state.journal.oldest_sequence(),
+            columns: state.columns.clone(),
+        };
+        drop(state);
+        if let Some(snapshot) = taken {
+            self.report_snapshot(&snapshot);
+        }
+        if let Some(observer) = &self.observer {
+            observer.on_fanout_client_connected(
+                &self.label(),
+                &opened.guard.record.client_id,
+                mode,
+            );
+        }
+        Ok(opened)
+    }
+
+    /// Appends under the write lock, prunes, then publishes the head.
+    fn append(&self, apply: impl FnOnce(&mut State) -> EntryKind) {
+        let position = self.pending_position.lock().take();
+        let (current, pruned) = {
+            let mut state = self.state.write();
+            let kind = apply(&mut state);
+            let current = state.journal.append(position, kind);
+            let pruned = self.prune_locked(&mut state);
+            (current, pruned)
+        };
+        self.head.send_replace(current);
+        self.report_pruned(pruned);
+    }
+
+    fn prune_locked(&self, state: &mut State) -> Option<(u64, u64)> {
+        let journal = &mut state.journal;
+        let max_entries = self.config.journal_max_entries.max(1);
+        let max_age = self.config.journal_max_age;
+        let too_old = !max_age.is_zero()
+            && journal
+                .oldest_timestamp()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > max_age);
+        if journal.len() <= max_entries && !too_old {
+            return None;
+        }
+        let pin = self.clients.lock().lowest_pin();
+        let dropped = journal.prune(max_entries, max_age, pin);
+        (dropped > 0).then(|| (dropped, journal.oldest_sequence()))
+    }
+
+    fn report_pruned(&self, pruned: Option<(u64, u64)>) {
+        if let (Some((count, oldest)), Some(observer)) = (pruned, &self.observer) {
+            observer.on_fanout_journal_pruned(&self.label(), count, oldest);
+        }
+    }
+
+    fn start_scheduler(&self) {
+        let interval = self.config.snapshot_interval;
+        if interval.is_zero() {
+            return;
+        }
+        let mut scheduler = self.scheduler.lock();
+        if scheduler.is_some() {
+            return;
+        }
+        let me = self.me.clone();
+        *scheduler = Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(target) = me.upgrade() else { return };
+                if target.is_ready() {
+                    target.take_snapshot();
+                }
+            }
+        }));
+    }
+}
+
+#[async_trait]
+impl SyncTarget for FanoutTarget {
+    fn type_name(&self) -> &str {
+        TYPE_NAME
+    }
+
+    async fn on_init(
+        &self,
+        table: &TableIdentifier,
+        columns: &[ColumnDefinition],
+    ) -> Result<(), TargetError> {
+        let mut keys: Vec<String> = primary_key_columns(columns)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if keys.is_empty() {
+            keys.push(FALLBACK_KEY.to_string());
+        }
+        let mut state = self.state.write();
+        state.table = Some(table.clone());
+        state.columns = columns.to_vec();
+        state.key_fields = keys;
+        state.ready = false;
+        drop(state);
+        if !self.fixed_pipeline_id {
+            *self.pipeline_id.lock() = Some(table.to_string());
+        }
+        Ok(())
+    }
+
+    async fn on_baseline_row(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+        self.on_baseline_rows(table, std::slice::from_ref(row))
+            .await
+    }
+
+    async fn on_baseline_rows(
+        &self,
+        _table: &TableIdentifier,
+        rows: &[Row],
+    ) -> Result<(), TargetError> {
+        let (current, pruned) = {
+            let mut state = self.state.write();
+            for row in rows {
+                let key = state.key_of(row);
+                state.rows.insert(key, row.clone());
+                state.journal.append(
+                    None,
+                    EntryKind::Change {
+                        action: ChangeAction::Insert,
+                        old_values: None,
+                        new_values: Some(row.clone()),
+                    },
+                );
+            }
+            let pruned = self.prune_locked(&mut state);
+            (state.journal.current_sequence(), pruned)
+        };
+        self.head.send_replace(current);
+        self.report_pruned(pruned);
+        Ok(())
+    }
+
+    async fn on_baseline_complete(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
+        let position = self.pending_position.lock().take();
+        let snapshot = {
+            let mut state = self.state.write();
+            if let Some(position) = &position {
+                state.journal.stamp_unpositioned(position);
+            }
+            state.ready = true;
+            self.snapshot_locked(&mut state)
+        };
+        self.report_snapshot(&snapshot);
+        self.start_scheduler();
+        Ok(())
+    }
+
+    async fn on_insert(&self, _table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+        self.append(|state| {
+            let key = state.key_of(row);
+            state.rows.insert(key, row.clone());
+            EntryKind::Change {
+                action: ChangeAction::Insert,
+                old_values: None,
+                new_values: Some(row.clone()),
+            }
+        });
+        Ok(())
+    }
+
+    async fn on_update(
+        &self,
+        _table: &TableIdentifier,
+        row: &Row,
+        identity: Option<&Row>,
+    ) -> Result<(), TargetError> {
+        self.append(|state| {
+            let old_key = state.key_of(identity.unwrap_or(row));
+            let old = state.rows.remove(&old_key);
+            let new_key = state.key_of(row);
+            state.rows.insert(new_key, row.clone());
+            EntryKind::Change {
+                action: ChangeAction::Update,
+                old_values: old.or_else(|| identity.cloned()),
+                new_values: Some(row.clone()),
+            }
+        });
+        Ok(())
+    }
+
+    async fn on_delete(&self, _table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
+        self.append(|state| {
+            let key = state.key_of(identity);
+            let old = state.rows.remove(&key);
+            EntryKind::Change {
+                action: ChangeAction::Delete,
+                old_values: Some(old.unwrap_or_else(|| identity.clone())),
+                new_values: None,
+            }
+        });
+        Ok(())
+    }
+
+    async fn on_truncate(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
+        self.append(|state| {
+            state.rows.clear();
+            EntryKind::Change {
+                action: ChangeAction::Truncate,
+                old_values: None,
+                new_values: None,
+            }
+        });
+        if self.is_ready() {
+            self.take_snapshot();
+        }
+        Ok(())
+    }
+
+    fn is_durable(&self) -> bool {
+        true
+    }
+
+    fn set_change_position(&self, position: &Position) {
+        *self.pending_position.lock() = Some(position.clone());
+    }
+
+    async fn on_schema_change(
+        &self,
+        _table: &TableIdentifier,
+        old_columns: &[ColumnDefinition],
+        new_columns: &[ColumnDefinition],
+    ) -> SchemaChangeResponse {
+        self.append(|state| {
+            state.columns = new_columns.to_vec();
+            let mut keys: Vec<String> = primary_key_columns(new_columns)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            if keys.is_empty() {
+                keys.push(FALLBACK_KEY.to_string());
+            }
+            if keys != state.key_fields {
+                // Re-key the rows so later changes find them.
+                let rows: Vec<Row> = state.rows.drain().map(|(_, row)| row).collect();
+                state.key_fields = keys;
+                for row in rows {
+                    let key = state.key_of(&row);
+                    state.rows.insert(key, row);
+                }
+            }
+            EntryKind::Schema {
+                old_columns: old_columns.to_vec(),
+                new_columns: new_columns.to_vec(),
+            }
+        });
+        if self.is_ready() {
+            self.take_snapshot();
+        }
+        SchemaChangeResponse::proceed()
+    }
+
+    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
+        Ok(self
+            .state
+            .read()
+            .rows
+            .values()
+            .map(|row| SnapshotEntry { row: row.clone() })
+            .collect())
+    }
+
+    async fn restore_snapshot(
+        &self,
+        info: &TableSnapshotInfo,
+        entries: Vec<SnapshotEntry>,
+    ) -> Result<(), TargetError> {
+        let (current, snapshot) = {
+            let mut state = self.state.write();
+            if !info.columns.is_empty() {
+                state.columns.clone_from(&info.columns);
+                let mut keys: Vec<String> = primary_key_columns(&info.columns)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                if keys.is_empty() {
+                    keys.push(FALLBACK_KEY.to_string());
+                }
+                state.key_fields = keys;
+            }
+            if state.table.is_none() {
+                state.table = Some(info.table.clone());
+            }
+            state.rows.clear();
+            for entry in entries {
+                let key = state.key_of(&entry.row);
+                state.rows.insert(key, entry.row);
+            }
+            // No earlier sequence describes these rows: reseed so every client
+            // re-snapshots.
+            state.journal.reseed();
+            state.snapshots.clear();
+            state.ready = true;
+            let snapshot = self.snapshot_locked(&mut state);
+            (state.journal.current_sequence(), snapshot)
+        };
+        self.head.send_replace(current);
+        self.report_snapshot(&snapshot);
+        self.start_scheduler();
+        Ok(())
+    }
+
+    fn supports_consistent_snapshot(&self) -> bool {
+        false
+    }
+
+    async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
+        if self.is_ready() {
+            self.take_snapshot();
+        }
+        self.state.write().ready = false;
+        if let Some(handle) = self.scheduler.lock().take() {
+            handle.abort();
+        }
+        self.disconnect_all();
+        Ok(())
+    }
+
+    fn current_row(&self, _table: &TableIdentifier, identity: &Row) -> Option<Row> {
+        let state = self.state.read();
+        state.rows.get(&state.key_of(identity)).cloned()
+    }
+
+    fn count(&self) -> Option<u64> {
+        Some(self.row_count() as u64)
+    }
+
+    fn scan_rows(&self) -> Option<Vec<Row>> {
+        Some(self.rows())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use laredo_core::{row, table};
+
+    use super::*;
+
+    fn columns() -> Vec<ColumnDefinition> {
+        vec![
+            ColumnDefinition::new("id", "int8").primary_key(1),
+            ColumnDefinition::new("name", "text"),
+        ]
+    }
+
+    async fn ready(target: &FanoutTarget) {
+        let t = table("public", "t");
+        target.on_init(&t, &columns()).await.unwrap();
+        target
+            .on_baseline_rows(&t, &[row! {"id" => 1, "name" => "a"}])
+            .await
+            .unwrap();
+        target.set_change_position(&Position::from_u64(10));
+        target.on_baseline_complete(&t).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_baseline_is_journaled_and_stamped_with_its_end() {
+        let target = FanoutTarget::new();
+        ready(&target).await;
+        assert!(target.is_ready());
+        let entries = target.entries_since(0, 10).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].position, Some(Position::from_u64(10)));
+        let snapshots = target.snapshots();
+        assert_eq!(snapshots.len(), 1, "initial snapshot");
+        assert_eq!(snapshots[0].sequence(), 1);
+        assert!(snapshots[0].id().starts_with("fanout-1-"));
+    }
+
+    #[tokio::test]
+    async fn changes_carry_old_rows_found_by_identity() {
+        let target = FanoutTarget::new();
+        ready(&target).await;
+        let t = table("public", "t");
+        target.set_change_position(&Position::from_u64(11));
+        target
+            .on_update(
+                &t,
+                &row! {"id" => 2, "name" => "b"},
+                Some(&row! {"id" => 1}),
+            )
+            .await
+            .unwrap();
+        target.set_change_position(&Position::from_u64(12));
+        target.on_delete(&t, &row! {"id" => 2}).await.unwrap();
+        let entries = target.entries_since(1, 10).unwrap();
+        let kinds: Vec<&EntryKind> = entries.iter().map(|e| &e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &EntryKind::Change {
+                    action: ChangeAction::Update,
+                    old_values: Some(row! {"id" => 1, "name" => "a"}),
+                    new_values: Some(row! {"id" => 2, "name" => "b"}),
+                },
+                &EntryKind::Change {
+                    action: ChangeAction::Delete,
+                    old_values: Some(row! {"id" => 2, "name" => "b"}),
+                    new_values: None,
+                },
+            ]
+        );
+        assert_eq!(entries[1].position, Some(Position::from_u64(12)));
+        assert_eq!(target.row_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn snapshot_retention_keeps_the_newest() {
+        let target = FanoutTarget::with_config(FanoutConfig::default().snapshot_keep_count(2));
+        ready(&target).await;
+        let t = table("public", "t");
+        for id in 2..6 {
+            target.on_insert(&t, &row! {"id" => id}).await.unwrap();
+            target.take_snapshot();
+        }
+        let sequences: Vec<u64> = target.snapshots().iter().map(|s| s.sequence()).collect();
+        assert_eq!(sequences, [5, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_schema_change_is_journaled_and_continues() {
+        let target = FanoutTarget::new();
+        ready(&target).await;
+        let t = table("public", "t");
+        let mut new_columns = columns();
+        new_columns.push(ColumnDefinition::new("age", "int8"));
+        let response = target.on_schema_change(&t, &columns(), &new_columns).await;
+        assert_eq!(response, SchemaChangeResponse::proceed());
+        let entries = target.entries_since(1, 10).unwrap();
+        assert!(
+            matches!(&entries[0].kind, EntryKind::Schema { new_columns: c, .. } if c.len() == 3)
+        );
+        assert_eq!(target.columns(), new_columns);
+    }
+
+    #[tokio::test]
+    async fn drain_is_idempotent() {
+        let target = FanoutTarget::new();
+        assert!(target.drain(DrainReason::Admin, None));
+        assert!(!target.drain(DrainReason::Shutdown, Some(Duration::from_secs(1))));
+        let info = target.drain_info().unwrap();
+        assert_eq!((info.reason, info.deadline), (DrainReason::Admin, None));
+    }
+}

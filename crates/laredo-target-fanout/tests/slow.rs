@@ -1,0 +1,108 @@
+//! Slow clients under `drop_disconnect` and `slow_down`.
+
+use laredo_core::{Position, row};
+use laredo_target_fanout::{ClientBufferPolicy, ClientState, FanoutConfig};
+use laredo_test_support::wait_until;
+
+use crate::fixture::{Replica, Server, WAIT, assert_consecutive, connect, items, sync_request};
+
+/// A row with a payload big enough to fill HTTP/2 windows quickly.
+fn big(id: i64) -> laredo_core::Row {
+    row! {"id" => id, "name" => "x".repeat(8 * 1024), "region" => "eu", "score" => id}
+}
+
+/// Opens a stream on a connection with small HTTP/2 windows and never reads it.
+async fn stalled(
+    server: &Server,
+) -> tonic::Streaming<laredo_proto::laredo::replication::v1::SyncResponse> {
+    let client = connect(server.addr, |e| {
+        e.initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+    })
+    .await;
+    client
+        .clone()
+        .sync(sync_request("stalled"))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_disconnected_without_holding_others_back() {
+    let server = Server::start(FanoutConfig::default().client_buffer_max_size(256), []).await;
+    let client = server.client().await;
+    let fast: Vec<Replica> = futures(&client, 3).await;
+    let stalled = stalled(&server).await;
+    wait_until("four clients", WAIT, || server.target.client_count() == 4).await;
+
+    let mut last = Position::from_u64(0);
+    for id in 0..1000 {
+        last = server.source.emit_insert(items(), big(id)).await;
+    }
+    server.applied(last).await;
+    wait_until("the stalled client is dropped", WAIT, || {
+        server.target.client_count() == 3
+    })
+    .await;
+    let expected = server.rows();
+    for replica in &fast {
+        replica
+            .wait_rows("fast replica has every row", || expected.clone())
+            .await;
+        let state = replica.snapshot();
+        assert!(
+            state.ended.is_none(),
+            "fast replica disconnected: {:?}",
+            state.ended
+        );
+        assert_consecutive(&state, state.snapshot.clone().unwrap().sequence);
+    }
+    assert!(
+        server
+            .target
+            .clients()
+            .iter()
+            .all(|c| c.client_id != "stalled")
+    );
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_slow_down_a_stalled_client_is_kept_and_pins_the_journal() {
+    let config = FanoutConfig::default()
+        .client_buffer_max_size(8)
+        .client_buffer_policy(ClientBufferPolicy::SlowDown)
+        .journal_max_entries(10);
+    let server = Server::start(config, []).await;
+    let stalled = stalled(&server).await;
+    wait_until("one client", WAIT, || server.target.client_count() == 1).await;
+    let mut last = Position::from_u64(0);
+    for id in 0..200 {
+        last = server.source.emit_insert(items(), big(id)).await;
+    }
+    server.applied(last).await;
+    wait_until("the stalled client is backpressured", WAIT, || {
+        server.target.clients().first().map(|c| c.state) == Some(ClientState::Backpressured)
+    })
+    .await;
+    let pinned = server.target.clients()[0].current_sequence;
+    assert!(pinned < server.target.current_sequence());
+    assert!(
+        server.target.oldest_sequence() <= pinned + 1,
+        "the journal keeps every entry after the pin"
+    );
+    assert!(server.target.journal_len() > 10);
+    drop(stalled);
+    wait_until("client gone", WAIT, || server.target.client_count() == 0).await;
+}
+
+async fn futures(client: &crate::fixture::Client, n: usize) -> Vec<Replica> {
+    let mut replicas = Vec::new();
+    for idx in 0..n {
+        let replica = Replica::start(client, sync_request(&format!("fast-{idx}"))).await;
+        replica.wait_caught_up().await;
+        replicas.push(replica);
+    }
+    replicas
+}
