@@ -1,0 +1,147 @@
+//! Admin commands: the token, reload, pause and resume, dead letters, snapshots.
+
+use laredo_core::PipelineState;
+use serde_json::json;
+
+use crate::support::{TOKEN, WAIT, server, users};
+
+fn states(server: &crate::support::Server) -> Vec<PipelineState> {
+    server
+        .engine
+        .pipelines()
+        .into_iter()
+        .map(|p| p.state)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_command_without_the_token_is_unauthenticated() {
+    let server = server(1).await;
+    let out = server.run(&["pause"]).await;
+    assert_eq!(
+        out.failed(),
+        "error: /laredo.v1.LaredoOAMService/PauseSync is an admin method: send the admin token as \"authorization: Bearer <token>\" (UNAUTHENTICATED)\n"
+    );
+    assert_eq!(states(&server), [PipelineState::Streaming; 2]);
+
+    let wrong = server.run(&["pause", "--token", "wrong"]).await;
+    assert!(
+        wrong.failed().ends_with("(UNAUTHENTICATED)\n"),
+        "{wrong:#?}"
+    );
+    assert_eq!(states(&server), [PipelineState::Streaming; 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_can_come_from_the_environment() {
+    let server = server(1).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_laredo"))
+        .args(["pause", "-a", &server.addr.to_string()])
+        .env("LAREDO_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(states(&server), [PipelineState::Paused; 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_change_every_pipeline() {
+    let server = server(1).await;
+    assert_eq!(
+        server.run_admin(&["pause"]).await.ok(),
+        "Sync paused. WAL is accumulating. Service: PAUSED\n"
+    );
+    assert_eq!(states(&server), [PipelineState::Paused; 2]);
+
+    let resumed = server
+        .run_admin(&["resume", "--source", "main", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(resumed, json!({"state": "STREAMING"}));
+    assert_eq!(states(&server), [PipelineState::Streaming; 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_runs_a_fresh_baseline_of_the_table() {
+    let server = server(2).await;
+    let before = server.source.baseline_calls();
+    let out = server.run_admin(&["reload", "public.users"]).await;
+    assert_eq!(out.ok(), "accepted: reloaded public.users from main\n");
+    assert_eq!(server.source.baseline_calls(), before + 1);
+    assert!(server.engine.await_ready(WAIT).await);
+
+    let json = server
+        .run_admin(&["reload", "--all", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(json["accepted"], true);
+    assert!(server.source.baseline_calls() > before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_of_an_unknown_table_is_not_found() {
+    let server = server(1).await;
+    let out = server.run_admin(&["reload", "public.nope"]).await;
+    assert_eq!(
+        out.failed(),
+        "error: no pipeline serves table public.nope (NOT_FOUND)\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_list_replay_and_purge_an_empty_store() {
+    let server = server(1).await;
+    let id = server.pipeline_id(&users());
+    assert_eq!(
+        server.run(&["dead-letters", &id]).await.ok(),
+        "TIMESTAMP  ACTION  POSITION  ERROR\nShowing 0 of 0 dead letters\n"
+    );
+    assert_eq!(
+        server
+            .run(&["dead-letters", &id, "-o", "json"])
+            .await
+            .json(),
+        json!({"total_count": 0, "entries": []})
+    );
+    assert_eq!(
+        server
+            .run_admin(&["dead-letters", "replay", &id])
+            .await
+            .ok(),
+        "replayed 0, succeeded 0, failed 0\n"
+    );
+    assert_eq!(
+        server
+            .run_admin(&["dead-letters", "purge", &id, "-o", "json"])
+            .await
+            .json(),
+        json!({"purged": 0})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_without_a_store_explain_why() {
+    let server = server(1).await;
+    let out = server.run(&["snapshot", "list"]).await;
+    assert_eq!(
+        out.failed(),
+        "error: no snapshot store configured (FAILED_PRECONDITION)\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_source_needs_confirmation_without_a_terminal() {
+    let server = server(1).await;
+    let before = server.source.reset_calls().len();
+    let out = server.run_admin(&["reset-source", "main"]).await;
+    assert!(
+        out.failed().contains("pass --confirm to proceed"),
+        "{out:#?}"
+    );
+    assert_eq!(server.source.reset_calls().len(), before);
+
+    let out = server.run_admin(&["reset-source", "main", "--yes"]).await;
+    assert_eq!(out.ok(), "source \"main\" reset; a fresh baseline runs\n");
+    assert_eq!(server.source.reset_calls(), [false]);
+}
