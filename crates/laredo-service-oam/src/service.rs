@@ -13,6 +13,7 @@ use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::laredo_oam_service_server::{
     LaredoOamService, LaredoOamServiceServer,
 };
+use laredo_target_fanout::{DrainReason, FanoutTarget, fanout_targets};
 use laredo_target_memory::IndexedTarget;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
@@ -84,7 +85,14 @@ impl OamService {
             buffer_capacity: p.buffer_capacity as u64,
             dead_letter_count: dead_letters,
             ready: self.engine.is_pipeline_ready(&p.id),
-            fanout_client_count: 0,
+            fanout_client_count: self
+                .engine
+                .pipeline_target(&p.id)
+                .and_then(|t| {
+                    let any: Arc<dyn std::any::Any + Send + Sync> = t;
+                    any.downcast::<FanoutTarget>().ok()
+                })
+                .map_or(0, |t| u32::try_from(t.client_count()).unwrap_or(u32::MAX)),
         }
     }
 
@@ -553,11 +561,45 @@ impl LaredoOamService for OamService {
 
     async fn drain_replication(
         &self,
-        _request: Request<pb::DrainReplicationRequest>,
+        request: Request<pb::DrainReplicationRequest>,
     ) -> Result<Response<pb::DrainReplicationResponse>, Status> {
-        Err(Status::failed_precondition(
-            "no replication fan-out target is configured",
-        ))
+        let request = request.into_inner();
+        if request.schema.is_empty() != request.table.is_empty() {
+            return Err(Status::invalid_argument(
+                "set both schema and table to drain one target, or neither to drain all",
+            ));
+        }
+        let deadline = request
+            .drain_deadline
+            .and_then(|d| std::time::Duration::try_from(d).ok())
+            .filter(|d| !d.is_zero());
+        let targets = fanout_targets(&self.engine);
+        if targets.is_empty() {
+            return Err(Status::failed_precondition(
+                "no replication fan-out target is configured",
+            ));
+        }
+        let wanted = (!request.table.is_empty())
+            .then(|| TableIdentifier::new(&request.schema, &request.table));
+        let mut drained = Vec::new();
+        for (info, target) in targets {
+            if wanted.as_ref().is_some_and(|t| *t != info.table) {
+                continue;
+            }
+            target.drain(DrainReason::Admin, deadline);
+            drained.push(info.table.to_string());
+        }
+        if drained.is_empty() {
+            return Err(Status::not_found(format!(
+                "no fan-out target for {}.{}",
+                request.schema, request.table
+            )));
+        }
+        Ok(Response::new(pb::DrainReplicationResponse {
+            accepted: true,
+            message: format!("draining {} fan-out target(s)", drained.len()),
+            drained_targets: drained,
+        }))
     }
 
     async fn create_snapshot(

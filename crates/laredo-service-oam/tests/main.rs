@@ -578,3 +578,74 @@ async fn watch_streams_state_changes_and_row_changes() {
     }
     f.engine.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_replication_drains_fan_out_targets() {
+    let source = TestSource::new();
+    source.set_schema(
+        users(),
+        TestSource::columns(&[("id", "int8", true), ("name", "text", false)]),
+    );
+    source.add_row(users(), user(1, "a"));
+    let fanout = laredo_target_fanout::FanoutTarget::new();
+    let events = StatusEvents::new();
+    let engine = Engine::builder()
+        .source("main", source)
+        .pipeline("main", users(), fanout.clone(), PipelineOptions::default())
+        .observer(events.clone())
+        .build()
+        .unwrap();
+    engine.start().await.unwrap();
+    assert!(engine.await_ready(WAIT).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = OamService::new(engine.clone(), events).into_server();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = LaredoOamServiceClient::new(channel);
+
+    let half = client
+        .drain_replication(pb::DrainReplicationRequest {
+            schema: "public".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(half.code(), Code::InvalidArgument, "{half:?}");
+    let unknown = client
+        .drain_replication(pb::DrainReplicationRequest {
+            schema: "public".into(),
+            table: "ghost".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert!(!fanout.is_draining());
+    let drained = client
+        .drain_replication(pb::DrainReplicationRequest {
+            schema: "public".into(),
+            table: "users".into(),
+            drain_deadline: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(drained.accepted);
+    assert_eq!(drained.drained_targets, ["public.users"]);
+    assert!(fanout.is_draining());
+    engine.stop().await.unwrap();
+}
