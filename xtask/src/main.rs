@@ -13,6 +13,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod demo;
+
 const BENCHES: &[(&str, &str, &str)] = &[
     (
         "engine",
@@ -49,6 +51,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("deps") => deps(),
         Some("bench") => bench(&root, &args[1..]),
         Some("example") => example(&root),
+        Some("demo") => demo::demo(&root, &args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -71,6 +74,9 @@ fn print_help() {
         "  deps               install what the test suite needs: PostgreSQL server (idempotent)"
     );
     println!("  bench <name>       run a benchmark in release mode");
+    println!(
+        "  demo [--seconds N] a throwaway PostgreSQL, laredo-server, a write load and live changes"
+    );
     println!("  example            run the quick-start example");
     println!();
     println!("benchmarks:");

@@ -1,0 +1,27 @@
+//! Structured (JSON) logs on stderr.
+
+use laredo_config::LogLevel;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the JSON subscriber. `RUST_LOG`, when set, replaces the level (for
+/// debugging one module); otherwise the configured level applies to laredo and the
+/// HTTP/2 stack is kept at `warn`.
+pub(crate) fn init(level: LogLevel) {
+    let level = match level {
+        LogLevel::Debug => "debug",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+        _ => "info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{level},h2=warn,hyper=warn,hyper_util=warn,tower=warn"
+        ))
+    });
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_current_span(false)
+        .try_init();
+}

@@ -1,0 +1,262 @@
+//! Subcommands and configuration errors; none of these touches a database.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use crate::support::{binary, write_config};
+
+/// A listener standing in for PostgreSQL: anything that connects shows up as a
+/// pending connection.
+fn fake_database() -> TcpListener {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
+fn assert_never_connected(listener: &TcpListener) {
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("something connected to the database: {other:?}"),
+    }
+}
+
+fn config_text(port: u16, extra: &str) -> String {
+    format!(
+        r#"
+sources.pg {{ type = postgresql, connection = "postgresql://laredo:hunter2@127.0.0.1:{port}/app" }}
+tables = [{{ source = pg, schema = public, table = users,
+            targets = [{{ type = indexed-memory, lookup_fields = [id] }}] }}]
+grpc.port = 0
+fanout.grpc.port = 0
+health.http_port = 0
+observability.metrics.port = 0
+{extra}
+"#
+    )
+}
+
+fn stderr_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn run_with_timeout(command: &mut std::process::Command) -> std::process::Output {
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &id.to_string()])
+                .status();
+            panic!("the binary did not exit");
+        }
+    }
+}
+
+#[test]
+fn a_config_with_mistakes_lists_each_one_and_connects_to_nothing() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        port,
+        r#"
+sources.pg.slot_mode = statefull
+tables += { source = pg_mian, schema = public, table = orders,
+            targets = [{ type = indexed-memory, lookup_feilds = [id] }] }
+shutdown.timeout = forever
+"#,
+    );
+    let config = write_config(dir.path(), &text);
+    let out = run_with_timeout(binary().arg("--config").arg(&config));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stderr_lines(&out),
+        vec![
+            "sources.pg.slot_mode: expected one of \"ephemeral\", \"stateful\", found \"statefull\" (did you mean \"stateful\"?)",
+            "tables[1].targets[0].lookup_feilds: unknown key (did you mean \"lookup_fields\"?)",
+            "tables[1].targets[0]: lookup_fields is required for type indexed-memory",
+            "shutdown.timeout: expected a duration such as \"500ms\", \"5s\", \"10 seconds\", \"24h\" or \"7d\", found \"forever\"",
+            "tables[1]: references unknown source \"pg_mian\"",
+        ],
+        "{out:?}"
+    );
+    assert_never_connected(&db);
+}
+
+#[test]
+fn unavailable_features_are_refused_before_connecting() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        port,
+        r#"
+sources.k { type = s3-kinesis, baseline_bucket = "s3://b/", stream_arn = "arn:aws:kinesis:us-east-1:1:stream/s" }
+tables += { source = pg, schema = public, table = orders,
+            targets = [{ type = http-sync, base_url = "http://127.0.0.1:1/" }] }
+"#,
+    );
+    let config = write_config(dir.path(), &text);
+    let out = run_with_timeout(binary().arg("--config").arg(&config));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stderr_lines(&out),
+        vec![
+            "sources.k: type s3-kinesis is not available in this build",
+            "tables[1].targets[0].type: type http-sync is not available in this build",
+        ]
+    );
+    assert_never_connected(&db);
+}
+
+#[test]
+fn validate_reports_valid_and_invalid_configs() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_text(port, ""));
+    let out = run_with_timeout(binary().arg("validate").arg("--config").arg(&config));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "config is valid\n");
+
+    let out = run_with_timeout(
+        binary()
+            .args(["validate", "--set", "grpc.port=abc", "--config"])
+            .arg(&config),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_lines(&out),
+        vec!["grpc.port: expected an integer, found string \"abc\""]
+    );
+    assert_never_connected(&db);
+}
+
+#[test]
+fn config_dump_prints_the_merged_config_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &config_text(5432, "grpc.auth.admin_token = s3cret-token"),
+    );
+    let conf_d = dir.path().join("conf.d");
+    std::fs::create_dir(&conf_d).unwrap();
+    std::fs::write(conf_d.join("10-port.conf"), "grpc.port = 4100").unwrap();
+    let out = run_with_timeout(
+        binary()
+            .args([
+                "config",
+                "--dump",
+                "--set",
+                "health.http_port=8181",
+                "--config",
+            ])
+            .arg(&config),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("hunter2") && !stdout.contains("s3cret"),
+        "{stdout}"
+    );
+    let dump: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(dump["sources"]["pg"]["connection"], "***");
+    assert_eq!(dump["grpc"]["auth"]["admin_token"], "***");
+    assert_eq!(dump["grpc"]["port"], 4100, "conf.d fragment merged");
+    assert_eq!(dump["health"]["http_port"], 8181, "--set applied");
+    assert_eq!(dump["shutdown"]["timeout"], "2m", "defaults filled in");
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = run_with_timeout(binary().arg("version"));
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("laredo-server {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let out = run_with_timeout(binary().args(["healthcheck", "--port", &port.to_string()]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("not ready ("));
+}
+
+fn executable(path: &std::path::Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The binary with `--init-dir dir` (the helper's default points nowhere).
+fn with_init_dir(dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_laredo-server"));
+    command
+        .env_remove("LAREDO_CONFIG")
+        .arg("--init-dir")
+        .arg(dir);
+    command
+}
+
+#[test]
+fn init_hooks_run_in_order_before_the_config_is_read() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_text(port, ""));
+    let init = dir.path().join("init");
+    std::fs::create_dir(&init).unwrap();
+    // The first hook writes a fragment, the second proves it ran after the first; the
+    // fragment's mistake shows the init dir's `*.conf` files are merged afterwards.
+    executable(
+        &init.join("10-generate"),
+        &format!(
+            "#!/bin/sh\necho 'grpc.port = \"abc\"' > {}/generated.conf\n",
+            init.display()
+        ),
+    );
+    executable(
+        &init.join("20-check"),
+        &format!("#!/bin/sh\ntest -f {}/generated.conf\n", init.display()),
+    );
+    let out = run_with_timeout(with_init_dir(&init).arg("--config").arg(&config));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        stderr_lines(&out),
+        vec!["grpc.port: expected an integer, found string \"abc\""]
+    );
+    assert_never_connected(&db);
+}
+
+#[test]
+fn a_failing_init_hook_aborts_startup() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_text(port, ""));
+    let init = dir.path().join("init");
+    std::fs::create_dir(&init).unwrap();
+    executable(&init.join("10-fail"), "#!/bin/sh\nexit 3\n");
+    let out = run_with_timeout(with_init_dir(&init).arg("--config").arg(&config));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("10-fail failed"), "{stderr}");
+    assert_never_connected(&db);
+}

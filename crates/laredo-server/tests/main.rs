@@ -1,0 +1,7 @@
+//! End-to-end tests of the `laredo-server` binary: the real binary as a child process,
+//! against a throwaway PostgreSQL from laredo-test-support.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod cli;
+mod run;
+mod support;
