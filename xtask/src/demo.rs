@@ -1,8 +1,7 @@
 //! `cargo xtask demo`: a throwaway PostgreSQL, laredo-server from
 //! deploy/examples/demo.conf, a write load, and changes arriving live.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -108,7 +107,7 @@ fn run_demo(
         if let Some(status) = server.try_wait()? {
             bail!("laredo-server exited early ({status})");
         }
-        if http_status(ports.health, "/health/ready").is_ok_and(|code| code == 200) {
+        if is_ready(bin_dir, ports.health) {
             break;
         }
         if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
@@ -209,21 +208,14 @@ fn cli_output(mut command: Command) -> String {
     }
 }
 
-/// The status code of `GET path` on the loopback port.
-fn http_status(port: u16, path: &str) -> Result<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .context("not an HTTP response")
+/// Whether the server answers its readiness probe (`laredo-server healthcheck`).
+fn is_ready(bin_dir: &Path, port: u16) -> bool {
+    Command::new(bin_dir.join("laredo-server"))
+        .args(["healthcheck", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Sets `stop` on Ctrl-C (the server and the CLI get the signal too and stop by

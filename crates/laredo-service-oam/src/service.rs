@@ -87,11 +87,7 @@ impl OamService {
             ready: self.engine.is_pipeline_ready(&p.id),
             fanout_client_count: self
                 .engine
-                .pipeline_target(&p.id)
-                .and_then(|t| {
-                    let any: Arc<dyn std::any::Any + Send + Sync> = t;
-                    any.downcast::<FanoutTarget>().ok()
-                })
+                .pipeline_target_as::<FanoutTarget>(&p.id)
                 .map_or(0, |t| u32::try_from(t.client_count()).unwrap_or(u32::MAX)),
         }
     }
@@ -244,11 +240,7 @@ impl LaredoOamService for OamService {
         let p = self.pipeline(&request.into_inner().pipeline_id)?;
         let indexes = self
             .engine
-            .pipeline_target(&p.id)
-            .and_then(|t| {
-                let any: Arc<dyn std::any::Any + Send + Sync> = t;
-                any.downcast::<IndexedTarget>().ok()
-            })
+            .pipeline_target_as::<IndexedTarget>(&p.id)
             .map(|t| index_infos(&t))
             .unwrap_or_default();
         Ok(Response::new(pb::GetPipelineStatusResponse {

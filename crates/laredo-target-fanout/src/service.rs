@@ -31,9 +31,7 @@ pub fn fanout_targets(engine: &Engine) -> Vec<(PipelineInfo, Arc<FanoutTarget>)>
         .into_iter()
         .filter(|p| p.target_type == TYPE_NAME)
         .filter_map(|p| {
-            let target = engine.pipeline_target(&p.id)?;
-            let any: Arc<dyn std::any::Any + Send + Sync> = target;
-            let target = any.downcast::<FanoutTarget>().ok()?;
+            let target = engine.pipeline_target_as::<FanoutTarget>(&p.id)?;
             Some((p, target))
         })
         .collect()

@@ -530,13 +530,7 @@ impl Engine {
             cancel.cancel();
             lag_poller.abort();
             for source in &inner.sources {
-                let runtime = source.runtime.lock().take();
-                if let Some(runtime) = runtime {
-                    runtime.cancel.cancel();
-                    if let Err(e) = runtime.handle.await {
-                        tracing::error!(source = %source.id, error = %e, "source task panicked");
-                    }
-                }
+                runtime::stop_source_task(source).await;
             }
             for source_idx in 0..inner.sources.len() {
                 ack::advance(&inner, source_idx).await;
@@ -763,6 +757,15 @@ impl Engine {
             .map(|p| Arc::clone(&p.target))
     }
 
+    /// The target of a pipeline when its concrete type is `T`.
+    pub fn pipeline_target_as<T: SyncTarget>(&self, pipeline_id: &str) -> Option<Arc<T>> {
+        self.inner
+            .pipelines
+            .iter()
+            .find(|p| p.id == pipeline_id)
+            .and_then(downcast_target)
+    }
+
     /// The first target of `table` on `source_id` (empty = any source) whose concrete
     /// type is `T`: the typed handle of a running target.
     pub fn get_target<T: SyncTarget>(
@@ -770,10 +773,8 @@ impl Engine {
         source_id: &str,
         table: &TableIdentifier,
     ) -> Option<Arc<T>> {
-        self.pipelines_of(source_id, table).find_map(|p| {
-            let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&p.target) as _;
-            any.downcast::<T>().ok()
-        })
+        self.pipelines_of(source_id, table)
+            .find_map(downcast_target)
     }
 
     fn pipelines_of<'a>(
@@ -878,4 +879,10 @@ impl Engine {
     pub fn table_schema(&self, table: &TableIdentifier) -> Option<Vec<ColumnDefinition>> {
         self.inner.schemas.read().get(table).cloned()
     }
+}
+
+/// A pipeline's target as its concrete type `T`, when it is one.
+fn downcast_target<T: SyncTarget>(p: &PipelineEntry) -> Option<Arc<T>> {
+    let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(&p.target) as _;
+    any.downcast::<T>().ok()
 }

@@ -28,7 +28,7 @@ use crate::value::Value;
 
 use super::buffer::{ChangeBuffer, Item, PushError};
 use super::snapshots::{self, Restore};
-use super::{EngineError, Inner, PipelineEntry, SourceRuntime, Transition, ack};
+use super::{EngineError, Inner, PipelineEntry, SourceEntry, SourceRuntime, Transition, ack};
 
 /// The most items a consumer takes from its buffer at once.
 const MAX_BATCH: usize = 1024;
@@ -38,6 +38,17 @@ pub(crate) fn spawn_source(inner: &Arc<Inner>, source_idx: usize, parent: &Cance
     let cancel = parent.child_token();
     let handle = tokio::spawn(run_source(Arc::clone(inner), source_idx, cancel.clone()));
     *inner.sources[source_idx].runtime.lock() = Some(SourceRuntime { cancel, handle });
+}
+
+/// Cancels the source's task (when one runs) and waits for it to end.
+pub(crate) async fn stop_source_task(source: &SourceEntry) {
+    let runtime = source.runtime.lock().take();
+    if let Some(runtime) = runtime {
+        runtime.cancel.cancel();
+        if let Err(e) = runtime.handle.await {
+            tracing::error!(source = %source.id, error = %e, "source task panicked");
+        }
+    }
 }
 
 /// One source's whole life: init, startup path, stream / re-baseline loop, drain.
@@ -1082,13 +1093,7 @@ pub(crate) async fn reset_source(
 ) -> Result<(), EngineError> {
     let source = &inner.sources[source_idx];
     let _admin = source.admin.lock().await;
-    let runtime = source.runtime.lock().take();
-    if let Some(runtime) = runtime {
-        runtime.cancel.cancel();
-        if let Err(e) = runtime.handle.await {
-            tracing::error!(source = %source.id, error = %e, "source task panicked");
-        }
-    }
+    stop_source_task(source).await;
     let parent = inner.root_cancel.lock().clone().unwrap_or_default();
     if let Err(e) = source.source.reset(drop_publication).await {
         spawn_source(inner, source_idx, &parent);

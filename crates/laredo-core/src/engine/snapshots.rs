@@ -398,13 +398,7 @@ impl Engine {
         let mut waiting = Vec::new();
         for (source_idx, source) in affected {
             let _admin = source.admin.lock().await;
-            let runtime = source.runtime.lock().take();
-            if let Some(runtime) = runtime {
-                runtime.cancel.cancel();
-                if let Err(e) = runtime.handle.await {
-                    tracing::error!(source = %source.id, error = %e, "source task panicked");
-                }
-            }
+            runtime::stop_source_task(source).await;
             source.user_paused.store(false, AtomicOrdering::SeqCst);
             for p in live_pipelines(inner, source_idx) {
                 inner.set_state(p, PipelineState::Initializing, Transition::Explicit);
