@@ -92,6 +92,22 @@ impl Row {
         }
     }
 
+    /// Builds a row over `layout` from values already in shared form, one per column
+    /// (a length mismatch is a bug in the caller and asserts in debug builds). Decoders
+    /// that collect into an `Arc<[Value]>` save [`Row::new`]'s copy.
+    pub fn from_shared(layout: Arc<RowLayout>, values: Arc<[Value]>) -> Self {
+        debug_assert_eq!(
+            layout.len(),
+            values.len(),
+            "row values do not match the layout"
+        );
+        if values.len() == layout.len() {
+            Self { layout, values }
+        } else {
+            Self::new(layout, values.to_vec())
+        }
+    }
+
     /// Builds a row with a fresh layout from `(name, value)` pairs.
     pub fn from_pairs<N: AsRef<str>, V: Into<Value>>(
         pairs: impl IntoIterator<Item = (N, V)>,

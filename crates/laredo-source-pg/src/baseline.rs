@@ -202,6 +202,7 @@ impl TableCopy {
                     })
                     .collect(),
                 format,
+                scratch: Vec::with_capacity(columns.len()),
             },
             pending: Vec::new(),
             finished: false,
@@ -283,6 +284,8 @@ struct RowDecoder {
     layout: Arc<RowLayout>,
     columns: Vec<Column>,
     format: Format,
+    /// Reused for each binary row's values.
+    scratch: Vec<Value>,
 }
 
 impl RowDecoder {
@@ -462,8 +465,9 @@ impl RowDecoder {
     }
 
     /// Decodes the fields of a row whose framing [`Self::binary_row_len`] checked.
-    fn parse_binary_row(&self, mut fields: &[u8]) -> Result<Row, BaselineError> {
-        let mut values = Vec::with_capacity(self.columns.len());
+    fn parse_binary_row(&mut self, mut fields: &[u8]) -> Result<Row, BaselineError> {
+        let mut values = std::mem::take(&mut self.scratch);
+        values.clear();
         for column in &self.columns {
             let (len, rest) = fields
                 .split_first_chunk::<4>()
@@ -490,7 +494,11 @@ impl RowDecoder {
             };
             values.push(value.map_err(|source| self.bad_value(column, source))?);
         }
-        Ok(Row::new(Arc::clone(&self.layout), values))
+        // Collecting a drain makes the shared slice in one allocation, and the
+        // scratch vector keeps its capacity for the next row.
+        let row = Row::from_shared(Arc::clone(&self.layout), values.drain(..).collect());
+        self.scratch = values;
+        Ok(row)
     }
 }
 

@@ -220,6 +220,26 @@ impl Inner {
     }
 
     async fn connect(&self) -> Result<Client, SourceError> {
+        let (client, connection) = self.connect_unspawned().await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// A query connection whose I/O future the caller drives (it must be polled for
+    /// the client to make progress).
+    async fn connect_unspawned(
+        &self,
+    ) -> Result<
+        (
+            Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        ),
+        SourceError,
+    > {
         let mut config = tokio_postgres::Config::from_str(&self.config.connection_string)
             .map_err(|e| other("invalid PostgreSQL connection string", e))?;
         config.options(session_options());
@@ -227,7 +247,7 @@ impl Inner {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         config.connect_timeout(QUERY_TIMEOUT);
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        config.connect(NoTls).await.map_err(|e| {
             other(
                 format!(
                     "cannot connect to PostgreSQL at {}:{}",
@@ -235,13 +255,7 @@ impl Inner {
                 ),
                 e,
             )
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
-            }
-        });
-        Ok(client)
+        })
     }
 
     /// Reads the server's WAL end on the query connection every few seconds, so lag
@@ -397,7 +411,30 @@ impl Inner {
         snapshot: Option<&str>,
         sink: &mut dyn BaselineSink,
     ) -> Result<(), SourceError> {
-        let client = self.connect().await?;
+        // The connection's I/O is driven by this task too (not a spawned one): reading,
+        // decoding and applying on one thread keeps rows allocated and freed on the
+        // same thread, on the allocator's thread-local fast path. Handing decoded rows
+        // or socket buffers to another thread measured 20-30% slower.
+        let (client, connection) = self.connect_unspawned().await?;
+        let copy = self.copy_on(&client, tables, snapshot, sink);
+        tokio::pin!(connection);
+        tokio::select! {
+            outcome = copy => outcome,
+            ended = &mut connection => Err(match ended {
+                Ok(()) => SourceError::msg("the baseline connection closed"),
+                Err(e) => other("the baseline connection failed", e),
+            }),
+        }
+    }
+
+    /// The baseline transaction of [`Self::copy_tables`] on `client`.
+    async fn copy_on(
+        &self,
+        client: &Client,
+        tables: &[TableIdentifier],
+        snapshot: Option<&str>,
+        sink: &mut dyn BaselineSink,
+    ) -> Result<(), SourceError> {
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -419,62 +456,24 @@ impl Inner {
             let filter = self.config.publication.row_filters.get(table).cloned();
             jobs.push((table.clone(), columns, filter));
         }
-        // Reading and parsing run on their own task, a few batches ahead of the
-        // engine, so the COPY and the targets work at the same time. Memory stays
-        // bounded by the channel.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        // Rows are read, decoded and applied in turn, on this task (see copy_tables).
         let batch_rows = self.config.baseline_batch_rows.max(1);
-        let reader = tokio::spawn(async move {
-            for (table, columns, filter) in jobs {
-                let copy = TableCopy::start_filtered(&client, &table, &columns, filter.as_deref());
-                let mut copy = match copy.await {
-                    Ok(copy) => copy,
-                    Err(e) => {
-                        let _ = tx.send(Err(other(format!("baseline of {table}"), e))).await;
-                        return;
-                    }
-                };
-                loop {
-                    let batch = match copy.next_batch(batch_rows).await {
-                        Ok(Some(rows)) => Ok((table.clone(), rows)),
-                        Ok(None) => break,
-                        Err(e) => Err(other(format!("baseline of {table}"), e)),
-                    };
-                    let failed = batch.is_err();
-                    if tx.send(batch).await.is_err() || failed {
-                        return;
-                    }
-                }
-            }
-            let end = client
-                .batch_execute("COMMIT")
+        for (table, columns, filter) in jobs {
+            let mut copy = TableCopy::start_filtered(client, &table, &columns, filter.as_deref())
                 .await
-                .map_err(|e| other("ending the baseline transaction", e));
-            if let Err(e) = end {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
-        let mut outcome = Ok(());
-        while let Some(batch) = rx.recv().await {
-            match batch {
-                Ok((table, rows)) => {
-                    if let Err(e) = sink.on_rows(&table, rows).await {
-                        outcome = Err(e);
-                        break;
-                    }
-                }
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
+                .map_err(|e| other(format!("baseline of {table}"), e))?;
+            while let Some(rows) = copy
+                .next_batch(batch_rows)
+                .await
+                .map_err(|e| other(format!("baseline of {table}"), e))?
+            {
+                sink.on_rows(&table, rows).await?;
             }
         }
-        drop(rx);
-        if outcome.is_err() {
-            reader.abort();
-        }
-        let _ = reader.await;
-        outcome
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| other("ending the baseline transaction", e))
     }
 
     /// Moves the persistent slot's confirmed position to the acknowledged LSN while no
