@@ -2,6 +2,11 @@
 //! WAL into an IndexedTarget, against `pg_recvlogical` (pgoutput, to /dev/null) reading
 //! the same WAL in the same run; then the end-to-end lag (row written → applied in the
 //! target) at `R` changes/s (default 10,000) for `S` seconds (default 5).
+//!
+//! `cargo xtask bench stream --big-tx N` measures something else instead: the growth of
+//! this process's resident set while one N-row transaction (for example 10,000,000)
+//! streams into a target that keeps no rows, i.e. laredo's own memory for a large
+//! transaction (`big_tx_rss_growth_mib`, limit 256 MiB), and its changes/s.
 
 mod common;
 
@@ -9,7 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Figure, arg, engine, print, run, runtime, source};
-use laredo_core::{Row, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use laredo_core::{
+    ColumnDefinition, Engine, PipelineOptions, Row, SchemaChangeResponse, SyncTarget,
+    TableIdentifier, TargetError, Value, table,
+};
 use laredo_source_pg::SlotMode;
 use laredo_test_support::PgCluster;
 use parking_lot::Mutex;
@@ -24,6 +35,11 @@ fn now_micros() -> i64 {
 }
 
 fn main() {
+    let big_tx = arg("--big-tx", 0);
+    if big_tx > 0 {
+        big_transaction(big_tx);
+        return;
+    }
     let changes = arg("--changes", 1_000_000);
     let rate = arg("--rate", 10_000);
     let seconds = arg("--seconds", 5);
@@ -184,6 +200,123 @@ fn main() {
         &format!(
             "stream benchmark, {changes} changes ({inserts} inserts + {inserts} updates, 1,000 per transaction); \
              reference: pg_recvlogical to /dev/null; lag at {rate} changes/s for {seconds} s"
+        ),
+        &figures,
+    );
+}
+
+/// This process's `VmRSS` or `VmHWM` (peak) in KiB.
+fn memory_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("memory field")
+}
+
+/// Counts inserts and keeps no rows, so memory growth is laredo's own.
+#[derive(Default)]
+struct CountingTarget {
+    inserts: AtomicU64,
+}
+
+#[async_trait]
+impl SyncTarget for CountingTarget {
+    fn type_name(&self) -> &str {
+        "counting"
+    }
+    async fn on_baseline_row(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        self.inserts.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    async fn on_update(
+        &self,
+        _: &TableIdentifier,
+        _: &Row,
+        _: Option<&Row>,
+    ) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_delete(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        Ok(())
+    }
+    async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
+        Ok(())
+    }
+    fn is_durable(&self) -> bool {
+        true
+    }
+    async fn on_schema_change(
+        &self,
+        _: &TableIdentifier,
+        _: &[ColumnDefinition],
+        _: &[ColumnDefinition],
+    ) -> SchemaChangeResponse {
+        SchemaChangeResponse::proceed()
+    }
+}
+
+/// `--big-tx N`: one N-row transaction streamed while the resident set is watched.
+fn big_transaction(rows: u64) {
+    let pg = PgCluster::start().expect("PostgreSQL");
+    let db = pg.create_database("bench_big_tx").expect("database");
+    pg.psql(
+        &db,
+        "CREATE TABLE t (id int8 PRIMARY KEY, v int8 NOT NULL, note text)",
+    )
+    .expect("table");
+    let rt = runtime();
+    let (growth_kib, elapsed) = rt.block_on(async {
+        let target = Arc::new(CountingTarget::default());
+        let engine = Engine::builder()
+            .source("pg", source(&pg, &db, SlotMode::Stateful))
+            .pipeline(
+                "pg",
+                table("public", "t"),
+                target.clone(),
+                PipelineOptions::default(),
+            )
+            .build()
+            .expect("engine");
+        engine.start().await.expect("start");
+        assert!(engine.await_ready(Duration::from_secs(60)).await, "ready");
+        let before = memory_kib("VmRSS");
+        // The server decodes the transaction only after its commit; the time counts
+        // from the commit to the last change applied.
+        pg.psql(
+            &db,
+            &format!(
+                "INSERT INTO t SELECT g, g, 'row number ' || g FROM generate_series(1, {rows}) g"
+            ),
+        )
+        .expect("insert");
+        let started = Instant::now();
+        while target.inserts.load(Ordering::Relaxed) < rows {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed();
+        let peak = memory_kib("VmHWM");
+        engine.stop().await.expect("stop");
+        (peak.saturating_sub(before), elapsed)
+    });
+    let figures = vec![
+        Figure::new("big_tx_rows", rows as f64, "rows"),
+        Figure::new("big_tx_rss_growth_mib", growth_kib as f64 / 1024.0, "MiB"),
+        Figure::new(
+            "big_tx_changes_per_sec",
+            rows as f64 / elapsed.as_secs_f64(),
+            "changes/s",
+        ),
+    ];
+    print(
+        "stream",
+        &format!(
+            "one {rows}-row transaction into a target that keeps no rows: peak resident set \
+             growth of this process (limit 256 MiB) and changes/s from commit to the last apply"
         ),
         &figures,
     );
