@@ -194,7 +194,7 @@ pub(crate) fn build_engine(
         .map_err(|e| e.errors().iter().map(ToString::to_string).collect())
 }
 
-fn pg_source(id: &str, pg: &PgConfig) -> Result<PgSource, String> {
+pub(crate) fn pg_source(id: &str, pg: &PgConfig) -> Result<PgSource, String> {
     let path = format!("sources.{id}");
     let mut publication =
         PublicationConfig::new(pg.publication_name()).create_missing(pg.publication.create);

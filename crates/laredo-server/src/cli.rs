@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use laredo_config::{DEFAULT_INIT_DIR, LaredoConfig, LoadOptions};
 
+use crate::preflight::ValidateMode;
+
 /// How long `healthcheck` waits for the server.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The probe `healthcheck` asks.
@@ -39,6 +41,14 @@ pub(crate) struct Cli {
     /// when a fan-out target exists, otherwise 0); 0 disables.
     #[arg(long, global = true, value_parser = parse_duration)]
     pub(crate) drain_grace: Option<Duration>,
+    /// Checks before starting (and for `validate`): `strict` also connects to every
+    /// source and checks its tables; `structural` connects to nothing; `none` turns the
+    /// safety checks into warnings.
+    #[arg(long, global = true, value_enum, env = "LAREDO_VALIDATE", default_value_t = ValidateMode::Strict)]
+    pub(crate) validate: ValidateMode,
+    /// Log format on stderr: `json` (one object per line) or `text`.
+    #[arg(long, global = true, value_enum, env = "LAREDO_LOG_FORMAT", default_value_t = LogFormat::Json)]
+    pub(crate) log_format: LogFormat,
     /// `key=value` override, applied after every other layer; repeatable.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub(crate) overrides: Vec<String>,
@@ -50,7 +60,8 @@ pub(crate) struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Checks the configuration: prints "config is valid" or every error.
+    /// Checks the configuration (and, with `--validate strict`, the sources): prints
+    /// "config is valid" or every error.
     Validate,
     /// Prints the merged configuration.
     Config {
@@ -66,6 +77,15 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = laredo_config::DEFAULT_HEALTH_PORT)]
         port: u16,
     },
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 /// `--log-level` values.
@@ -119,17 +139,32 @@ impl Cli {
         options
     }
 
-    /// Loads and checks the configuration: every problem, one line each.
-    pub(crate) fn load_config(&self) -> Result<LaredoConfig, Vec<String>> {
+    /// Loads and checks the configuration: every problem, one line each. The safety
+    /// checks are errors unless `--validate none`, which returns them as warnings
+    /// (with the advice, which never stops anything).
+    pub(crate) fn load_config(&self) -> Result<Checked, Vec<String>> {
         let config = LaredoConfig::load(self.load_options())
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let unsupported = crate::build::unsupported(&config);
-        if unsupported.is_empty() {
-            Ok(config)
+        let mut errors = crate::build::unsupported(&config);
+        let mut warnings = crate::preflight::advice(&config);
+        let safety = crate::preflight::safety(&config);
+        if self.validate == ValidateMode::None {
+            warnings.extend(safety);
         } else {
-            Err(unsupported)
+            errors.extend(safety);
+        }
+        if errors.is_empty() {
+            Ok(Checked { config, warnings })
+        } else {
+            Err(errors)
         }
     }
+}
+
+/// A configuration that passed the checks, and what they found worth saying.
+pub(crate) struct Checked {
+    pub(crate) config: LaredoConfig,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Prints each error on its own line on stderr.
@@ -140,18 +175,37 @@ pub(crate) fn print_errors(errors: &[String]) {
     }
 }
 
-/// `validate`.
+/// `validate`: the configuration checks, then (`--validate strict`) the sources.
+/// Warnings go to stderr as `warning: ...` and do not fail the check.
 pub(crate) fn validate(cli: &Cli) -> ExitCode {
-    match cli.load_config() {
-        Ok(_) => {
-            println!("config is valid");
-            ExitCode::SUCCESS
-        }
+    let checked = match cli.load_config() {
+        Ok(checked) => checked,
         Err(errors) => {
             print_errors(&errors);
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let warnings: Vec<String> = checked
+        .warnings
+        .iter()
+        .map(|warning| format!("warning: {warning}"))
+        .collect();
+    print_errors(&warnings);
+    if cli.validate == ValidateMode::Strict {
+        let problems = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(crate::preflight::reach_sources(&checked.config)),
+            Err(error) => vec![format!("cannot start the runtime: {error}")],
+        };
+        if !problems.is_empty() {
+            print_errors(&problems);
+            return ExitCode::FAILURE;
         }
     }
+    println!("config is valid");
+    ExitCode::SUCCESS
 }
 
 /// `config [--dump]`: the merged configuration as JSON, secrets masked. Features this

@@ -18,14 +18,17 @@
 //! ```text
 //! laredo-server --config /etc/laredo/laredo.conf          # run
 //! laredo-server validate --config laredo.conf             # "config is valid" or the errors
+//! laredo-server validate --validate structural ...        # the same without connecting
 //! laredo-server config --dump --config laredo.conf        # merged config, secrets masked
 //! laredo-server version
 //! laredo-server healthcheck --port 8080                   # container HEALTHCHECK
 //! ```
 //!
-//! A configuration error, or a configured feature this build does not implement, is
-//! printed one per line on stderr before anything connects to a database, and the
-//! process exits 1.
+//! A configuration error, a configured feature this build does not implement, or an
+//! unsafe combination (`preflight`) is printed one per line on stderr before anything
+//! connects to a database, and the process exits 1. With `--validate strict` (the
+//! default) the server then connects to each source and checks its tables before the
+//! engine starts. Logs go to stderr as JSON lines, or text with `--log-format text`.
 
 mod build;
 mod cli;
@@ -33,6 +36,7 @@ mod http;
 mod init;
 mod logging;
 mod metrics;
+mod preflight;
 mod run;
 
 use std::process::ExitCode;

@@ -1,8 +1,9 @@
 //! Running the server: startup in order, then a graceful shutdown on SIGTERM/SIGINT.
 //!
-//! Startup: init hooks, configuration (every error printed, exit 1, before anything
-//! connects), logging, the observers (metrics + OAM status events, combined), the
-//! engine, then every listener is bound (so a busy port fails before the engine
+//! Startup: init hooks, configuration and safety checks (every error printed, exit 1,
+//! before anything connects), logging, with `--validate strict` a check that every
+//! source answers and serves its tables (errors printed, exit 1), the observers
+//! (metrics + OAM status events, combined), the engine, then every listener is bound (so a busy port fails before the engine
 //! touches a database), the engine starts, and the HTTP and gRPC servers serve.
 //! One `server started` log line carries every bound address.
 //!
@@ -29,9 +30,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, print_errors};
+use crate::cli::{Checked, Cli, print_errors};
 use crate::http::Health;
 use crate::metrics::Metrics;
+use crate::preflight::ValidateMode;
 
 /// Why the server did not run to a clean exit.
 enum Failure {
@@ -53,14 +55,17 @@ pub(crate) fn main(cli: &Cli) -> ExitCode {
         print_errors(&[error]);
         return ExitCode::FAILURE;
     }
-    let config = match cli.load_config() {
-        Ok(config) => config,
+    let Checked { config, warnings } = match cli.load_config() {
+        Ok(checked) => checked,
         Err(errors) => {
             print_errors(&errors);
             return ExitCode::FAILURE;
         }
     };
-    crate::logging::init(config.observability.logging.level);
+    crate::logging::init(config.observability.logging.level, cli.log_format);
+    for warning in &warnings {
+        tracing::warn!(problem = %warning, "configuration warning");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,6 +146,12 @@ async fn serve(cli: &Cli, config: LaredoConfig) -> Result<(), Failure> {
         Some(Arc::clone(&metrics) as Arc<dyn EngineObserver>),
         Some(Arc::clone(&events) as Arc<dyn EngineObserver>),
     ]));
+    if cli.validate == ValidateMode::Strict {
+        let problems = crate::preflight::reach_sources(&config).await;
+        if !problems.is_empty() {
+            return Err(Failure::Config(problems));
+        }
+    }
     let engine = crate::build::build_engine(&config, observer).map_err(Failure::Config)?;
     let has_fanout = config.has_fanout_target();
 

@@ -127,10 +127,15 @@ fn validate_reports_valid_and_invalid_configs() {
     let port = db.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &config_text(port, ""));
-    let out = run_with_timeout(binary().arg("validate").arg("--config").arg(&config));
+    let out = run_with_timeout(
+        binary()
+            .args(["validate", "--validate", "structural", "--config"])
+            .arg(&config),
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "config is valid\n");
 
+    // Configuration errors come before any connection, whatever the mode.
     let out = run_with_timeout(
         binary()
             .args(["validate", "--set", "grpc.port=abc", "--config"])
@@ -259,4 +264,112 @@ fn a_failing_init_hook_aborts_startup() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("10-fail failed"), "{stderr}");
     assert_never_connected(&db);
+}
+
+const STATEFUL_WITHOUT_SNAPSHOTS: &str = "sources.pg.slot_mode: a stateful slot resumes after a restart without a new baseline, but tables[0].targets[0] (indexed-memory) keeps its rows in memory and no snapshot store is configured, so after a restart it would serve an empty table; configure snapshots (snapshot { enabled = true, store = local, store_config.path = ..., on_shutdown = true }), set sources.pg.always_baseline = true, or use slot_mode = ephemeral";
+
+#[test]
+fn a_stateful_slot_into_memory_without_snapshots_is_refused() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &config_text(port, "sources.pg.slot_mode = stateful"),
+    );
+    for command in [&["validate"][..], &[]] {
+        let out = run_with_timeout(binary().args(command).arg("--config").arg(&config));
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {out:?}");
+        assert_eq!(stderr_lines(&out), vec![STATEFUL_WITHOUT_SNAPSHOTS]);
+    }
+    assert_never_connected(&db);
+}
+
+#[test]
+fn a_stateful_slot_is_accepted_with_snapshots_or_always_baseline() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    for extra in [
+        "snapshot { enabled = true, store = local, store_config.path = /tmp/s, on_shutdown = true }",
+        "sources.pg.always_baseline = true",
+    ] {
+        let text = format!("sources.pg.slot_mode = stateful\n{extra}");
+        let config = write_config(dir.path(), &config_text(port, &text));
+        let out = run_with_timeout(
+            binary()
+                .args(["validate", "--validate", "structural", "--config"])
+                .arg(&config),
+        );
+        assert!(out.status.success(), "{extra}: {out:?}");
+        assert_eq!(stderr_lines(&out), Vec::<String>::new());
+    }
+    assert_never_connected(&db);
+}
+
+#[test]
+fn validate_none_turns_safety_problems_into_warnings() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &config_text(port, "sources.pg.slot_mode = stateful"),
+    );
+    let out = run_with_timeout(
+        binary()
+            .args(["validate", "--validate", "none", "--config"])
+            .arg(&config),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "config is valid\n");
+    assert_eq!(
+        stderr_lines(&out),
+        vec![format!("warning: {STATEFUL_WITHOUT_SNAPSHOTS}")]
+    );
+    assert_never_connected(&db);
+}
+
+#[test]
+fn snapshots_without_a_trigger_get_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &config_text(
+            5432,
+            "snapshot { enabled = true, store = local, store_config.path = /tmp/s }",
+        ),
+    );
+    let out = run_with_timeout(
+        binary()
+            .args(["validate", "--validate", "structural", "--config"])
+            .arg(&config),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stderr_lines(&out),
+        vec![
+            "warning: snapshot: enabled, but neither snapshot.on_shutdown nor snapshot.schedule is set; snapshots are taken only on request (laredo snapshot create)"
+        ]
+    );
+}
+
+#[test]
+fn strict_validation_names_a_source_that_cannot_be_reached() {
+    // A port nothing listens on: the connection is refused at once.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &config_text(port, ""));
+    for command in [&["validate"][..], &[]] {
+        let out = run_with_timeout(binary().args(command).arg("--config").arg(&config));
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {out:?}");
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("sources.pg.connection: "),
+            "{command:?}: {lines:?}"
+        );
+    }
 }

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod cli;
+mod operator_cli;
 mod run;
 mod support;

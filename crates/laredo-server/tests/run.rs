@@ -321,3 +321,78 @@ async fn shutdown_drains_fanout_clients_and_a_second_signal_skips_the_grace() {
             .is_some()
     );
 }
+
+#[test]
+fn strict_validation_names_missing_tables_before_serving() {
+    let pg = PgCluster::shared();
+    let db = users_db(pg, "strict", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "tables += { source = pg, schema = public, table = nope, \
+                 targets = [{ type = indexed-memory, lookup_fields = [id] }] }";
+    let config = write_config(dir.path(), &users_config(pg, &db, extra));
+    let want = vec!["tables[1]: public.nope: table does not exist".to_string()];
+    for command in [&["validate"][..], &[]] {
+        let out = binary()
+            .args(command)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {out:?}");
+        let stderr: Vec<String> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|line| !line.starts_with('{')) // JSON log lines of the run
+            .map(str::to_string)
+            .collect();
+        assert_eq!(stderr, want, "{command:?}");
+    }
+    // The same configuration validates without connecting.
+    let out = binary()
+        .args(["validate", "--validate", "structural", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn text_logs_are_lines_for_people() {
+    use std::io::{BufRead, BufReader};
+
+    let pg = PgCluster::shared();
+    let db = users_db(pg, "textlog", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &users_config(pg, &db, ""));
+    let mut child = binary()
+        .args(["--log-format", "text", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = loop {
+        let line = rx.recv_timeout(WAIT).expect("a `server started` line");
+        if line.contains("server started") {
+            break line;
+        }
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        !started.starts_with('{') && started.contains(" INFO ") && started.contains("grpc_addr="),
+        "{started}"
+    );
+}
