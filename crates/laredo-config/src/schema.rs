@@ -597,7 +597,7 @@ const OBSERVABILITY: Node = Node::Object(&Obj {
             "logging",
             Node::Object(&Obj {
                 fields: &[
-                    opt("type", Node::Scalar(Kind::Enum(&["structured"]))),
+                    opt("type", Node::Scalar(Kind::Enum(&["structured", "text"]))),
                     opt(
                         "level",
                         Node::Scalar(Kind::Enum(&["debug", "info", "warn", "error"])),

@@ -304,6 +304,8 @@ pub enum LogFormat {
     /// JSON lines on stderr.
     #[default]
     Structured,
+    /// Human-readable lines on stderr.
+    Text,
 }
 
 /// Log level (`observability.logging.level`).
@@ -327,7 +329,7 @@ pub enum LogLevel {
 #[serde(default)]
 #[non_exhaustive]
 pub struct LoggingConfig {
-    /// Default `structured`.
+    /// `structured` (default) or `text`.
     #[serde(rename = "type")]
     pub format: LogFormat,
     /// Default `info`.

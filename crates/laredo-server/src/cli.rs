@@ -46,9 +46,10 @@ pub(crate) struct Cli {
     /// safety checks into warnings.
     #[arg(long, global = true, value_enum, env = "LAREDO_VALIDATE", default_value_t = ValidateMode::Strict)]
     pub(crate) validate: ValidateMode,
-    /// Log format on stderr: `json` (one object per line) or `text`.
-    #[arg(long, global = true, value_enum, env = "LAREDO_LOG_FORMAT", default_value_t = LogFormat::Json)]
-    pub(crate) log_format: LogFormat,
+    /// Log format on stderr: `json` (one object per line) or `text`; overrides
+    /// `observability.logging.type` (`structured` or `text`).
+    #[arg(long, global = true, value_enum, env = "LAREDO_LOG_FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
     /// `key=value` override, applied after every other layer; repeatable.
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub(crate) overrides: Vec<String>,

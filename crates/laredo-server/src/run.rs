@@ -30,7 +30,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Checked, Cli, print_errors};
+use crate::cli::{Checked, Cli, LogFormat, print_errors};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::preflight::ValidateMode;
@@ -62,7 +62,13 @@ pub(crate) fn main(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::logging::init(config.observability.logging.level, cli.log_format);
+    let format = cli
+        .log_format
+        .unwrap_or(match config.observability.logging.format {
+            laredo_config::LogFormat::Text => LogFormat::Text,
+            _ => LogFormat::Json,
+        });
+    crate::logging::init(config.observability.logging.level, format);
     for warning in &warnings {
         tracing::warn!(problem = %warning, "configuration warning");
     }

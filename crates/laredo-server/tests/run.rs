@@ -364,7 +364,8 @@ fn text_logs_are_lines_for_people() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &users_config(pg, &db, ""));
     let mut child = binary()
-        .args(["--log-format", "text", "--config"])
+        // The config key (the `--log-format` flag overrides it).
+        .args(["--set", "observability.logging.type=text", "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
