@@ -71,6 +71,11 @@ impl Connection {
         })
     }
 
+    /// The deadline of each unary call (`--timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The URL connected to.
     pub(crate) fn address(&self) -> &str {
         &self.address

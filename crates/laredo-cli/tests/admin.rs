@@ -63,20 +63,62 @@ async fn pause_and_resume_change_every_pipeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_runs_a_fresh_baseline_of_the_table() {
+async fn reload_follows_a_fresh_baseline_of_the_table_to_its_end() {
     let server = server(2).await;
     let before = server.source.baseline_calls();
+    let users_id = server.pipeline_id(&users());
     let out = server.run_admin(&["reload", "public.users"]).await;
-    assert_eq!(out.ok(), "accepted: reloaded public.users from main\n");
-    assert_eq!(server.source.baseline_calls(), before + 1);
-    assert!(server.engine.await_ready(WAIT).await);
+    assert_eq!(
+        out.ok(),
+        format!(
+            "accepted: reload started for public.users on source main\n\
+             reloaded {users_id}: STREAMING, 2 rows\n"
+        )
+    );
+    assert_eq!(
+        server.source.baseline_calls(),
+        before + 1,
+        "the command returned after the reload's baseline"
+    );
+    assert!(server.engine.is_ready());
+
+    let json = server
+        .run_admin(&["reload", "users", "--source", "main", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(
+        json,
+        json!({
+            "accepted": true,
+            "message": "reload started for public.users on source main",
+            "pipelines": [{"pipeline_id": users_id, "state": "STREAMING", "row_count": 2}],
+        })
+    );
+    assert_eq!(server.source.baseline_calls(), before + 2);
 
     let json = server
         .run_admin(&["reload", "--all", "-o", "json"])
         .await
         .json();
     assert_eq!(json["accepted"], true);
-    assert!(server.source.baseline_calls() > before + 1);
+    assert!(server.source.baseline_calls() > before + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_no_wait_returns_once_accepted() {
+    let server = server(2).await;
+    let before = server.source.baseline_calls();
+    let out = server
+        .run_admin(&["reload", "public.users", "--no-wait"])
+        .await;
+    assert_eq!(
+        out.ok(),
+        "accepted: reload started for public.users on source main\n"
+    );
+    laredo_test_support::wait_until("the reload ran", WAIT, || {
+        server.source.baseline_calls() > before && server.engine.is_ready()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

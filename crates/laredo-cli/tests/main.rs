@@ -7,5 +7,6 @@ mod basics;
 mod fanout;
 mod query;
 mod reads;
+mod replay;
 mod streams;
 mod support;

@@ -6,11 +6,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use laredo_core::{Engine, IndexDefinition, PipelineOptions, Row, TableIdentifier, row, table};
+use laredo_core::{
+    Engine, IndexDefinition, PipelineOptions, Row, SnapshotOptions, TableIdentifier, row, table,
+};
 use laredo_deadletter::MemoryDeadLetterStore;
 use laredo_service::GrpcServer;
 use laredo_service_oam::{OamService, StatusEvents};
 use laredo_service_query::QueryService;
+use laredo_snapshot_local::LocalSnapshotStore;
 use laredo_source_test::TestSource;
 use laredo_target_memory::IndexedTarget;
 use serde_json::Value as Json;
@@ -46,6 +49,8 @@ pub(crate) struct Server {
     pub(crate) source: Arc<TestSource>,
     pub(crate) addr: SocketAddr,
     shutdown: CancellationToken,
+    /// The snapshot store's directory, when it has one.
+    _snapshots: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -138,10 +143,29 @@ pub(crate) fn test_source(user_count: i64) -> Arc<TestSource> {
     source
 }
 
+/// Users 1..=user_count and two orders, with a local snapshot store; ready.
+pub(crate) async fn server_with_snapshots(user_count: i64) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SnapshotOptions::new(Arc::new(LocalSnapshotStore::new(dir.path())))
+        .describe_store("local", dir.path().display().to_string());
+    let mut server = serve_with(test_source(user_count), Some(options)).await;
+    server._snapshots = Some(dir);
+    assert!(server.engine.await_ready(WAIT).await);
+    server
+}
+
 /// Builds the engine on `source`, serves it and starts it (without waiting for ready).
 pub(crate) async fn serve(source: Arc<TestSource>) -> Server {
+    serve_with(source, None).await
+}
+
+async fn serve_with(source: Arc<TestSource>, snapshots: Option<SnapshotOptions>) -> Server {
     let events = StatusEvents::new();
-    let engine = Engine::builder()
+    let mut builder = Engine::builder();
+    if let Some(options) = snapshots {
+        builder = builder.snapshots(options);
+    }
+    let engine = builder
         .source("main", source.clone())
         .pipeline(
             "main",
@@ -180,6 +204,7 @@ pub(crate) async fn serve(source: Arc<TestSource>) -> Server {
         source,
         addr,
         shutdown,
+        _snapshots: None,
     }
 }
 
@@ -258,6 +283,36 @@ impl Spawned {
 
     /// Sends SIGINT (what Ctrl-C sends) and returns the exit code.
     pub(crate) async fn interrupt(mut self) -> Option<i32> {
+        self.send_sigint().await;
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("laredo exited after SIGINT")
+            .unwrap()
+            .code()
+    }
+}
+
+impl Spawned {
+    /// Sends SIGINT and returns the exit code and the stderr lines not read yet.
+    pub(crate) async fn interrupt_reading_stderr(mut self) -> (Option<i32>, Vec<String>) {
+        self.send_sigint().await;
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.stderr.next_line().await.unwrap() {
+                rest.push(line);
+            }
+        })
+        .await
+        .expect("stderr closed after SIGINT");
+        let code = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("laredo exited after SIGINT")
+            .unwrap()
+            .code();
+        (code, rest)
+    }
+
+    async fn send_sigint(&self) {
         let pid = self.child.id().unwrap().to_string();
         let status = Command::new("kill")
             .args(["-INT", &pid])
@@ -265,11 +320,6 @@ impl Spawned {
             .await
             .unwrap();
         assert!(status.success());
-        tokio::time::timeout(WAIT, self.child.wait())
-            .await
-            .expect("laredo exited after SIGINT")
-            .unwrap()
-            .code()
     }
 }
 

@@ -52,6 +52,7 @@ mod engine;
 mod observer;
 mod pipeline;
 mod position;
+mod replay;
 mod row;
 mod snapshot;
 mod source;
@@ -75,6 +76,10 @@ pub use crate::engine::{
 pub use crate::observer::{CompositeObserver, EngineObserver, NullObserver};
 pub use crate::pipeline::{PipelineFilter, PipelineTransform, filter_fn, transform_fn};
 pub use crate::position::Position;
+pub use crate::replay::{
+    DEFAULT_REALTIME_ROWS_PER_SECOND, ReplayError, ReplayHandle, ReplayReport, ReplayState,
+    ReplayStatus, SnapshotReplay,
+};
 pub use crate::row::{Row, RowLayout};
 pub use crate::snapshot::{
     SnapshotDescriptor, SnapshotEntry, SnapshotError, SnapshotFilter, SnapshotMetadata,

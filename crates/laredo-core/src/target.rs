@@ -62,6 +62,13 @@ pub trait SyncTarget: Any + Send + Sync {
     /// `replication-fanout`, or a custom name. Part of the pipeline id.
     fn type_name(&self) -> &str;
 
+    /// The target's configuration for operators (OAM `ListTables`): lookup fields,
+    /// indexes, an endpoint. Leave secrets out (OAM also masks keys that look like
+    /// them). The default describes nothing.
+    fn describe(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
     /// Prepares for `table` with its columns. Called before the baseline and again
     /// before a re-baseline. The default accepts any columns.
     ///

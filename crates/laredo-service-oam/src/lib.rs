@@ -1,8 +1,14 @@
 //! The OAM gRPC service of laredo (`laredo.v1.LaredoOAMService`): status of the
 //! service, its sources and pipelines (state, lag, buffer depth, row counts, applied
 //! changes), table schemas, reload, pause and resume, source reset, dead letters (list,
-//! replay, purge) and a streaming watch of status events, over a running
-//! [`Engine`](laredo_core::Engine).
+//! replay, purge), engine snapshots and snapshot replay, and a streaming watch of
+//! status events, over a running [`Engine`](laredo_core::Engine).
+//!
+//! Long operations answer at once: `ReloadTable` checks what it can up front, then
+//! reloads in the background (follow the pipeline states); `StartReplay` returns a
+//! replay id for `GetReplayStatus` and `StopReplay`, and needs the target pipeline
+//! named, because a replay writes into that pipeline's live target (whose own changes
+//! wait until it ends; see [`Engine::start_replay`](laredo_core::Engine::start_replay)).
 //!
 //! Register a [`StatusEvents`] observer with the engine, then serve an [`OamService`]
 //! with any tonic server (or `laredo-service`'s assembly):
@@ -29,7 +35,9 @@
 //! pipeline to reload), `INVALID_ARGUMENT` for missing arguments. Snapshots and snapshot
 //! replay answer `FAILED_PRECONDITION` until the engine has a snapshot store.
 
+mod describe;
 mod events;
+mod replays;
 mod service;
 
 pub use crate::events::{PipelineCounters, StatusEvent, StatusEvents, WATCH_BUFFER};

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use laredo_core::{
-    Engine, EngineError, OrderingGuarantee, PipelineInfo, PipelineState, SnapshotDescriptor,
-    SnapshotFilter, SnapshotMetadata, SourceState, TableIdentifier, Value,
+    DEFAULT_REALTIME_ROWS_PER_SECOND, Engine, EngineError, OrderingGuarantee, PipelineInfo,
+    PipelineState, ReplaySpeed, ReplayState, SnapshotDescriptor, SnapshotFilter, SnapshotMetadata,
+    SourceState, TableIdentifier, Value,
 };
 use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::laredo_oam_service_server::{
@@ -15,11 +16,15 @@ use laredo_proto::laredo::v1::laredo_oam_service_server::{
 };
 use laredo_target_fanout::{DrainReason, FanoutTarget, fanout_targets};
 use laredo_target_memory::IndexedTarget;
+use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::describe;
 use crate::events::{StatusEvent, StatusEvents};
+use crate::replays::Replays;
 
 /// The OAM service of one engine.
 #[derive(Debug, Clone)]
@@ -27,6 +32,10 @@ pub struct OamService {
     engine: Engine,
     events: Arc<StatusEvents>,
     started_at: SystemTime,
+    replays: Arc<Replays>,
+    /// Reloads started by `ReloadTable`, until they finish. Never aborted: a reload cut
+    /// off half way would leave its source paused; the engine's stop cancels them.
+    reloads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl OamService {
@@ -37,6 +46,8 @@ impl OamService {
             engine,
             events,
             started_at: SystemTime::now(),
+            replays: Arc::default(),
+            reloads: Arc::default(),
         }
     }
 
@@ -92,6 +103,9 @@ impl OamService {
         }
     }
 
+    /// A source's info without its details; `current_position` is the position the
+    /// source delivered last (a change, a heartbeat, or where streaming started),
+    /// `acked_position` the last one acknowledged to it.
     fn source_info(&self, source_id: &str) -> Option<pb::SourceInfo> {
         let info = self.engine.source_info(source_id)?;
         Some(pb::SourceInfo {
@@ -100,12 +114,19 @@ impl OamService {
             state: source_state(info.state) as i32,
             supports_resume: info.supports_resume,
             ordering_guarantee: ordering(info.ordering) as i32,
-            current_position: String::new(),
+            current_position: info.current_position.unwrap_or_default(),
             acked_position: info.last_acked_position.unwrap_or_default(),
             lag_bytes: Some(info.lag.lag_bytes),
             lag_time: info.lag.lag_time.and_then(duration),
             details: None,
         })
+    }
+
+    /// Keeps the handle of a background reload, forgetting finished ones.
+    fn track_reload(&self, handle: JoinHandle<()>) {
+        let mut reloads = self.reloads.lock();
+        reloads.retain(|h| !h.is_finished());
+        reloads.push(handle);
     }
 
     fn service_state(&self) -> pb::ServiceState {
@@ -170,6 +191,12 @@ impl OamService {
         } else {
             Err(Status::not_found(format!("no pipeline serves table {id}")))
         }
+    }
+
+    fn replay(&self, replay_id: &str) -> Result<Arc<laredo_core::ReplayHandle>, Status> {
+        self.replays
+            .get(replay_id)
+            .ok_or_else(|| Status::not_found(format!("replay {replay_id} not found")))
     }
 
     fn dead_letter_store(&self) -> Result<Arc<dyn laredo_core::DeadLetterStore>, Status> {
@@ -383,7 +410,7 @@ impl LaredoOamService for OamService {
             if let Some(source) = self.engine.source(id) {
                 let details = source.details().await;
                 if !details.is_empty() {
-                    info.details = Some(json_struct(details));
+                    info.details = Some(json_struct(describe::masked(details)));
                 }
             }
             sources.push(info);
@@ -395,6 +422,12 @@ impl LaredoOamService for OamService {
         &self,
         _request: Request<pb::ListTablesRequest>,
     ) -> Result<Response<pb::ListTablesResponse>, Status> {
+        let mut source_configs = HashMap::new();
+        for id in self.engine.source_ids() {
+            if let Some(config) = describe::source_config(&self.engine, &id).await {
+                source_configs.insert(id, json_struct(config));
+            }
+        }
         let tables = self
             .engine
             .pipelines()
@@ -419,10 +452,13 @@ impl LaredoOamService for OamService {
                         .source_info(&p.source_id)
                         .map(|s| s.source_type)
                         .unwrap_or_default(),
+                    source_config: source_configs.get(&p.source_id).cloned(),
                     source_id: p.source_id,
-                    source_config: None,
                     target_type: p.target_type,
-                    target_config: None,
+                    target_config: self
+                        .engine
+                        .pipeline_target(&p.id)
+                        .map(|t| json_struct(describe::target_config(t.as_ref()))),
                     pipeline_id: p.id,
                 }
             })
@@ -446,34 +482,69 @@ impl LaredoOamService for OamService {
         }))
     }
 
+    /// Checks what can be known up front (the table, its source, an active pipeline),
+    /// then reloads in the background and answers at once; a failure of the reload
+    /// itself shows as its pipelines going to ERROR (and in the server log).
     async fn reload_table(
         &self,
         request: Request<pb::ReloadTableRequest>,
     ) -> Result<Response<pb::ReloadTableResponse>, Status> {
         let request = request.into_inner();
         let table = self.table(&request.schema, &request.table)?;
-        let sources: Vec<String> = if request.source_id.is_empty() {
-            let mut ids: Vec<String> = self
-                .engine
-                .pipelines()
-                .into_iter()
-                .filter(|p| p.table == table)
-                .map(|p| p.source_id)
-                .collect();
+        let of_table: Vec<PipelineInfo> = self
+            .engine
+            .pipelines()
+            .into_iter()
+            .filter(|p| p.table == table)
+            .collect();
+        let source = if request.source_id.is_empty() {
+            let mut ids: Vec<&str> = of_table.iter().map(|p| p.source_id.as_str()).collect();
+            ids.sort_unstable();
             ids.dedup();
-            ids
+            match ids.as_slice() {
+                [one] => (*one).to_string(),
+                several => {
+                    return Err(Status::invalid_argument(format!(
+                        "{table} is served by sources {}: set source_id",
+                        several.join(", ")
+                    )));
+                }
+            }
         } else {
-            self.source_ids(&request.source_id)?
+            self.source_ids(&request.source_id)?;
+            if !of_table.iter().any(|p| p.source_id == request.source_id) {
+                return Err(Status::not_found(format!(
+                    "no pipeline serves table {table} on source {:?}",
+                    request.source_id
+                )));
+            }
+            request.source_id
         };
-        for source in &sources {
-            self.engine
-                .reload(source, &table)
-                .await
-                .map_err(engine_status)?;
+        let active = of_table.iter().any(|p| {
+            p.source_id == source
+                && matches!(p.state, PipelineState::Streaming | PipelineState::Paused)
+        });
+        if !active {
+            let refused = EngineError::NoActivePipelines {
+                source_id: source,
+                table,
+            };
+            return Ok(Response::new(pb::ReloadTableResponse {
+                accepted: false,
+                message: refused.to_string(),
+            }));
         }
+        let message = format!("reload started for {table} on source {source}");
+        let engine = self.engine.clone();
+        self.track_reload(tokio::spawn(async move {
+            match engine.reload(&source, &table).await {
+                Ok(()) => tracing::info!(%table, source = %source, "reload completed"),
+                Err(e) => tracing::warn!(%table, source = %source, error = %e, "reload failed"),
+            }
+        }));
         Ok(Response::new(pb::ReloadTableResponse {
             accepted: true,
-            message: format!("reloaded {table} from {}", sources.join(", ")),
+            message,
         }))
     }
 
@@ -814,33 +885,110 @@ impl LaredoOamService for OamService {
         Ok(Response::new(pb::PurgeDeadLettersResponse { purged }))
     }
 
+    /// Starts a replay into the target of `target_pipeline_id` (required: the replay
+    /// changes that live target's rows). The pipeline applies none of its changes
+    /// while the replay runs; they wait in its buffer and follow the snapshot's rows.
+    /// `realtime` is a throttle (snapshots record no write times): see
+    /// [`laredo_core::SnapshotReplay`].
     async fn start_replay(
         &self,
-        _request: Request<pb::StartReplayRequest>,
+        request: Request<pb::StartReplayRequest>,
     ) -> Result<Response<pb::StartReplayResponse>, Status> {
-        Err(Status::failed_precondition(
-            "snapshot replay needs a snapshot store, and none is configured",
-        ))
+        let request = request.into_inner();
+        if self.engine.snapshot_store().is_none() {
+            return Err(engine_status(EngineError::NoSnapshotStore));
+        }
+        if request.snapshot_id.is_empty() {
+            return Err(Status::invalid_argument("snapshot_id is required"));
+        }
+        if request.target_pipeline_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "target_pipeline_id is required: a replay writes the snapshot's rows into \
+                 that pipeline's live target, so name the pipeline explicitly",
+            ));
+        }
+        let speed = match pb::ReplaySpeed::try_from(request.speed) {
+            Ok(pb::ReplaySpeed::Unspecified | pb::ReplaySpeed::Full) => ReplaySpeed::Full,
+            Ok(pb::ReplaySpeed::Realtime) => ReplaySpeed::Realtime,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown replay speed {}",
+                    request.speed
+                )));
+            }
+        };
+        let mut tables = Vec::with_capacity(request.tables.len());
+        for text in &request.tables {
+            let table: TableIdentifier = text.parse().map_err(|_| {
+                Status::invalid_argument(format!("invalid table {text:?}: expected schema.table"))
+            })?;
+            tables.push(table);
+        }
+        let pipeline = self.pipeline(&request.target_pipeline_id)?;
+        let handle = match self
+            .engine
+            .start_replay(&request.snapshot_id, &pipeline.id, &tables, speed)
+            .await
+        {
+            Ok(handle) => handle,
+            Err(EngineError::ReplayRefused(reason)) => {
+                return Ok(Response::new(pb::StartReplayResponse {
+                    accepted: false,
+                    replay_id: String::new(),
+                    message: reason,
+                }));
+            }
+            Err(e) => return Err(engine_status(e)),
+        };
+        let replay_id = self.replays.insert(&pipeline.id, handle);
+        let pace = match speed {
+            ReplaySpeed::Realtime => format!(
+                " at {DEFAULT_REALTIME_ROWS_PER_SECOND} rows/s (snapshots record no write \
+                 times, so realtime is a throttle)"
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::StartReplayResponse {
+            accepted: true,
+            message: format!(
+                "replaying snapshot {} into pipeline {}{pace}; the pipeline's changes wait \
+                 until the replay ends",
+                request.snapshot_id, pipeline.id
+            ),
+            replay_id,
+        }))
     }
 
     async fn get_replay_status(
         &self,
         request: Request<pb::GetReplayStatusRequest>,
     ) -> Result<Response<pb::GetReplayStatusResponse>, Status> {
-        Err(Status::not_found(format!(
-            "no replay {:?}",
-            request.into_inner().replay_id
-        )))
+        let replay_id = request.into_inner().replay_id;
+        let handle = self.replay(&replay_id)?;
+        let status = handle.status();
+        let state = match status.state {
+            ReplayState::Running => pb::ReplayState::Running,
+            ReplayState::Completed => pb::ReplayState::Completed,
+            ReplayState::Stopped => pb::ReplayState::Stopped,
+            _ => pb::ReplayState::Error,
+        };
+        Ok(Response::new(pb::GetReplayStatusResponse {
+            replay_id,
+            state: state as i32,
+            rows_replayed: status.rows_replayed,
+            elapsed: duration(status.elapsed),
+            message: status.error.unwrap_or_default(),
+        }))
     }
 
     async fn stop_replay(
         &self,
         request: Request<pb::StopReplayRequest>,
     ) -> Result<Response<pb::StopReplayResponse>, Status> {
-        Err(Status::not_found(format!(
-            "no replay {:?}",
-            request.into_inner().replay_id
-        )))
+        let handle = self.replay(&request.into_inner().replay_id)?;
+        Ok(Response::new(pb::StopReplayResponse {
+            stopped: handle.stop().await,
+        }))
     }
 }
 
@@ -930,11 +1078,13 @@ pub fn engine_status(error: EngineError) -> Status {
         EngineError::UnknownSource(_)
         | EngineError::UnknownPipeline(_)
         | EngineError::SnapshotNotFound(_) => Status::not_found(message),
+        EngineError::ReplayTable { .. } => Status::invalid_argument(message),
         EngineError::NotStarted
         | EngineError::Stopped
         | EngineError::NoActivePipelines { .. }
         | EngineError::NoSnapshotStore
         | EngineError::SnapshotRefused(_)
+        | EngineError::ReplayRefused(_)
         | EngineError::NoDeadLetterStore
         | EngineError::ResetUnsupported(_)
         | EngineError::AlreadyStarted => Status::failed_precondition(message),

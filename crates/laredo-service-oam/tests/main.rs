@@ -21,6 +21,8 @@ use laredo_test_support::wait_until_async;
 use tonic::Code;
 use tonic::transport::Channel;
 
+mod replay;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 fn users() -> TableIdentifier {
@@ -31,10 +33,33 @@ fn user(id: i64, name: &str) -> Row {
     row! {"id" => id, "name" => name}
 }
 
-/// An IndexedTarget that refuses rows named "bad" until healed.
+/// A protobuf `Struct` as JSON.
+fn struct_json(s: &prost_types::Struct) -> serde_json::Value {
+    fn value(v: &prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match &v.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            Some(Kind::BoolValue(b)) => (*b).into(),
+            Some(Kind::NumberValue(n)) => (*n).into(),
+            Some(Kind::StringValue(s)) => s.clone().into(),
+            Some(Kind::ListValue(l)) => l.values.iter().map(value).collect(),
+            Some(Kind::StructValue(s)) => struct_json(s),
+        }
+    }
+    s.fields
+        .iter()
+        .map(|(k, v)| (k.clone(), value(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// An IndexedTarget that refuses rows named "bad" until healed, and whose baseline
+/// rows wait for a permit of `gate` while `gated`.
 struct Picky {
     inner: Arc<IndexedTarget>,
     healed: AtomicBool,
+    gated: AtomicBool,
+    gate: tokio::sync::Semaphore,
 }
 
 #[async_trait]
@@ -50,6 +75,9 @@ impl SyncTarget for Picky {
         self.inner.on_init(t, c).await
     }
     async fn on_baseline_row(&self, t: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+        if self.gated.load(Ordering::SeqCst) {
+            self.gate.acquire().await.unwrap().forget();
+        }
         self.inner.on_baseline_row(t, row).await
     }
     async fn on_insert(&self, t: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
@@ -115,6 +143,8 @@ async fn fixture() -> Fixture {
     let picky = Arc::new(Picky {
         inner: IndexedTarget::builder().lookup_fields(["id"]).build(),
         healed: AtomicBool::new(false),
+        gated: AtomicBool::new(false),
+        gate: tokio::sync::Semaphore::new(0),
     });
     let events = StatusEvents::new();
     let engine = Engine::builder()
@@ -263,6 +293,44 @@ async fn status_pipelines_tables_and_schema() {
     assert_eq!(tables.tables.len(), 2);
     assert_eq!(tables.tables[0].primary_key, vec!["id".to_string()]);
     assert_eq!(tables.tables[0].source_type, "test");
+    let source_config = struct_json(tables.tables[0].source_config.as_ref().unwrap());
+    assert_eq!(
+        source_config,
+        serde_json::json!({
+            "id": "main",
+            "type": "test",
+            "supports_resume": true,
+            "ordering_guarantee": "total",
+            "details": {},
+        })
+    );
+    let indexed_config = tables
+        .tables
+        .iter()
+        .find(|t| t.target_type == "indexed-memory")
+        .and_then(|t| t.target_config.as_ref())
+        .map(struct_json)
+        .unwrap();
+    assert_eq!(
+        indexed_config,
+        serde_json::json!({
+            "type": "indexed-memory",
+            "lookup_fields": ["id"],
+            "indexes": [{"name": "by_name", "fields": ["name"], "unique": false}],
+        })
+    );
+    let picky_config = tables
+        .tables
+        .iter()
+        .find(|t| t.target_type == "picky")
+        .and_then(|t| t.target_config.as_ref())
+        .map(struct_json)
+        .unwrap();
+    assert_eq!(
+        picky_config,
+        serde_json::json!({"type": "picky"}),
+        "a target that describes nothing still names its type"
+    );
 
     let schema = f
         .client
@@ -289,7 +357,19 @@ async fn status_pipelines_tables_and_schema() {
         .unwrap()
         .into_inner();
     assert_eq!(sources.sources[0].source_type, "test");
-    assert!(!sources.sources[0].acked_position.is_empty());
+    assert_eq!(
+        sources.sources[0].acked_position,
+        last.as_u64().unwrap().to_string()
+    );
+    assert_eq!(
+        sources.sources[0].current_position,
+        last.as_u64().unwrap().to_string(),
+        "the last change read"
+    );
+    assert_eq!(
+        status.sources[0].current_position,
+        last.as_u64().unwrap().to_string()
+    );
 
     let ready = f
         .client
@@ -331,6 +411,50 @@ async fn unknown_things_and_missing_preconditions_get_their_status_codes() {
     );
     assert_eq!(c, Code::NotFound);
     assert!(m.contains("\"x\""), "{m}");
+    let (c, m) = code(
+        f.client
+            .reload_table(pb::ReloadTableRequest {
+                source_id: String::new(),
+                schema: "public".into(),
+                table: "nope".into(),
+            })
+            .await,
+    );
+    assert_eq!(c, Code::NotFound);
+    assert!(m.contains("public.nope"), "{m}");
+    let (c, m) = code(
+        f.client
+            .reload_table(pb::ReloadTableRequest {
+                source_id: "ghost".into(),
+                schema: "public".into(),
+                table: "users".into(),
+            })
+            .await,
+    );
+    assert_eq!(c, Code::NotFound);
+    assert!(m.contains("ghost"), "{m}");
+    let (c, m) = code(
+        f.client
+            .get_replay_status(pb::GetReplayStatusRequest {
+                replay_id: "replay-x".into(),
+            })
+            .await,
+    );
+    assert_eq!(
+        (c, m.as_str()),
+        (Code::NotFound, "replay replay-x not found")
+    );
+    let (c, m) = code(
+        f.client
+            .stop_replay(pb::StopReplayRequest {
+                replay_id: "replay-x".into(),
+            })
+            .await,
+    );
+    assert_eq!(
+        (c, m.as_str()),
+        (Code::NotFound, "replay replay-x not found")
+    );
     let (c, _) = code(
         f.client
             .pause_sync(pb::PauseSyncRequest {
@@ -424,7 +548,14 @@ async fn reload_pause_resume_and_reset_drive_the_engine() {
         .unwrap()
         .into_inner();
     assert!(reload.accepted);
-    assert!(f.target.lookup(99i64).is_none());
+    assert_eq!(
+        reload.message,
+        "reload started for public.users on source main"
+    );
+    laredo_test_support::wait_until("the reload dropped the stale row", WAIT, || {
+        f.target.lookup(99i64).is_none() && f.engine.is_ready()
+    })
+    .await;
     let baselines = f.source.baseline_calls();
 
     let reset = f
@@ -446,6 +577,59 @@ async fn reload_pause_resume_and_reset_drive_the_engine() {
         async move { source.baseline_calls() > baselines }
     })
     .await;
+    f.engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_table_answers_before_a_slow_reload_completes() {
+    let mut f = fixture().await;
+    SyncTarget::on_insert(&*f.target, &users(), &user(99, "stale"))
+        .await
+        .unwrap();
+    // The reload's baseline waits at the picky target until the gate opens.
+    f.picky.gated.store(true, Ordering::SeqCst);
+    let reload = tokio::time::timeout(
+        WAIT,
+        f.client.reload_table(pb::ReloadTableRequest {
+            source_id: String::new(),
+            schema: "public".into(),
+            table: "users".into(),
+        }),
+    )
+    .await
+    .expect("answered while the reload waits")
+    .unwrap()
+    .into_inner();
+    assert!(reload.accepted, "{}", reload.message);
+    assert_eq!(
+        reload.message,
+        "reload started for public.users on source main"
+    );
+    let picky_id = f
+        .engine
+        .pipelines()
+        .into_iter()
+        .find(|p| p.target_type == "picky")
+        .unwrap()
+        .id;
+    laredo_test_support::wait_until("the reload is baselining", WAIT, || {
+        f.engine
+            .pipelines()
+            .iter()
+            .any(|p| p.id == picky_id && p.state == laredo_core::PipelineState::Baselining)
+    })
+    .await;
+    assert!(!f.engine.is_ready());
+
+    f.picky
+        .gate
+        .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    laredo_test_support::wait_until("the reload completed", WAIT, || {
+        f.engine.is_ready() && f.target.lookup(99i64).is_none()
+    })
+    .await;
+    assert_eq!(f.picky.inner.all().len(), 3);
+    assert_eq!(f.target.all().len(), 3);
     f.engine.stop().await.unwrap();
 }
 

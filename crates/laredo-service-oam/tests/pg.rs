@@ -222,6 +222,16 @@ async fn every_read_and_admin_rpc_works_against_a_postgresql_source() {
         .into_inner();
     assert_eq!(tables.tables[0].primary_key, ["id"]);
     assert_eq!(tables.tables[0].source_type, "postgresql");
+    let source_config = tables.tables[0].source_config.as_ref().unwrap();
+    assert_eq!(
+        field(source_config, &["details", "slot", "name"]),
+        Some(&Kind::StringValue(format!("slot_{db}")))
+    );
+    let target_config = tables.tables[0].target_config.as_ref().unwrap();
+    assert_eq!(
+        field(target_config, &["type"]),
+        Some(&Kind::StringValue("indexed-memory".into()))
+    );
     let schema = oam
         .get_table_schema(pb::GetTableSchemaRequest {
             schema: "public".into(),
@@ -262,6 +272,15 @@ async fn every_read_and_admin_rpc_works_against_a_postgresql_source() {
     })
     .await;
     wait_count(&query, pg, &db).await;
+    let info = oam
+        .get_source_info(pb::GetSourceInfoRequest {
+            source_id: "pg".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let current = &info.sources[0].current_position;
+    assert!(current.contains('/'), "an LSN: {current:?}");
     let row = query
         .get_row(pb::GetRowRequest {
             schema: "public".into(),

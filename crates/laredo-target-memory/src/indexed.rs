@@ -337,6 +337,21 @@ impl SyncTarget for IndexedTarget {
         TYPE_NAME
     }
 
+    /// `lookup_fields` (the configured ones, else the key in use; empty before
+    /// `on_init`) and the configured `indexes` (`name`, `fields`, `unique`).
+    fn describe(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::{Value as J, json};
+        let indexes: Vec<J> = self
+            .index_defs
+            .iter()
+            .map(|i| json!({"name": i.name, "fields": i.fields, "unique": i.unique}))
+            .collect();
+        let mut map = serde_json::Map::new();
+        map.insert("lookup_fields".into(), J::from(self.lookup_fields()));
+        map.insert("indexes".into(), J::Array(indexes));
+        map
+    }
+
     /// Checks the lookup and index fields against `columns` (every problem is reported
     /// in one error), takes the primary key as the row key (the lookup fields when the
     /// table has none) and re-keys any rows already held.

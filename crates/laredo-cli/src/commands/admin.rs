@@ -16,8 +16,8 @@ use crate::connection::Connection;
 use crate::format::{self, table_name};
 use crate::table::Table;
 
-/// How often `replay` asks for progress.
-const REPLAY_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often `replay` and `reload` ask for progress.
+const PROGRESS_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Prints an `accepted` / `message` answer; a refusal is an error.
 fn accepted(output: OutputFormat, accepted: bool, message: &str) -> anyhow::Result<()> {
@@ -33,42 +33,223 @@ fn accepted(output: OutputFormat, accepted: bool, message: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// `laredo reload <s.t> | --all [--source id]`.
-pub(crate) async fn reload(
+/// `laredo reload --all [--source id]`: the server answers once every table is
+/// reloaded.
+pub(crate) async fn reload_all(
     conn: &Connection,
     output: OutputFormat,
-    table: Option<&str>,
-    all: bool,
     source: Option<&str>,
 ) -> anyhow::Result<()> {
-    let source_id = source.unwrap_or_default().to_string();
-    let mut oam = conn.oam();
-    if all {
-        let what = source.map_or_else(
-            || "every table".to_string(),
-            |s| format!("every table of {s}"),
-        );
-        let response = spinner(
-            format!("reloading {what}"),
-            conn.call(oam.reload_all(conn.request(pb::ReloadAllRequest { source_id }))),
-        )
-        .await?;
-        return accepted(output, response.accepted, &response.message);
-    }
-    let Some(name) = table else {
-        bail!("name a table to reload, or --all");
-    };
-    let (schema, table) = format::split_table(name);
+    let what = source.map_or_else(
+        || "every table".to_string(),
+        |s| format!("every table of {s}"),
+    );
     let response = spinner(
-        format!("reloading {name}"),
-        conn.call(oam.reload_table(conn.request(pb::ReloadTableRequest {
-            source_id,
-            schema,
-            table,
+        format!("reloading {what}"),
+        conn.call(conn.oam().reload_all(conn.request(pb::ReloadAllRequest {
+            source_id: source.unwrap_or_default().to_string(),
         }))),
     )
     .await?;
     accepted(output, response.accepted, &response.message)
+}
+
+/// `laredo reload <s.t> [--source id] [--no-wait]`: the server accepts at once and
+/// reloads in the background; unless `--no-wait`, this follows the reload to its end
+/// (see [`follow_reload`]) and prints each pipeline's state and row count.
+pub(crate) async fn reload_table(
+    conn: &Connection,
+    output: OutputFormat,
+    name: &str,
+    source: Option<&str>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let (schema, table) = format::split_table(name);
+    let full_name = table_name(&schema, &table);
+    let mut oam = conn.oam();
+    // Watch before asking: the server has registered the watcher once the call
+    // answers, so no state change of the reload is missed.
+    let events = if wait {
+        let stream = oam
+            .watch_status(conn.stream_request(pb::WatchStatusRequest {
+                tables: vec![full_name.clone()],
+                pipeline_ids: Vec::new(),
+                include_row_changes: false,
+            }))
+            .await
+            .map_err(|s| conn.status_error(&s))?
+            .into_inner();
+        Some(stream)
+    } else {
+        None
+    };
+    let before = table_pipelines(conn, &full_name, source).await?;
+    let response = conn
+        .call(oam.reload_table(conn.request(pb::ReloadTableRequest {
+            source_id: source.unwrap_or_default().to_string(),
+            schema,
+            table,
+        })))
+        .await?;
+    let Some(events) = events.filter(|_| response.accepted) else {
+        return accepted(output, response.accepted, &response.message);
+    };
+    if output == OutputFormat::Table {
+        println!("accepted: {}", response.message);
+    }
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|p| {
+            [pb::PipelineState::Streaming, pb::PipelineState::Paused]
+                .iter()
+                .any(|s| *s as i32 == p.state)
+        })
+        .map(|p| p.pipeline_id.clone())
+        .collect();
+    let pipelines = follow_reload(conn, events, &full_name, source, &expected).await?;
+    match output {
+        OutputFormat::Json => print_json(&json!({
+            "accepted": true,
+            "message": response.message,
+            "pipelines": pipelines.iter().map(|p| json!({
+                "pipeline_id": p.pipeline_id,
+                "state": format::pipeline_state(p.state),
+                "row_count": p.row_count,
+            })).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Table => {
+            for p in &pipelines {
+                println!(
+                    "reloaded {}: {}, {} rows",
+                    p.pipeline_id,
+                    format::pipeline_state(p.state),
+                    p.row_count
+                );
+            }
+        }
+    }
+    if let Some(failed) = pipelines
+        .iter()
+        .find(|p| p.state == pb::PipelineState::Error as i32)
+    {
+        bail!(
+            "reload of {full_name} failed: pipeline {} is in ERROR{}",
+            failed.pipeline_id,
+            if failed.error_message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failed.error_message)
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The pipelines of `table` (of `source`, when given).
+async fn table_pipelines(
+    conn: &Connection,
+    table: &str,
+    source: Option<&str>,
+) -> anyhow::Result<Vec<pb::PipelineStatus>> {
+    Ok(conn
+        .call(
+            conn.oam()
+                .list_pipelines(conn.request(pb::ListPipelinesRequest {
+                    source_id: source.unwrap_or_default().to_string(),
+                    table: table.to_string(),
+                })),
+        )
+        .await?
+        .pipelines)
+}
+
+/// Follows a reload until each of the `expected` pipelines (the table's active ones)
+/// has entered BASELINING and left it again, from the watch stream's state changes;
+/// polls the pipelines meanwhile for the progress display (rows loaded so far).
+/// Returns the table's pipelines afterwards.
+///
+/// When the watch lost events (its queue overflowed), a poll that finds no pipeline
+/// still BASELINING ends the wait. When no pipeline starts within the call timeout,
+/// the reload is taken to have failed before its baseline (the server log says why).
+async fn follow_reload(
+    conn: &Connection,
+    mut events: tonic::Streaming<pb::WatchStatusResponse>,
+    table: &str,
+    source: Option<&str>,
+    expected: &[String],
+) -> anyhow::Result<Vec<pb::PipelineStatus>> {
+    use std::collections::HashSet;
+
+    use pb::watch_status_response::Event;
+    use tokio_stream::StreamExt;
+
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("reloading {table}"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let baselining = pb::PipelineState::Baselining as i32;
+    let start_deadline = tokio::time::Instant::now() + conn.timeout();
+    let mut started: HashSet<String> = HashSet::new();
+    let mut ended: HashSet<String> = HashSet::new();
+    let mut lost_events = false;
+    let mut poll = tokio::time::interval(PROGRESS_POLL_INTERVAL);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let done = !started.is_empty()
+            && expected.iter().all(|id| started.contains(id))
+            && started.iter().all(|id| ended.contains(id));
+        if done {
+            break;
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                bar.finish_and_clear();
+                bail!("stopped following the reload of {table}; it goes on in the server");
+            }
+            event = events.next() => {
+                let event = match event {
+                    Some(event) => event.map_err(|s| conn.status_error(&s))?,
+                    None => bail!("the server closed the watch stream before the reload of {table} finished"),
+                };
+                match event.event {
+                    Some(Event::PipelineStateChange(change)) => {
+                        if change.new_state == baselining {
+                            started.insert(change.pipeline_id.clone());
+                            ended.remove(&change.pipeline_id);
+                        } else if started.contains(&change.pipeline_id) {
+                            ended.insert(change.pipeline_id);
+                        }
+                    }
+                    Some(Event::EventsDropped(_)) => lost_events = true,
+                    _ => {}
+                }
+            }
+            _ = poll.tick() => {
+                let pipelines = table_pipelines(conn, table, source).await?;
+                let loading: Vec<&pb::PipelineStatus> =
+                    pipelines.iter().filter(|p| p.state == baselining).collect();
+                // A lost event, or an expected pipeline that was never reloaded (it
+                // failed meanwhile): the poll sees the end.
+                if !started.is_empty()
+                    && loading.is_empty()
+                    && (lost_events || started.iter().all(|id| ended.contains(id)))
+                {
+                    break;
+                }
+                let rows: u64 = loading.iter().map(|p| p.row_count).max().unwrap_or(0);
+                bar.set_message(format!("reloading {table}: {rows} rows loaded"));
+                if started.is_empty() && tokio::time::Instant::now() >= start_deadline {
+                    bar.finish_and_clear();
+                    bail!(
+                        "the reload of {table} was accepted but did not start within {:?}; see the server log",
+                        conn.timeout()
+                    );
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    table_pipelines(conn, table, source).await
 }
 
 /// `laredo pause [--source id]`.
@@ -523,6 +704,14 @@ pub(crate) async fn replay(
         ReplaySpeedArg::Full => pb::ReplaySpeed::Full,
         ReplaySpeedArg::Realtime => pb::ReplaySpeed::Realtime,
     };
+    // Listen for Ctrl-C from before the replay starts: the first poll registers it.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    tokio::select! {
+        biased;
+        _ = &mut ctrl_c => bail!("interrupted before the replay started"),
+        () = std::future::ready(()) => {}
+    }
     let started = conn
         .call(oam.start_replay(conn.request(pb::StartReplayRequest {
             snapshot_id,
@@ -535,11 +724,13 @@ pub(crate) async fn replay(
         bail!("replay refused: {}", started.message);
     }
     let replay_id = started.replay_id;
+    eprintln!(
+        "replay {replay_id} started: {} (Ctrl-C to stop)",
+        started.message
+    );
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_message(format!("replay {replay_id}: starting"));
     bar.enable_steady_tick(Duration::from_millis(120));
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     let status = loop {
         let status = conn
             .call(
@@ -565,7 +756,7 @@ pub(crate) async fn replay(
                 eprintln!("replay {replay_id} {}", if stopped.stopped { "stopped" } else { "had already ended" });
                 return Ok(ExitCode::FAILURE);
             }
-            () = tokio::time::sleep(REPLAY_POLL_INTERVAL) => {}
+            () = tokio::time::sleep(PROGRESS_POLL_INTERVAL) => {}
         }
     };
     bar.finish_and_clear();

@@ -70,9 +70,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Query(args) => return query::run(&conn, output, args).await,
         Command::Watch(args) => watch::run(&conn, output, args).await?,
-        Command::Reload { table, all, source } => {
-            admin::reload(&conn, output, table.as_deref(), all, source.as_deref()).await?;
-        }
+        Command::Reload {
+            table,
+            all,
+            source,
+            no_wait,
+        } => match table {
+            Some(table) if !all => {
+                admin::reload_table(&conn, output, &table, source.as_deref(), !no_wait).await?;
+            }
+            _ => admin::reload_all(&conn, output, source.as_deref()).await?,
+        },
         Command::Pause { source } => admin::pause(&conn, output, source.as_deref()).await?,
         Command::Resume { source } => admin::resume(&conn, output, source.as_deref()).await?,
         Command::ResetSource {

@@ -58,12 +58,14 @@ pub(crate) async fn confirm(
 /// Seeds every pipeline of the source with `position` (a resume point) and records it
 /// as already acknowledged.
 pub(crate) async fn seed(inner: &Inner, source_idx: usize, position: &Position) {
-    let mut state = inner.sources[source_idx].ack.lock().await;
+    let source = &inner.sources[source_idx];
+    let mut state = source.ack.lock().await;
     state
         .confirmed
         .iter_mut()
         .for_each(|c| *c = Some(position.clone()));
     state.last_acked = Some(position.clone());
+    *source.acked.lock() = Some(position.clone());
 }
 
 /// Tries to advance the source's ACK (after pipelines left the tracker by failing).
@@ -104,6 +106,7 @@ async fn advance_locked(inner: &Inner, source_idx: usize, state: &mut AckState) 
     match source.source.ack(&minimum).await {
         Ok(()) => {
             inner.observer.on_ack_advanced(&source.id, &minimum);
+            *source.acked.lock() = Some(minimum.clone());
             state.last_acked = Some(minimum);
         }
         Err(e) => tracing::warn!(source = %source.id, error = %e, "source ack failed"),

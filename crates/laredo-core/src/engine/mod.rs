@@ -17,6 +17,7 @@
 mod ack;
 mod buffer;
 mod builder;
+mod replay;
 mod runtime;
 mod snapshots;
 
@@ -110,6 +111,19 @@ pub enum EngineError {
     /// The dead letter store failed.
     #[error("dead letter store: {0}")]
     DeadLetter(#[source] crate::dead_letter::DeadLetterError),
+    /// A replay named a table it cannot replay (not in the snapshot, not the target
+    /// pipeline's).
+    #[error("invalid table {table:?}: {reason}")]
+    ReplayTable {
+        /// The table as named.
+        table: String,
+        /// Why.
+        reason: String,
+    },
+    /// A replay was refused before anything was touched (the pipeline is not
+    /// streaming, the snapshot lacks its table, the columns differ).
+    #[error("replay refused: {0}")]
+    ReplayRefused(String),
     /// A reload's baseline failed; its pipelines are in ERROR.
     #[error("reload baseline failed for {table}: {message}")]
     ReloadFailed {
@@ -160,6 +174,9 @@ pub struct SourceRunInfo {
     pub lag: LagInfo,
     /// The last acknowledged position, in the source's text form.
     pub last_acked_position: Option<String>,
+    /// The position the source delivered last — of a change, of a heartbeat, or the
+    /// point a baseline or resume starts streaming from — in the source's text form.
+    pub current_position: Option<String>,
 }
 
 /// Pipeline-level data the engine tasks share.
@@ -216,6 +233,12 @@ pub(crate) struct SourceEntry {
     pub(crate) pending_restore: Mutex<Option<snapshots::PendingRestore>>,
     /// Set by the first run of the source task (startup restores only then).
     pub(crate) started_once: AtomicBool,
+    /// A copy of `ack.last_acked`, readable without waiting for the ACK lock (held
+    /// across `source.ack()`).
+    pub(crate) acked: Mutex<Option<crate::Position>>,
+    /// The position the source delivered last to the source task (see
+    /// [`SourceRunInfo::current_position`]).
+    pub(crate) received: Mutex<Option<crate::Position>>,
 }
 
 enum Lifecycle {
@@ -404,6 +427,8 @@ impl Engine {
                 user_paused: AtomicBool::new(false),
                 pending_restore: Mutex::new(None),
                 started_once: AtomicBool::new(false),
+                acked: Mutex::new(None),
+                received: Mutex::new(None),
             })
             .collect();
         let mut pipelines = Vec::with_capacity(specs.len());
@@ -826,11 +851,10 @@ impl Engine {
     /// Status of a source.
     pub fn source_info(&self, source_id: &str) -> Option<SourceRunInfo> {
         let source = self.inner.sources.iter().find(|s| s.id == source_id)?;
-        let last_acked = source.ack.try_lock().ok().and_then(|a| {
-            a.last_acked
-                .as_ref()
-                .map(|p| source.source.position_to_string(p))
-        });
+        let text =
+            |p: &Option<crate::Position>| p.as_ref().map(|p| source.source.position_to_string(p));
+        let last_acked = text(&source.acked.lock());
+        let current = text(&source.received.lock());
         Some(SourceRunInfo {
             id: source.id.clone(),
             source_type: source.source.source_type().to_string(),
@@ -839,6 +863,7 @@ impl Engine {
             state: source.source.state(),
             lag: source.source.lag(),
             last_acked_position: last_acked,
+            current_position: current,
         })
     }
 

@@ -120,6 +120,7 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
     if let Some(mut from) = startup_position(&inner, source_idx, &cancel).await {
         let mut dispatcher = Dispatcher::new(&inner, source_idx, cancel.clone());
         loop {
+            *source.received.lock() = Some(from.clone());
             let result = source
                 .source
                 .stream(from.clone(), &mut dispatcher, cancel.clone())
@@ -549,6 +550,7 @@ impl ChangeHandler for Dispatcher<'_> {
             }
         };
         self.mark_others(&event.table, &event.position, route.is_some());
+        *self.inner.sources[self.source_idx].received.lock() = Some(event.position.clone());
         let Some(route) = route else {
             return Ok(());
         };
@@ -613,6 +615,7 @@ impl ChangeHandler for Dispatcher<'_> {
         if self.cancel.is_cancelled() {
             return Err(SourceError::Stopped);
         }
+        *self.inner.sources[self.source_idx].received.lock() = Some(position.clone());
         for (p, buffer) in &self.all {
             if Self::accepts(self.inner.pipelines[*p].state()) {
                 buffer.set_mark(position.clone());
@@ -1107,6 +1110,8 @@ pub(crate) async fn reset_source(
         });
     }
     source.ack.lock().await.clear();
+    *source.acked.lock() = None;
+    *source.received.lock() = None;
     source.user_paused.store(false, AtomicOrdering::SeqCst);
     for &p in &source.pipelines {
         let p = &inner.pipelines[p];

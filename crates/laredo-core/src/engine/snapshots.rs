@@ -203,7 +203,7 @@ pub(crate) struct PendingRestore {
     pub(crate) done: oneshot::Sender<Result<(), String>>,
 }
 
-fn store_error(error: SnapshotError) -> EngineError {
+pub(crate) fn store_error(error: SnapshotError) -> EngineError {
     if error.is_not_found() {
         EngineError::SnapshotNotFound(error.to_string())
     } else {
@@ -582,6 +582,7 @@ pub(crate) async fn restore_source(
         *p.baseline_floor.lock() = None;
     }
     source.ack.lock().await.clear();
+    *source.acked.lock() = None;
     ack::seed(inner, source_idx, &position).await;
     for p in &pipelines {
         inner.set_state(p, PipelineState::Streaming, Transition::Bulk);
