@@ -170,12 +170,13 @@ async fn sigterm_during_a_write_load_exits_cleanly() {
     wait_for("changes of the load applied", WAIT, || {
         metric(&server.get("/metrics").1, &inserts).is_some_and(|n| n >= 200.0)
     });
-    assert!(batches.load(Ordering::SeqCst) >= 2);
-
     server.terminate();
     let status = server.wait_exit(WAIT);
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
+    // Counted only here: the writer counts a batch after psql returns, so while it
+    // runs the count can trail the metric.
+    assert!(batches.load(Ordering::SeqCst) >= 2);
     assert!(status.success(), "{status}:\n{}", server.logs().join("\n"));
     assert!(server.log_fields("shutting down").is_some());
     assert!(server.log_fields("stopped").is_some());
