@@ -74,11 +74,10 @@ pub struct ReplayOutcome {
 
 /// A dead-letter store error.
 #[derive(Debug, thiserror::Error)]
-#[error("dead letter store: {message}")]
+#[error("dead letter store: {message}{}", crate::Causes(.cause.as_ref()))]
 pub struct DeadLetterError {
     message: String,
-    #[source]
-    source: Option<BoxError>,
+    cause: Option<BoxError>,
 }
 
 impl DeadLetterError {
@@ -86,7 +85,7 @@ impl DeadLetterError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            source: None,
+            cause: None,
         }
     }
 
@@ -94,8 +93,13 @@ impl DeadLetterError {
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self {
             message: message.into(),
-            source: Some(source.into()),
+            cause: Some(source.into()),
         }
+    }
+
+    /// The cause, if there is one (its text is part of this error's).
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
     }
 }
 

@@ -74,12 +74,11 @@ pub struct SnapshotFilter {
 
 /// A snapshot store or serializer error.
 #[derive(Debug, thiserror::Error)]
-#[error("snapshot: {message}")]
+#[error("snapshot: {message}{}", crate::Causes(.cause.as_ref()))]
 pub struct SnapshotError {
     message: String,
     not_found: bool,
-    #[source]
-    source: Option<BoxError>,
+    cause: Option<BoxError>,
 }
 
 impl SnapshotError {
@@ -88,7 +87,7 @@ impl SnapshotError {
         Self {
             message: message.into(),
             not_found: false,
-            source: None,
+            cause: None,
         }
     }
 
@@ -97,8 +96,13 @@ impl SnapshotError {
         Self {
             message: message.into(),
             not_found: false,
-            source: Some(source.into()),
+            cause: Some(source.into()),
         }
+    }
+
+    /// The cause, if there is one (its text is part of this error's).
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
     }
 
     /// "snapshot `id` not found".
@@ -106,7 +110,7 @@ impl SnapshotError {
         Self {
             message: format!("snapshot {snapshot_id} not found"),
             not_found: true,
-            source: None,
+            cause: None,
         }
     }
 

@@ -35,14 +35,13 @@ pub enum SourceError {
         /// The operation asked for.
         operation: &'static str,
     },
-    /// Any other failure.
-    #[error("{message}")]
+    /// Any other failure; its text is the message followed by the cause's chain.
+    #[error("{message}{}", crate::Causes(.cause.as_ref()))]
     Other {
         /// What failed.
         message: String,
         /// The cause.
-        #[source]
-        source: Option<BoxError>,
+        cause: Option<BoxError>,
     },
 }
 
@@ -51,7 +50,7 @@ impl SourceError {
     pub fn msg(message: impl Into<String>) -> Self {
         SourceError::Other {
             message: message.into(),
-            source: None,
+            cause: None,
         }
     }
 
@@ -59,7 +58,15 @@ impl SourceError {
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         SourceError::Other {
             message: message.into(),
-            source: Some(source.into()),
+            cause: Some(source.into()),
+        }
+    }
+
+    /// The cause of an [`SourceError::Other`], if it has one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            SourceError::Other { cause, .. } => cause.as_deref(),
+            _ => None,
         }
     }
 

@@ -14,11 +14,10 @@ use crate::table::{ColumnDefinition, TableIdentifier};
 /// A target's error. The engine retries, dead-letters or applies the pipeline's error
 /// policy; the message names what failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
+#[error("{message}{}", crate::Causes(.cause.as_ref()))]
 pub struct TargetError {
     message: String,
-    #[source]
-    source: Option<BoxError>,
+    cause: Option<BoxError>,
 }
 
 impl TargetError {
@@ -26,7 +25,7 @@ impl TargetError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            source: None,
+            cause: None,
         }
     }
 
@@ -34,8 +33,13 @@ impl TargetError {
     pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
         Self {
             message: message.into(),
-            source: Some(source.into()),
+            cause: Some(source.into()),
         }
+    }
+
+    /// The cause, if there is one (its text is part of this error's).
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
     }
 
     /// The message, without the cause.
@@ -146,6 +150,16 @@ pub trait SyncTarget: Any + Send + Sync {
 
     /// True once everything applied so far is durable (in-memory targets: always).
     fn is_durable(&self) -> bool;
+
+    /// True when what this target applied outlives the process (a database, a remote
+    /// service), so a new process may resume a stateful source into it. The default,
+    /// `false`, is right for in-memory targets: they start empty, so on an engine's
+    /// first start the engine restores a snapshot into them or runs a baseline, never
+    /// resumes from the source's acknowledged position (that would leave them missing
+    /// every row written before it).
+    fn retains_state(&self) -> bool {
+        false
+    }
 
     /// The position up to which this target is durable, given that it has applied
     /// everything up to `applied`. The default is `applied` when

@@ -235,5 +235,5 @@ async fn a_base_path_that_is_a_file_is_an_error() {
         message.contains(base.to_str().unwrap()),
         "names the file: {message}"
     );
-    assert!(std::error::Error::source(&err).is_some());
+    assert!(err.cause().is_some(), "keeps the I/O error as its cause");
 }

@@ -32,13 +32,13 @@ pub(crate) enum ValidateMode {
     None,
 }
 
-/// Configurations that run but lose data or serve wrong answers, one message each
-/// (starting with its key path).
+/// Configurations that defeat their own purpose, one message each (starting with its
+/// key path).
 ///
-/// A stateful slot resumes from its confirmed position after a restart, without a new
-/// baseline. In-memory targets start empty in a new process; only an engine snapshot
-/// refills them. With neither a snapshot store nor `always_baseline`, a restart would
-/// serve empty tables that never fill.
+/// A stateful slot is kept so that a restart can resume. In-memory targets start empty
+/// in a new process, so the engine never resumes into them: it restores a snapshot or
+/// runs a baseline. With neither a snapshot store nor `always_baseline`, the slot only
+/// holds WAL back while laredo is down, and every start is a full baseline anyway.
 pub(crate) fn safety(config: &LaredoConfig) -> Vec<String> {
     let snapshot = &config.snapshot;
     let has_store = snapshot.enabled
@@ -67,11 +67,12 @@ pub(crate) fn safety(config: &LaredoConfig) -> Vec<String> {
             .find(|(_, _, target)| !matches!(target.kind, TargetKind::HttpSync(_)));
         if let Some((t, g, target)) = in_memory {
             problems.push(format!(
-                "sources.{id}.slot_mode: a stateful slot resumes after a restart without a new baseline, \
+                "sources.{id}.slot_mode: a stateful slot is kept to resume after a restart, \
                  but tables[{t}].targets[{g}] ({}) keeps its rows in memory and no snapshot store is configured, \
-                 so after a restart it would serve an empty table; configure snapshots \
+                 so every start must run a full baseline anyway while the slot holds WAL back in between; \
+                 configure snapshots \
                  (snapshot {{ enabled = true, store = local, store_config.path = ..., on_shutdown = true }}), \
-                 set sources.{id}.always_baseline = true, or use slot_mode = ephemeral",
+                 set sources.{id}.always_baseline = true to accept that, or use slot_mode = ephemeral",
                 target.kind.type_name()
             ));
         }

@@ -266,7 +266,7 @@ fn a_failing_init_hook_aborts_startup() {
     assert_never_connected(&db);
 }
 
-const STATEFUL_WITHOUT_SNAPSHOTS: &str = "sources.pg.slot_mode: a stateful slot resumes after a restart without a new baseline, but tables[0].targets[0] (indexed-memory) keeps its rows in memory and no snapshot store is configured, so after a restart it would serve an empty table; configure snapshots (snapshot { enabled = true, store = local, store_config.path = ..., on_shutdown = true }), set sources.pg.always_baseline = true, or use slot_mode = ephemeral";
+const STATEFUL_WITHOUT_SNAPSHOTS: &str = "sources.pg.slot_mode: a stateful slot is kept to resume after a restart, but tables[0].targets[0] (indexed-memory) keeps its rows in memory and no snapshot store is configured, so every start must run a full baseline anyway while the slot holds WAL back in between; configure snapshots (snapshot { enabled = true, store = local, store_config.path = ..., on_shutdown = true }), set sources.pg.always_baseline = true to accept that, or use slot_mode = ephemeral";
 
 #[test]
 fn a_stateful_slot_into_memory_without_snapshots_is_refused() {

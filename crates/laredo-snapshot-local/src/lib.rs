@@ -443,7 +443,7 @@ fn write_file(
 }
 
 fn io_error(action: &str, path: &Path, error: io::Error) -> SnapshotError {
-    SnapshotError::with_source(format!("{action} {}: {error}", path.display()), error)
+    SnapshotError::with_source(format!("{action} {}", path.display()), error)
 }
 
 /// Makes renames in `dir` durable where the platform allows; best effort.

@@ -125,6 +125,11 @@ impl SyncTarget for ModelTarget {
     fn is_durable(&self) -> bool {
         true
     }
+    /// The model stands for a target whose rows outlive the engine (tests restart
+    /// engines over the same model and expect a resume).
+    fn retains_state(&self) -> bool {
+        true
+    }
     async fn on_schema_change(
         &self,
         _: &TableIdentifier,

@@ -202,8 +202,25 @@ async fn startup_position(
         }
         Restore::Skipped => {}
     }
+    // Targets that start empty with the process cannot be resumed into: the rows
+    // before the acknowledged position would never reach them.
+    let empty_targets = first_run
+        && source
+            .pipelines
+            .iter()
+            .any(|&p| !inner.pipelines[p].target.retains_state());
     if source.source.supports_resume() {
         match source.source.last_acked_position().await {
+            Ok(Some(position)) if empty_targets => {
+                tracing::info!(
+                    source = %source.id,
+                    %position,
+                    "targets that start empty with the process and no snapshot restored: baselining instead of resuming"
+                );
+                // Truncated first: targets that do keep state may hold rows deleted
+                // since.
+                return baseline(inner, source_idx, &source.tables, true, cancel).await;
+            }
             Ok(Some(position)) => {
                 tracing::info!(source = %source.id, %position, "resuming from acknowledged position");
                 ack::seed(inner, source_idx, &position).await;

@@ -211,7 +211,9 @@ async fn a_resumable_source_resumes_without_gap_or_duplicate() {
         ChangeEvent::insert(users(), Position::from_u64(0), user(4, "d")),
         ChangeEvent::update(users(), Position::from_u64(0), user(2, "b2"), None),
     ]);
+    // A target whose rows outlive the engine (as a database's do): resumed into.
     let second_target = FaultTarget::new("recording");
+    second_target.set_retains_state(true);
     let observer = TestObserver::new();
     let engine = Engine::builder()
         .source("main", source.clone())
@@ -234,6 +236,49 @@ async fn a_resumable_source_resumes_without_gap_or_duplicate() {
         vec!["INSERT 4", "UPDATE 2", "INSERT 5"],
         "exactly the changes after the ACK"
     );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_engine_baselines_targets_that_start_empty_instead_of_resuming() {
+    let source = source_with_users([1]);
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), indexed(), PipelineOptions::default())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    let last = source.emit_insert(users(), user(2, "b")).await;
+    wait_for_ack(&source, &last).await;
+    engine.stop().await.unwrap();
+    source.enqueue([ChangeEvent::insert(
+        users(),
+        Position::from_u64(0),
+        user(3, "c"),
+    )]);
+
+    // As after a process restart: a new engine with a new in-memory target, and the
+    // source could resume from its acknowledged position. Resuming would leave rows 1
+    // and 2 out of the target, so the engine baselines.
+    let target = indexed();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), target.clone(), PipelineOptions::default())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    assert_eq!(
+        source.baseline_calls(),
+        2,
+        "a second baseline, not a resume"
+    );
+    let mut ids: Vec<i64> = target
+        .all()
+        .iter()
+        .filter_map(|r| r.get_i64("id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 3]);
     engine.stop().await.unwrap();
 }
 

@@ -100,6 +100,7 @@ pub(crate) struct FaultTarget {
     fail_next: AtomicU32,
     fail_when: Mutex<Option<RowPredicate>>,
     durable: AtomicBool,
+    retains_state: AtomicBool,
     gate: watch::Sender<bool>,
     count_offset: AtomicI64,
     schema_response: Mutex<Option<SchemaChangeResponse>>,
@@ -117,12 +118,18 @@ impl FaultTarget {
             fail_next: AtomicU32::new(0),
             fail_when: Mutex::new(None),
             durable: AtomicBool::new(true),
+            retains_state: AtomicBool::new(false),
             gate: watch::Sender::new(true),
             count_offset: AtomicI64::new(0),
             schema_response: Mutex::new(None),
             applied: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Claims (or not) that the rows outlive the engine, like a database target.
+    pub(crate) fn set_retains_state(&self, retains: bool) {
+        self.retains_state.store(retains, Ordering::SeqCst);
     }
 
     /// The next `n` change applications fail.
@@ -242,6 +249,10 @@ impl SyncTarget for FaultTarget {
 
     fn is_durable(&self) -> bool {
         self.durable.load(Ordering::SeqCst)
+    }
+
+    fn retains_state(&self) -> bool {
+        self.retains_state.load(Ordering::SeqCst)
     }
 
     fn durable_position(&self, applied: &Position) -> Option<Position> {
