@@ -100,6 +100,11 @@ impl SnapshotError {
         }
     }
 
+    /// The message, without the `snapshot: ` prefix and the cause.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The cause, if there is one (its text is part of this error's).
     pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
         self.cause.as_deref()

@@ -61,7 +61,7 @@ impl OamService {
             .pipelines()
             .into_iter()
             .find(|p| p.id == id)
-            .ok_or_else(|| Status::not_found(format!("no pipeline {id:?}")))
+            .ok_or_else(|| Status::not_found(format!("pipeline {id} not found")))
     }
 
     async fn pipeline_status(&self, p: &PipelineInfo) -> pb::PipelineStatus {

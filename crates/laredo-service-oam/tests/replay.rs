@@ -311,7 +311,7 @@ async fn start_replay_rejects_what_it_cannot_replay() {
             "ghost",
             &[],
             Code::NotFound,
-            "\"ghost\"".to_string(),
+            "pipeline ghost not found".to_string(),
         ),
         (
             &snapshot_id,

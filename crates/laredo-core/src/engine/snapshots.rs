@@ -205,7 +205,8 @@ pub(crate) struct PendingRestore {
 
 pub(crate) fn store_error(error: SnapshotError) -> EngineError {
     if error.is_not_found() {
-        EngineError::SnapshotNotFound(error.to_string())
+        // Its message already says "snapshot X not found".
+        EngineError::SnapshotNotFound(error.message().to_string())
     } else {
         EngineError::Snapshot(error.to_string())
     }
