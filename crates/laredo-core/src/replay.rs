@@ -572,6 +572,7 @@ mod tests {
             format: metadata.format.clone(),
             tables: metadata.tables.clone(),
             size_bytes: 0,
+            source_positions: metadata.source_positions.clone(),
         }
     }
 

@@ -63,6 +63,10 @@ pub struct SnapshotDescriptor {
     pub tables: Vec<TableSnapshotInfo>,
     /// Stored size.
     pub size_bytes: u64,
+    /// Each source's position at the snapshot (as in [`SnapshotMetadata`]), so a
+    /// listing shows where each snapshot stands.
+    #[serde(default)]
+    pub source_positions: BTreeMap<String, String>,
 }
 
 /// Narrows a snapshot listing.

@@ -1036,16 +1036,13 @@ fn snapshot_info(
         created_at: Some(micros_timestamp(descriptor.created_at_micros)),
         format: descriptor.format.clone(),
         source_positions: metadata
-            .map(|m| {
-                m.source_positions
-                    .iter()
-                    .map(|(source_id, position)| pb::SourcePosition {
-                        source_id: source_id.clone(),
-                        position: position.clone(),
-                    })
-                    .collect()
+            .map_or(&descriptor.source_positions, |m| &m.source_positions)
+            .iter()
+            .map(|(source_id, position)| pb::SourcePosition {
+                source_id: source_id.clone(),
+                position: position.clone(),
             })
-            .unwrap_or_default(),
+            .collect(),
         tables: descriptor
             .tables
             .iter()

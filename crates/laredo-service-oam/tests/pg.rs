@@ -373,6 +373,10 @@ async fn every_read_and_admin_rpc_works_against_a_postgresql_source() {
     let position = inspected.source_positions[0].position.clone();
     assert_eq!(inspected.source_positions[0].source_id, "pg");
     assert!(position.contains('/'), "an LSN: {position}");
+    assert_eq!(
+        listed.snapshots[0].source_positions, inspected.source_positions,
+        "the listing shows the positions too"
+    );
 
     pg.psql(&db, "INSERT INTO users VALUES (52, 'later', 'even')")
         .unwrap();

@@ -233,6 +233,7 @@ impl Inner {
                 format: metadata.format.clone(),
                 tables: metadata.tables.clone(),
                 size_bytes,
+                source_positions: metadata.source_positions.clone(),
             }),
             Err(error) => {
                 if let Err(e) = fs::remove_dir_all(&tmp)
@@ -320,6 +321,7 @@ impl Inner {
             format: metadata.format.clone(),
             tables: metadata.tables.clone(),
             size_bytes,
+            source_positions: metadata.source_positions.clone(),
         };
         Ok((metadata, descriptor))
     }
