@@ -122,7 +122,7 @@ pub enum Command {
     Query(QueryArgs),
     /// Stream status events until Ctrl-C.
     Watch(WatchArgs),
-    /// Re-baseline one table and follow it until done, or every table with `--all`.
+    /// Re-baseline one table, or every table with `--all`, and follow it until done.
     Reload {
         /// The table (`schema.table`).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -133,9 +133,9 @@ pub enum Command {
         /// Only this source.
         #[arg(long)]
         source: Option<String>,
-        /// Return once the server accepted the reload of a table instead of following
-        /// it to the end.
-        #[arg(long, conflicts_with = "all")]
+        /// Return once the server accepted the reload instead of following it to the
+        /// end.
+        #[arg(long)]
         no_wait: bool,
     },
     /// Pause delivery (changes accumulate at the source).

@@ -101,7 +101,18 @@ async fn reload_follows_a_fresh_baseline_of_the_table_to_its_end() {
         .await
         .json();
     assert_eq!(json["accepted"], true);
-    assert!(server.source.baseline_calls() > before + 2);
+    assert_eq!(json["message"], "reload started for every table");
+    let pipelines = json["pipelines"].as_array().unwrap();
+    assert_eq!(pipelines.len(), 2, "both tables' pipelines: {json}");
+    assert!(
+        pipelines.iter().all(|p| p["state"] == "STREAMING"),
+        "{json}"
+    );
+    assert_eq!(
+        server.source.baseline_calls(),
+        before + 4,
+        "the command returned after both tables' baselines"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

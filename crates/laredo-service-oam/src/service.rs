@@ -553,19 +553,37 @@ impl LaredoOamService for OamService {
         request: Request<pb::ReloadAllRequest>,
     ) -> Result<Response<pb::ReloadAllResponse>, Status> {
         let source_id = request.into_inner().source_id;
-        let source = if source_id.is_empty() {
-            None
+        let sources = self.source_ids(&source_id)?;
+        let active = self.engine.pipelines().iter().any(|p| {
+            sources.contains(&p.source_id)
+                && matches!(p.state, PipelineState::Streaming | PipelineState::Paused)
+        });
+        let what = if source_id.is_empty() {
+            "every table".to_string()
         } else {
-            self.source_ids(&source_id)?;
-            Some(source_id.as_str())
+            format!("every table of source {source_id}")
         };
-        self.engine
-            .reload_all(source)
-            .await
-            .map_err(engine_status)?;
+        if !active {
+            return Ok(Response::new(pb::ReloadAllResponse {
+                accepted: false,
+                message: format!("cannot reload {what}: no pipeline is streaming or paused"),
+            }));
+        }
+        // Like ReloadTable: accepted at once, the reloads (one table after another)
+        // run in the background; pipeline states and the watch stream show progress.
+        let engine = self.engine.clone();
+        self.track_reload(tokio::spawn(async move {
+            let source = (!source_id.is_empty()).then_some(source_id.as_str());
+            match engine.reload_all(source).await {
+                Ok(()) => tracing::info!(source = ?source, "reload of every table completed"),
+                Err(e) => {
+                    tracing::warn!(source = ?source, error = %e, "reload of every table failed")
+                }
+            }
+        }));
         Ok(Response::new(pb::ReloadAllResponse {
             accepted: true,
-            message: "reloaded".to_string(),
+            message: format!("reload started for {what}"),
         }))
     }
 

@@ -33,25 +33,40 @@ fn accepted(output: OutputFormat, accepted: bool, message: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// `laredo reload --all [--source id]`: the server answers once every table is
-/// reloaded.
+/// `laredo reload --all [--source id] [--no-wait]`: the server accepts at once and
+/// reloads every table (of the source) in the background, one after another; unless
+/// `--no-wait`, this follows them to their end like [`reload_table`].
 pub(crate) async fn reload_all(
     conn: &Connection,
     output: OutputFormat,
     source: Option<&str>,
+    wait: bool,
 ) -> anyhow::Result<()> {
-    let what = source.map_or_else(
-        || "every table".to_string(),
-        |s| format!("every table of {s}"),
-    );
-    let response = spinner(
-        format!("reloading {what}"),
-        conn.call(conn.oam().reload_all(conn.request(pb::ReloadAllRequest {
+    let mut oam = conn.oam();
+    let events = if wait {
+        let stream = oam
+            .watch_status(conn.stream_request(pb::WatchStatusRequest {
+                tables: Vec::new(),
+                pipeline_ids: Vec::new(),
+                include_row_changes: false,
+            }))
+            .await
+            .map_err(|s| conn.status_error(&s))?
+            .into_inner();
+        Some(stream)
+    } else {
+        None
+    };
+    let before = table_pipelines(conn, "", source).await?;
+    let response = conn
+        .call(oam.reload_all(conn.request(pb::ReloadAllRequest {
             source_id: source.unwrap_or_default().to_string(),
-        }))),
-    )
-    .await?;
-    accepted(output, response.accepted, &response.message)
+        })))
+        .await?;
+    let Some(events) = events.filter(|_| response.accepted) else {
+        return accepted(output, response.accepted, &response.message);
+    };
+    report_followed(conn, output, events, "", source, &before, &response.message).await
 }
 
 /// `laredo reload <s.t> [--source id] [--no-wait]`: the server accepts at once and
@@ -94,8 +109,31 @@ pub(crate) async fn reload_table(
     let Some(events) = events.filter(|_| response.accepted) else {
         return accepted(output, response.accepted, &response.message);
     };
+    report_followed(
+        conn,
+        output,
+        events,
+        &full_name,
+        source,
+        &before,
+        &response.message,
+    )
+    .await
+}
+
+/// Follows an accepted reload of `table` (`""`: every table) to its end and prints
+/// each pipeline's state and row count; fails when one ends in ERROR.
+async fn report_followed(
+    conn: &Connection,
+    output: OutputFormat,
+    events: tonic::Streaming<pb::WatchStatusResponse>,
+    full_name: &str,
+    source: Option<&str>,
+    before: &[pb::PipelineStatus],
+    message: &str,
+) -> anyhow::Result<()> {
     if output == OutputFormat::Table {
-        println!("accepted: {}", response.message);
+        println!("accepted: {message}");
     }
     let expected: Vec<String> = before
         .iter()
@@ -106,11 +144,16 @@ pub(crate) async fn reload_table(
         })
         .map(|p| p.pipeline_id.clone())
         .collect();
-    let pipelines = follow_reload(conn, events, &full_name, source, &expected).await?;
+    let pipelines = follow_reload(conn, events, full_name, source, &expected).await?;
+    let what = if full_name.is_empty() {
+        "every table"
+    } else {
+        full_name
+    };
     match output {
         OutputFormat::Json => print_json(&json!({
             "accepted": true,
-            "message": response.message,
+            "message": message,
             "pipelines": pipelines.iter().map(|p| json!({
                 "pipeline_id": p.pipeline_id,
                 "state": format::pipeline_state(p.state),
@@ -133,7 +176,7 @@ pub(crate) async fn reload_table(
         .find(|p| p.state == pb::PipelineState::Error as i32)
     {
         bail!(
-            "reload of {full_name} failed: pipeline {} is in ERROR{}",
+            "reload of {what} failed: pipeline {} is in ERROR{}",
             failed.pipeline_id,
             if failed.error_message.is_empty() {
                 String::new()

@@ -79,7 +79,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Some(table) if !all => {
                 admin::reload_table(&conn, output, &table, source.as_deref(), !no_wait).await?;
             }
-            _ => admin::reload_all(&conn, output, source.as_deref()).await?,
+            _ => admin::reload_all(&conn, output, source.as_deref(), !no_wait).await?,
         },
         Command::Pause { source } => admin::pause(&conn, output, source.as_deref()).await?,
         Command::Resume { source } => admin::resume(&conn, output, source.as_deref()).await?,
