@@ -31,6 +31,11 @@ const BENCHES: &[(&str, &str, &str)] = &[
         "laredo-source-pg",
         "PostgreSQL changes/s from WAL into an IndexedTarget vs pg_recvlogical; lag p50/p99",
     ),
+    (
+        "fanout",
+        "laredo-target-fanout",
+        "fan-out delivered changes/s and p50/p99 latency with 100 / 1,000 / 5,000 clients",
+    ),
 ];
 
 fn main() -> ExitCode {

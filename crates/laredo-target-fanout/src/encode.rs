@@ -2,11 +2,14 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::{BufMut, Bytes, BytesMut};
 #[cfg(test)]
 use laredo_core::ChangeAction;
 use laredo_core::{ColumnDefinition, Position, Row, SyncMode};
 use laredo_proto::laredo::replication::v1 as wire;
 use laredo_proto::laredo::v1 as types;
+use prost::Message as _;
+use prost::encoding::{WireType, encode_key, encode_varint};
 
 use crate::journal::{EntryKind, JournalEntry};
 use crate::target::{ClientState, DrainReason, FanoutSnapshot};
@@ -15,8 +18,9 @@ use crate::target::{ClientState, DrainReason, FanoutSnapshot};
 pub(crate) const SNAPSHOT_BATCH_ROWS: usize = 500;
 /// Entries read from the journal per lock (and at most per `JournalEntries` message).
 pub(crate) const JOURNAL_BATCH_ENTRIES: usize = 500;
-/// A batch is sent once its rows reach about this many raw bytes, well under the
-/// 4 MiB that tonic clients accept per message by default.
+/// A batch is sent once its rows (snapshot rows: raw size; journal entries: encoded
+/// size) reach about this many bytes, well under the 4 MiB that tonic clients accept
+/// per message by default.
 pub(crate) const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Renders a position in the text form of the table's source.
@@ -36,22 +40,6 @@ pub(crate) fn columns(columns: &[ColumnDefinition]) -> Vec<types::ColumnDefiniti
 
 pub(crate) fn row(row: &Row) -> types::Row {
     types::Row::from(row)
-}
-
-/// The raw size of an entry's rows, for batching.
-pub(crate) fn entry_size(entry: &JournalEntry) -> usize {
-    match &entry.kind {
-        EntryKind::Change {
-            old_values,
-            new_values,
-            ..
-        } => {
-            old_values.as_ref().map_or(0, Row::raw_size)
-                + new_values.as_ref().map_or(0, Row::raw_size)
-                + 32
-        }
-        EntryKind::Schema { .. } => 256,
-    }
 }
 
 fn position_text(entry: &JournalEntry, text: &PositionText) -> String {
@@ -81,6 +69,59 @@ pub(crate) fn journal_entry(
         new_values: new_values.as_ref().map(row),
         old_values: old_values.as_ref().map(row),
     })
+}
+
+/// Field number of `entries` in `JournalEntries`.
+const JOURNAL_ENTRIES_ENTRIES_FIELD: u32 = 1;
+/// Field number of `journal_entries` in `SyncResponse`.
+const SYNC_RESPONSE_JOURNAL_ENTRIES_FIELD: u32 = 5;
+
+/// A change entry encoded as one element of `JournalEntries.entries` (key, length and
+/// message), made once per entry and shared by every stream: concatenated after
+/// [`put_journal_entries_header`] they form a `SyncResponse`. `None` for a schema entry.
+///
+/// The position text is the table's source's, the same for every stream of a target.
+pub(crate) fn journal_entry_field<'a>(
+    entry: &'a JournalEntry,
+    text: &PositionText,
+) -> Option<&'a [u8]> {
+    if !matches!(entry.kind, EntryKind::Change { .. }) {
+        return None;
+    }
+    let bytes = entry.wire.get_or_init(|| {
+        let Some(message) = journal_entry(entry, text) else {
+            return Bytes::new();
+        };
+        let len = message.encoded_len();
+        let mut buf = BytesMut::with_capacity(len + 11);
+        encode_key(
+            JOURNAL_ENTRIES_ENTRIES_FIELD,
+            WireType::LengthDelimited,
+            &mut buf,
+        );
+        encode_varint(len as u64, &mut buf);
+        message
+            .encode(&mut buf)
+            .expect("the buffer was sized for the message");
+        buf.freeze()
+    });
+    Some(bytes)
+}
+
+/// The start of a `SyncResponse` holding `JournalEntries` whose encoded entries (from
+/// [`journal_entry_field`]) total `len` bytes.
+pub(crate) fn put_journal_entries_header(len: usize, buf: &mut impl BufMut) {
+    encode_key(
+        SYNC_RESPONSE_JOURNAL_ENTRIES_FIELD,
+        WireType::LengthDelimited,
+        buf,
+    );
+    encode_varint(len as u64, buf);
+}
+
+/// The encoded length of a `SyncResponse` holding `len` bytes of encoded entries.
+pub(crate) fn journal_entries_encoded_len(len: usize) -> usize {
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// A schema entry as a wire `SchemaChange`; `None` for a change entry.
@@ -165,6 +206,7 @@ mod tests {
                 old_values: Some(row! {"id" => 1}),
                 new_values: Some(row! {"id" => 1, "n" => "x"}),
             },
+            wire: crate::journal::WireCache::default(),
         };
         let text = |p: &Position| format!("pos:{p}");
         let wire = journal_entry(&entry, &text).unwrap();
@@ -176,5 +218,21 @@ mod tests {
             row! {"id" => 1, "n" => "x"}
         );
         assert!(schema_change(&entry, &text).is_none());
+
+        // The shared encoding, framed, is the same `SyncResponse`.
+        let field = journal_entry_field(&entry, &text).unwrap();
+        let mut framed = Vec::new();
+        put_journal_entries_header(field.len(), &mut framed);
+        framed.extend_from_slice(field);
+        assert_eq!(framed.len(), journal_entries_encoded_len(field.len()));
+        let decoded = wire::SyncResponse::decode(framed.as_slice()).unwrap();
+        let expected = wire::SyncResponse {
+            message: Some(wire::sync_response::Message::JournalEntries(
+                wire::JournalEntries {
+                    entries: vec![wire],
+                },
+            )),
+        };
+        assert_eq!(decoded, expected);
     }
 }

@@ -7,8 +7,10 @@
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
 
 use laredo_core::{ChangeAction, ColumnDefinition, Position, Row};
 
@@ -48,6 +50,42 @@ pub struct JournalEntry {
     pub position: Option<Position>,
     /// What happened.
     pub kind: EntryKind,
+    /// The entry as the `Sync` stream sends it, encoded once for every client.
+    pub(crate) wire: WireCache,
+}
+
+/// A journal entry's wire encoding (see `encode::journal_entry_field`), made by the
+/// first stream that sends the entry and shared by the others. It is derived data:
+/// equality ignores it, and a clone (a changed copy) starts empty.
+#[derive(Default)]
+pub(crate) struct WireCache(OnceLock<Bytes>);
+
+impl WireCache {
+    pub(crate) fn get_or_init(&self, encode: impl FnOnce() -> Bytes) -> &Bytes {
+        self.0.get_or_init(encode)
+    }
+}
+
+impl Clone for WireCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for WireCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for WireCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "encoded"
+        } else {
+            "-"
+        })
+    }
 }
 
 /// The result of reading entries after a sequence.
@@ -124,6 +162,7 @@ impl Journal {
             timestamp: SystemTime::now(),
             position,
             kind,
+            wire: WireCache::default(),
         }));
         self.current
     }
@@ -180,6 +219,33 @@ impl Journal {
                 .cloned()
                 .collect(),
         )
+    }
+
+    /// Visits the entries after `after` in order, at most `limit`, until `visit`
+    /// returns false; its second argument counts the entries left to visit, this one
+    /// included (1 for the last).
+    /// Returns false (visiting nothing) when entries after `after` were pruned: a gap.
+    pub(crate) fn visit_after(
+        &self,
+        after: u64,
+        limit: usize,
+        mut visit: impl FnMut(&Arc<JournalEntry>, usize) -> bool,
+    ) -> bool {
+        if after >= self.current {
+            return true;
+        }
+        if !self.covers(after) {
+            return false;
+        }
+        let oldest = self.oldest_sequence();
+        let skip = usize::try_from(after + 1 - oldest).unwrap_or(usize::MAX);
+        let end = self.entries.len().min(skip.saturating_add(limit));
+        for idx in skip..end {
+            if !visit(&self.entries[idx], end - idx) {
+                break;
+            }
+        }
+        true
     }
 
     /// The newest `limit` entries.

@@ -145,6 +145,7 @@ mod config;
 mod encode;
 mod filter;
 mod journal;
+mod server;
 mod service;
 mod stream;
 mod target;
@@ -154,6 +155,7 @@ pub use crate::config::{
     DEFAULT_JOURNAL_MAX_AGE, DEFAULT_JOURNAL_MAX_ENTRIES, FanoutConfig, UnknownPolicy,
 };
 pub use crate::journal::{EntryKind, JournalEntry};
+pub use crate::server::ReplicationServer;
 pub use crate::service::{ReplicationService, drain_all, fanout_targets};
 pub use crate::stream::SyncStream;
 pub use crate::target::{

@@ -7,16 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use laredo_core::{Engine, PipelineInfo, Position, SyncSource, TableIdentifier};
 use laredo_proto::laredo::replication::v1 as wire;
-use laredo_proto::laredo::replication::v1::laredo_replication_service_server::{
-    LaredoReplicationService, LaredoReplicationServiceServer,
-};
+use laredo_proto::laredo::replication::v1::laredo_replication_service_server::LaredoReplicationService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::encode::{self, PositionText, SNAPSHOT_BATCH_ROWS};
 use crate::filter::RowFilter;
 use crate::journal::EntryKind;
-use crate::stream::{self, Session, SyncStream};
+use crate::server::ReplicationServer;
+use crate::stream::{self, RawSyncStream, Session, SyncStream};
 use crate::target::{DrainReason, FanoutSnapshot, FanoutTarget, OpenError, OpenRequest, TYPE_NAME};
 
 /// `ListJournalEntries` page size when the request asks for 0.
@@ -91,8 +90,8 @@ impl ReplicationService {
     }
 
     /// The tonic service to add to a server.
-    pub fn into_server(self) -> LaredoReplicationServiceServer<Self> {
-        LaredoReplicationServiceServer::new(self)
+    pub fn into_server(self) -> ReplicationServer {
+        ReplicationServer::new(self)
     }
 
     /// Drains every fan-out target of the engine; see [`drain_all`].
@@ -100,40 +99,9 @@ impl ReplicationService {
         drain_all(&self.engine, reason, timeout)
     }
 
-    fn resolve(&self, schema: &str, table: &str) -> Result<Served, Status> {
-        if schema.is_empty() || table.is_empty() {
-            return Err(Status::invalid_argument("schema and table are required"));
-        }
-        let table = TableIdentifier::new(schema, table);
-        let (info, target) = fanout_targets(&self.engine)
-            .into_iter()
-            .find(|(p, _)| p.table == table)
-            .ok_or_else(|| Status::not_found(format!("no fan-out target for {table}")))?;
-        Ok(Served {
-            source: self.engine.source(&info.source_id),
-            table,
-            target,
-        })
-    }
-}
-
-fn unix_millis() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-}
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl LaredoReplicationService for ReplicationService {
-    type SyncStream = SyncStream;
-
-    async fn sync(
-        &self,
-        request: Request<wire::SyncRequest>,
-    ) -> Result<Response<Self::SyncStream>, Status> {
-        let request = request.into_inner();
+    /// Opens a `Sync` stream: resolves the table, registers the client and starts its
+    /// producer.
+    pub(crate) fn open_sync(&self, request: wire::SyncRequest) -> Result<RawSyncStream, Status> {
         let served = self.resolve(&request.schema, &request.table)?;
         let filter = RowFilter::compile(&request.filters)?;
         let position = if request.last_known_source_position.is_empty() {
@@ -188,13 +156,50 @@ impl LaredoReplicationService for ReplicationService {
             resume_from = opened.resume_from,
             "replication stream opened"
         );
-        Ok(Response::new(stream::start(Session {
+        Ok(stream::start(Session {
             position_text: served.position_text(),
             target: served.target,
             opened,
             filter,
             client_id,
-        })))
+        }))
+    }
+
+    fn resolve(&self, schema: &str, table: &str) -> Result<Served, Status> {
+        if schema.is_empty() || table.is_empty() {
+            return Err(Status::invalid_argument("schema and table are required"));
+        }
+        let table = TableIdentifier::new(schema, table);
+        let (info, target) = fanout_targets(&self.engine)
+            .into_iter()
+            .find(|(p, _)| p.table == table)
+            .ok_or_else(|| Status::not_found(format!("no fan-out target for {table}")))?;
+        Ok(Served {
+            source: self.engine.source(&info.source_id),
+            table,
+            target,
+        })
+    }
+}
+
+fn unix_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LaredoReplicationService for ReplicationService {
+    type SyncStream = SyncStream;
+
+    async fn sync(
+        &self,
+        request: Request<wire::SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let raw = self.open_sync(request.into_inner())?;
+        Ok(Response::new(SyncStream::new(raw)))
     }
 
     async fn list_snapshots(

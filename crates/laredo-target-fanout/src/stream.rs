@@ -19,6 +19,8 @@ use laredo_proto::laredo::replication::v1 as wire;
 use laredo_proto::laredo::replication::v1::sync_response::Message;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use prost::Message as _;
+
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::sync::mpsc;
@@ -30,10 +32,37 @@ use tonic::Status;
 use crate::config::ClientBufferPolicy;
 use crate::encode::{self, BATCH_BYTES, JOURNAL_BATCH_ENTRIES, PositionText, SNAPSHOT_BATCH_ROWS};
 use crate::filter::RowFilter;
-use crate::journal::{EntryKind, Read};
+use crate::journal::EntryKind;
 use crate::target::{ClientState, DrainInfo, FanoutTarget, Opened};
 
-type Item = Result<wire::SyncResponse, Status>;
+/// What a producer queues: a message, or `JournalEntries` made of entries encoded once
+/// and shared by every stream (see [`encode::journal_entry_field`]).
+pub(crate) enum Outgoing {
+    /// A message encoded for this stream alone.
+    Message(wire::SyncResponse),
+    /// A `JournalEntries` message: its entries' shared encodings, concatenated.
+    Entries { encoded: Vec<u8> },
+}
+
+impl Outgoing {
+    /// The message as a decoded `SyncResponse` (for callers of the service trait
+    /// rather than the wire).
+    fn into_response(self) -> Result<wire::SyncResponse, Status> {
+        match self {
+            Self::Message(message) => Ok(message),
+            Self::Entries { encoded } => {
+                let len = encoded.len();
+                let mut buf = Vec::with_capacity(encode::journal_entries_encoded_len(len));
+                encode::put_journal_entries_header(len, &mut buf);
+                buf.extend_from_slice(&encoded);
+                wire::SyncResponse::decode(buf.as_slice())
+                    .map_err(|error| Status::internal(format!("journal entries: {error}")))
+            }
+        }
+    }
+}
+
+type Item = Result<Outgoing, Status>;
 
 /// The client's send buffer, counted in entries (journal entries and snapshot rows;
 /// other messages count one), so that batching does not stretch the bound.
@@ -43,9 +72,35 @@ struct Queue {
     room: Notify,
 }
 
-/// The response stream of `Sync`: the client's send buffer. Dropping it (the client
-/// went away) stops the stream's producer and unregisters the client.
+/// The response stream of `Sync` as the service trait returns it: decoded
+/// `SyncResponse`s. (The server from [`ReplicationService::into_server`] sends the
+/// shared encoded entries as they are instead.) Dropping it (the client went away)
+/// stops the stream's producer and unregisters the client.
+///
+/// [`ReplicationService::into_server`]: crate::ReplicationService::into_server
+#[derive(Debug)]
 pub struct SyncStream {
+    raw: RawSyncStream,
+}
+
+impl SyncStream {
+    pub(crate) fn new(raw: RawSyncStream) -> Self {
+        Self { raw }
+    }
+}
+
+impl Stream for SyncStream {
+    type Item = Result<wire::SyncResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.raw)
+            .poll_next(cx)
+            .map(|item| item.map(|item| item.and_then(Outgoing::into_response)))
+    }
+}
+
+/// The client's send buffer as a stream of [`Outgoing`] messages.
+pub(crate) struct RawSyncStream {
     rx: mpsc::Receiver<(usize, Item)>,
     queue: Arc<Queue>,
     kill: Arc<Mutex<Option<Status>>>,
@@ -53,7 +108,7 @@ pub struct SyncStream {
     done: bool,
 }
 
-impl std::fmt::Debug for SyncStream {
+impl std::fmt::Debug for RawSyncStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncStream")
             .field("queued", &self.rx.len())
@@ -62,13 +117,13 @@ impl std::fmt::Debug for SyncStream {
     }
 }
 
-impl Drop for SyncStream {
+impl Drop for RawSyncStream {
     fn drop(&mut self) {
         self.producer.abort();
     }
 }
 
-impl Stream for SyncStream {
+impl Stream for RawSyncStream {
     type Item = Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
@@ -114,7 +169,7 @@ pub(crate) struct Session {
 }
 
 /// Starts the producer of a stream and returns the response stream.
-pub(crate) fn start(session: Session) -> SyncStream {
+pub(crate) fn start(session: Session) -> RawSyncStream {
     let capacity = session.target.config().client_buffer_max_size.max(1);
     // Every message weighs at least one entry, so the channel never fills before the
     // entry bound is reached.
@@ -148,7 +203,7 @@ pub(crate) fn start(session: Session) -> SyncStream {
         session,
     };
     let producer = tokio::spawn(producer.run());
-    SyncStream {
+    RawSyncStream {
         rx,
         queue,
         kill,
@@ -204,6 +259,10 @@ impl Producer {
             return stop;
         }
         let mut caught_up = false;
+        // One timer for heartbeats, moved only when it fires: re-arming it after every
+        // send would touch the timer wheel once per batch per client.
+        let heartbeat = tokio::time::sleep_until(self.last_sent + self.heartbeat_interval);
+        tokio::pin!(heartbeat);
         loop {
             self.head.borrow_and_update();
             if let Err(stop) = self.catch_up(&mut drain).await {
@@ -216,7 +275,6 @@ impl Producer {
                 }
             }
             let record = Arc::clone(&self.session.opened.guard.record);
-            let heartbeat_at = self.last_sent + self.heartbeat_interval;
             let deadline = self.deadline;
             tokio::select! {
                 biased;
@@ -230,10 +288,13 @@ impl Producer {
                     }
                 }
                 _ = self.head.changed() => {}
-                () = tokio::time::sleep_until(heartbeat_at) => {
-                    if let Err(stop) = self.heartbeat().await {
+                () = &mut heartbeat => {
+                    if Instant::now() >= self.last_sent + self.heartbeat_interval
+                        && let Err(stop) = self.heartbeat().await
+                    {
                         return stop;
                     }
+                    heartbeat.as_mut().reset(self.last_sent + self.heartbeat_interval);
                 }
             }
         }
@@ -315,52 +376,66 @@ impl Producer {
         drain: &mut tokio::sync::watch::Receiver<Option<DrainInfo>>,
     ) -> Result<(), Stop> {
         loop {
-            let entries = match self
-                .session
-                .target
-                .read_after(self.cursor, JOURNAL_BATCH_ENTRIES)
-            {
-                Read::Entries(entries) => entries,
-                Read::Gap => {
-                    return Err(Stop::Failed(
-                        "journal gap",
-                        Status::aborted(format!(
-                            "the journal no longer covers sequence {}: reconnect",
-                            self.cursor
-                        )),
-                    ));
-                }
-            };
-            if entries.is_empty() {
-                return Ok(());
-            }
+            // Under the journal's read lock: copy the shared encodings of the entries
+            // that pass the filters into one frame, up to a schema change (sent on its
+            // own) or a full batch. Nothing per entry is allocated or reference-counted
+            // here: with thousands of streams that would be paid thousands of times.
             let text = Arc::clone(&self.session.position_text);
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for entry in &entries {
-                if self.session.filter.matches_entry(entry) {
-                    match &entry.kind {
-                        EntryKind::Change { .. } => {
-                            bytes += encode::entry_size(entry);
-                            batch.extend(encode::journal_entry(entry, &*text));
-                        }
-                        EntryKind::Schema { .. } => {
-                            self.flush(&mut batch).await?;
-                            bytes = 0;
-                            if let Some(change) = encode::schema_change(entry, &*text) {
-                                self.send(Message::SchemaChange(change)).await?;
+            let filter = &self.session.filter;
+            let mut batch = Batch::default();
+            let mut visited = None;
+            let mut schema = None;
+            let covered = self.session.target.visit_after(
+                self.cursor,
+                JOURNAL_BATCH_ENTRIES,
+                |entry, left| {
+                    let mut more = true;
+                    if filter.matches_entry(entry) {
+                        match &entry.kind {
+                            EntryKind::Change { .. } => {
+                                if let Some(part) = encode::journal_entry_field(entry, &*text) {
+                                    if batch.encoded.is_empty() {
+                                        // Entries of a table have similar sizes.
+                                        batch.encoded.reserve(
+                                            (part.len() * left).min(BATCH_BYTES + part.len()),
+                                        );
+                                    }
+                                    batch.push(entry.sequence, part);
+                                }
+                                more = batch.encoded.len() < BATCH_BYTES;
+                            }
+                            EntryKind::Schema { .. } => {
+                                schema = Some(Arc::clone(entry));
+                                more = false;
                             }
                         }
                     }
-                }
-                self.cursor = entry.sequence;
-                self.cursor_position = entry.position.as_ref().map(|p| text(p)).unwrap_or_default();
-                if bytes >= BATCH_BYTES {
-                    self.flush(&mut batch).await?;
-                    bytes = 0;
-                }
+                    if left == 1 || !more {
+                        visited = Some((entry.sequence, entry.position.as_ref().map(|p| text(p))));
+                    }
+                    more
+                },
+            );
+            if !covered {
+                return Err(Stop::Failed(
+                    "journal gap",
+                    Status::aborted(format!(
+                        "the journal no longer covers sequence {}: reconnect",
+                        self.cursor
+                    )),
+                ));
             }
+            let Some((sequence, position)) = visited else {
+                return Ok(());
+            };
             self.flush(&mut batch).await?;
+            if let Some(entry) = schema
+                && let Some(change) = encode::schema_change(&entry, &*text)
+            {
+                self.send(Message::SchemaChange(change)).await?;
+            }
+            self.cursor = sequence;
+            self.cursor_position = position.unwrap_or_default();
             // Filtered entries were served too: move the pin past them.
             self.session.opened.guard.record.advance(self.cursor);
             if drain.has_changed().unwrap_or(false) {
@@ -375,13 +450,16 @@ impl Producer {
         }
     }
 
-    async fn flush(&mut self, batch: &mut Vec<wire::JournalEntry>) -> Result<(), Stop> {
-        if batch.is_empty() {
+    async fn flush(&mut self, batch: &mut Batch) -> Result<(), Stop> {
+        if batch.count == 0 {
             return Ok(());
         }
-        let entries = std::mem::take(batch);
-        let last = entries.last().map_or(self.cursor, |e| e.sequence);
-        self.send(Message::JournalEntries(wire::JournalEntries { entries }))
+        let Batch {
+            encoded,
+            count,
+            last,
+        } = std::mem::take(batch);
+        self.send_outgoing(count, Outgoing::Entries { encoded })
             .await?;
         self.session.opened.guard.record.advance(last);
         Ok(())
@@ -441,9 +519,12 @@ impl Producer {
                 deadline: Some(SystemTime::now()),
                 deadline_instant: None,
             };
-            let _ = self
-                .tx
-                .try_send((1, Ok(message(Message::GoAway(go_away_message(&info))))));
+            let _ = self.tx.try_send((
+                1,
+                Ok(Outgoing::Message(message(Message::GoAway(
+                    go_away_message(&info),
+                )))),
+            ));
         }
         Stop::Ended("disconnected by the server")
     }
@@ -454,8 +535,14 @@ impl Producer {
             Message::JournalEntries(batch) => batch.entries.len(),
             Message::SnapshotRows(batch) => batch.rows.len(),
             _ => 1,
-        }
-        .max(1);
+        };
+        self.send_outgoing(weight, Outgoing::Message(message(message_)))
+            .await
+    }
+
+    /// Queues a message of `weight` entries under the buffer policy.
+    async fn send_outgoing(&mut self, weight: usize, outgoing: Outgoing) -> Result<(), Stop> {
+        let weight = weight.max(1);
         let record = Arc::clone(&self.session.opened.guard.record);
         let mut waited = false;
         loop {
@@ -516,11 +603,27 @@ impl Producer {
             });
         }
         self.queue.queued.fetch_add(weight, Ordering::AcqRel);
-        if self.tx.send((weight, Ok(message(message_)))).await.is_err() {
+        if self.tx.send((weight, Ok(outgoing))).await.is_err() {
             return Err(Stop::Ended("client left"));
         }
         self.last_sent = Instant::now();
         Ok(())
+    }
+}
+
+/// Encoded journal entries waiting to be sent as one `JournalEntries`.
+#[derive(Default)]
+struct Batch {
+    encoded: Vec<u8>,
+    count: usize,
+    last: u64,
+}
+
+impl Batch {
+    fn push(&mut self, sequence: u64, part: &[u8]) {
+        self.encoded.extend_from_slice(part);
+        self.count += 1;
+        self.last = sequence;
     }
 }
 

@@ -665,8 +665,18 @@ impl FanoutTarget {
         self.observer.as_ref()
     }
 
-    pub(crate) fn read_after(&self, sequence: u64, limit: usize) -> Read {
-        self.state.read().journal.read_after(sequence, limit)
+    /// Visits journal entries after `sequence` under the read lock (see
+    /// `Journal::visit_after`); false on a gap.
+    pub(crate) fn visit_after(
+        &self,
+        sequence: u64,
+        limit: usize,
+        visit: impl FnMut(&Arc<JournalEntry>, usize) -> bool,
+    ) -> bool {
+        self.state
+            .read()
+            .journal
+            .visit_after(sequence, limit, visit)
     }
 
     /// Registers a stream and chooses its mode (FO-15) under the write lock, so no

@@ -169,9 +169,12 @@ async fn filters_apply_to_snapshot_catch_up_and_live_entries() {
         // Reset the table for the next case.
         let last = server.source.emit_truncate(items()).await;
         server.applied(last).await;
+        let mut last = Position::from_u64(0);
         for id in 0..12 {
-            server.source.emit_insert(items(), base(id)).await;
+            last = server.source.emit_insert(items(), base(id)).await;
         }
+        // Delivered to the engine is not yet applied: the next snapshot must hold them.
+        server.applied(last).await;
     }
 }
 

@@ -1,0 +1,879 @@
+//! `cargo xtask bench fanout`: many replication clients on loopback under a steady
+//! change rate: delivered changes/s, p50/p99 latency from target apply to client
+//! receipt, and server memory per idle client.
+//!
+//! Two processes, as in production: this binary re-executes itself as the **server**
+//! (an engine over the test source with one `replication-fanout` target and the
+//! replication service behind laredo-service's `GrpcServer` on a loopback port), and
+//! stays the **load**: N lean clients, each on its own HTTP/2 connection, speaking the
+//! real `Sync` protocol (handshake, full snapshot of the table, `CaughtUp`, then live
+//! `JournalEntries`). The load clients decode only what they measure (each entry's
+//! sequence and server `timestamp`; prost skips the rest of the bytes) so that the
+//! client side, which shares the same two cores, stays cheap next to the server.
+//!
+//! Per client count (5,000, then 1,000, 100 and a single-client reference, reusing the
+//! first connections), the server updates rows at a steady `--rate` for `--seconds`
+//! through the engine (driven by a timer, not as fast as possible), and waits until
+//! every change is applied; the load waits until every client received the last one.
+//!
+//! - **Latency** is the client's wall clock at receipt minus the entry's `timestamp`,
+//!   which the target stamps when it appends the change (under its write lock, at
+//!   apply). Both processes read the same system clock. It includes the server's
+//!   encoding and queueing, HTTP/2, the loopback, and the client's decoding; it excludes
+//!   the engine's own path from source to target. Percentiles come from a log-linear
+//!   histogram (1 µs up to 64 µs, then 32 buckets per octave: under 3.2% error).
+//! - **Delivered changes/s** is the entries received by all clients divided by the time
+//!   from the first emitted change to the last receipt.
+//! - **`delivery_ratio_<N>`**, the headline ratio against the reference in the same
+//!   run, is delivered changes/s over offered changes/s (N × the emitted rate, as the
+//!   server actually emitted it): 1.0 means every client kept up with the source; the
+//!   tail after the last change lowers it only by the time needed to deliver it.
+//!   `p99_ratio_<N>` is p99 latency against the single-client run.
+//! - **Idle bytes per client**: the server's `VmRSS` (from `/proc/<pid>/status`) with
+//!   no client connected, then after every client of the largest run finished its
+//!   snapshot and sits idle on a live stream, divided by the client count. It is the
+//!   whole per-connection cost (socket buffers kept by the kernel are not in RSS).
+//!
+//! Slow clients are not forgiven: a client the server disconnects (send buffer full)
+//! is reported in `disconnected_<N>` and its missing entries lower the delivery ratio.
+//!
+//! Options: `--clients 5000,1000,100` (the single-client reference always runs last),
+//! `--rate 1000` (changes/s), `--seconds 10`, `--rows 100` (table size, the snapshot
+//! each client receives). 5,000 clients need about 10,000 open files in this process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use laredo_core::{ChangeEvent, Engine, PipelineOptions, Position, Row, row, table};
+use laredo_proto::laredo::replication::v1::SyncRequest;
+use laredo_service::GrpcServer;
+use laredo_source_test::TestSource;
+use laredo_target_fanout::{FanoutConfig, FanoutTarget, ReplicationService};
+use parking_lot::Mutex;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::{Channel, Endpoint};
+
+const BENCH: &str = "fanout";
+/// Set in the environment of the re-executed server process.
+const ROLE_ENV: &str = "LAREDO_FANOUT_BENCH_ROLE";
+const SYNC_PATH: &str = "/laredo.replication.v1.LaredoReplicationService/Sync";
+const SCHEMA: &str = "bench";
+const TABLE: &str = "items";
+/// Connections opened at once while building up the client population.
+const CONNECT_CONCURRENCY: usize = 64;
+const WAIT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------
+// What the load clients decode of `SyncResponse`: the same field numbers as
+// proto/laredo/replication/v1/replication.proto; everything else is skipped.
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LiteResponse {
+    #[prost(oneof = "LiteMessage", tags = "5, 8, 9")]
+    message: Option<LiteMessage>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum LiteMessage {
+    #[prost(message, tag = "5")]
+    JournalEntries(LiteEntries),
+    #[prost(message, tag = "8")]
+    GoAway(LiteEmpty),
+    #[prost(message, tag = "9")]
+    CaughtUp(LiteCaughtUp),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LiteEntries {
+    #[prost(message, repeated, tag = "1")]
+    entries: Vec<LiteEntry>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LiteEntry {
+    #[prost(uint64, tag = "1")]
+    sequence: u64,
+    #[prost(message, optional, tag = "3")]
+    timestamp: Option<prost_types::Timestamp>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LiteCaughtUp {
+    #[prost(uint64, tag = "1")]
+    sequence: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LiteEmpty {}
+
+// ---------------------------------------------------------------------------------
+// Latency histogram.
+
+const SUB_BITS: u32 = 5;
+const BUCKETS: usize = 1024;
+
+fn bucket_of(micros: u64) -> usize {
+    let linear = 1u64 << (SUB_BITS + 1);
+    if micros < linear {
+        return micros as usize;
+    }
+    let msb = 63 - micros.leading_zeros();
+    let shift = msb - SUB_BITS;
+    let top = (micros >> shift) - (1 << SUB_BITS);
+    let idx = linear as usize + (shift as usize - 1) * (1 << SUB_BITS) + top as usize;
+    idx.min(BUCKETS - 1)
+}
+
+/// The middle of a bucket, in microseconds.
+fn bucket_value(idx: usize) -> f64 {
+    let linear = 1usize << (SUB_BITS + 1);
+    if idx < linear {
+        return idx as f64;
+    }
+    let shift = (idx - linear) / (1 << SUB_BITS) + 1;
+    let top = (idx - linear) % (1 << SUB_BITS) + (1 << SUB_BITS);
+    let low = (top << shift) as f64;
+    low + (1u64 << shift) as f64 / 2.0
+}
+
+#[derive(Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Self {
+            counts: vec![0; BUCKETS],
+        }
+    }
+
+    fn record(&mut self, micros: u64) {
+        self.counts[bucket_of(micros)] += 1;
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The `q` quantile in milliseconds.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let total = self.total();
+        if total == 0 {
+            return f64::NAN;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (idx, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return bucket_value(idx) / 1000.0;
+            }
+        }
+        f64::NAN
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Options.
+
+struct Options {
+    clients: Vec<usize>,
+    rate: u64,
+    seconds: u64,
+    rows: u64,
+}
+
+fn parse_options() -> Options {
+    let mut options = Options {
+        clients: vec![5000, 1000, 100],
+        rate: 1000,
+        seconds: 10,
+        rows: 100,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
+        };
+        match arg.as_str() {
+            "--clients" => {
+                options.clients = value()
+                    .split(',')
+                    .map(|n| n.trim().parse().unwrap_or_else(|_| usage("bad --clients")))
+                    .collect();
+            }
+            "--rate" => options.rate = value().parse().unwrap_or_else(|_| usage("bad --rate")),
+            "--seconds" => {
+                options.seconds = value().parse().unwrap_or_else(|_| usage("bad --seconds"));
+            }
+            "--rows" => options.rows = value().parse().unwrap_or_else(|_| usage("bad --rows")),
+            // `cargo bench` passes `--bench`.
+            "--bench" => {}
+            other => usage(&format!("unknown option {other:?}")),
+        }
+    }
+    options.clients.sort_unstable_by(|a, b| b.cmp(a));
+    options.clients.dedup();
+    options.clients.retain(|&n| n > 1);
+    options
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("fanout bench: {problem}");
+    eprintln!("options: --clients 5000,1000,100  --rate 1000  --seconds 10  --rows 100");
+    std::process::exit(2);
+}
+
+// ---------------------------------------------------------------------------------
+// The server process.
+
+fn bench_row(id: u64, version: u64) -> Row {
+    row! {
+        "id" => id as i64,
+        "name" => format!("item-{id}"),
+        "region" => "eu-west",
+        "score" => version as i64,
+    }
+}
+
+/// Runs the server: prints `addr <addr>`, then answers `emit <rate> <millis>` with
+/// `emitted <count> <last_sequence> <millis>` once every change is applied.
+fn server_main() {
+    let rows: u64 = std::env::var("LAREDO_FANOUT_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let items = table(SCHEMA, TABLE);
+        let source = TestSource::new();
+        source.set_schema(
+            items.clone(),
+            TestSource::columns(&[
+                ("id", "int8", true),
+                ("name", "text", false),
+                ("region", "text", false),
+                ("score", "int8", false),
+            ]),
+        );
+        for id in 1..=rows {
+            source.add_row(items.clone(), bench_row(id, 0));
+        }
+        let target = FanoutTarget::with_config(FanoutConfig::default());
+        let engine = Engine::builder()
+            .source("main", source.clone())
+            .pipeline(
+                "main",
+                items.clone(),
+                target.clone(),
+                PipelineOptions::default(),
+            )
+            .build()
+            .expect("engine");
+        engine.start().await.expect("engine starts");
+        assert!(engine.await_ready(WAIT).await, "engine ready");
+        let server = GrpcServer::builder(engine.clone())
+            .listen("127.0.0.1:0".parse().expect("addr"))
+            .add_service(ReplicationService::new(engine.clone()).into_server())
+            .bind()
+            .await
+            .expect("bind");
+        let addr = server.local_addr();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(server.serve(shutdown.clone().cancelled_owned()));
+        println!("addr {addr}");
+        std::io::stdout().flush().expect("stdout");
+
+        let (tx, mut commands) = tokio::sync::mpsc::channel::<String>(4);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut version = 0;
+        while let Some(line) = commands.recv().await {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["emit", rate, millis] => {
+                    let rate: u64 = rate.parse().expect("rate");
+                    let millis: u64 = millis.parse().expect("millis");
+                    version += 1;
+                    let started = Instant::now();
+                    let before = target.current_sequence();
+                    let count =
+                        emit(&source, rate, Duration::from_millis(millis), rows, version).await;
+                    // Each update is one journal entry: wait until the target applied
+                    // the last one (the source only reports handing it to the engine).
+                    let last = before + count;
+                    while target.current_sequence() < last {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let elapsed = started.elapsed().as_millis();
+                    println!("emitted {count} {last} {elapsed}");
+                    std::io::stdout().flush().expect("stdout");
+                }
+                ["quit"] => break,
+                _ => eprintln!("server: unknown command {line:?}"),
+            }
+        }
+        shutdown.cancel();
+        let _ = serving.await;
+        let _ = engine.stop().await;
+    });
+}
+
+/// Updates rows round-robin at `rate` changes/s for `duration` (a 1 ms timer tops the
+/// emitted count up to `rate × elapsed`), then waits until the engine applied them.
+async fn emit(source: &TestSource, rate: u64, duration: Duration, rows: u64, version: u64) -> u64 {
+    let items = table(SCHEMA, TABLE);
+    let started = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sent = 0u64;
+    let mut last = Position::from_u64(0);
+    loop {
+        ticker.tick().await;
+        let elapsed = started.elapsed().min(duration);
+        let due = (rate as u128 * elapsed.as_micros() / 1_000_000) as u64;
+        if due > sent {
+            let events = (sent..due).map(|n| {
+                let id = n % rows.max(1) + 1;
+                ChangeEvent::update(
+                    items.clone(),
+                    Position::from_u64(0),
+                    bench_row(id, version),
+                    None,
+                )
+            });
+            last = source.enqueue(events);
+            sent = due;
+        }
+        if elapsed >= duration {
+            break;
+        }
+    }
+    source.wait_delivered(last).await;
+    sent
+}
+
+// ---------------------------------------------------------------------------------
+// The load: lean clients.
+
+#[derive(Default)]
+struct ClientStats {
+    caught_up: bool,
+    ended: Option<String>,
+    last_sequence: u64,
+    received: u64,
+    latency: Option<Histogram>,
+}
+
+struct LoadClient {
+    stats: Arc<Mutex<ClientStats>>,
+    stop: CancellationToken,
+}
+
+impl Drop for LoadClient {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn connect_client(addr: SocketAddr, n: usize, tasks: &Mutex<JoinSet<()>>) -> LoadClient {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("client connects");
+    let stats = Arc::new(Mutex::new(ClientStats::default()));
+    let stop = CancellationToken::new();
+    let request = SyncRequest {
+        schema: SCHEMA.into(),
+        table: TABLE.into(),
+        client_id: format!("bench-{n}"),
+        ..Default::default()
+    };
+    let shared = Arc::clone(&stats);
+    let cancel = stop.clone();
+    tasks.lock().spawn(async move {
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            result = run_client(channel, request, &shared) => {
+                shared.lock().ended = Some(match result {
+                    Ok(()) => "stream ended".to_string(),
+                    Err(status) => format!("{}: {}", status.code(), status.message()),
+                });
+            }
+        }
+    });
+    LoadClient { stats, stop }
+}
+
+async fn run_client(
+    channel: Channel,
+    request: SyncRequest,
+    stats: &Mutex<ClientStats>,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<SyncRequest, LiteResponse>::default();
+    let mut stream = grpc
+        .server_streaming(
+            tonic::Request::new(request),
+            PathAndQuery::from_static(SYNC_PATH),
+            codec,
+        )
+        .await?
+        .into_inner();
+    while let Some(response) = stream.message().await? {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        match response.message {
+            Some(LiteMessage::CaughtUp(c)) => {
+                let mut stats = stats.lock();
+                stats.caught_up = true;
+                stats.last_sequence = stats.last_sequence.max(c.sequence);
+            }
+            Some(LiteMessage::JournalEntries(batch)) => {
+                let mut stats = stats.lock();
+                let ClientStats {
+                    last_sequence,
+                    received,
+                    latency,
+                    ..
+                } = &mut *stats;
+                for entry in &batch.entries {
+                    *last_sequence = entry.sequence;
+                    *received += 1;
+                    if let (Some(histogram), Some(ts)) = (latency.as_mut(), &entry.timestamp) {
+                        let stamped = Duration::new(
+                            u64::try_from(ts.seconds).unwrap_or(0),
+                            u32::try_from(ts.nanos).unwrap_or(0),
+                        );
+                        let micros = now.saturating_sub(stamped).as_micros();
+                        histogram.record(u64::try_from(micros).unwrap_or(u64::MAX));
+                    }
+                }
+            }
+            Some(LiteMessage::GoAway(_)) | None => {}
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// The driver.
+
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+}
+
+fn figure(figures: &mut Vec<Figure>, name: impl Into<String>, value: f64, unit: &'static str) {
+    figures.push(Figure {
+        name: name.into(),
+        value,
+        unit,
+    });
+}
+
+struct ServerProcess {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ServerProcess {
+    fn start(rows: u64) -> Self {
+        let exe = std::env::current_exe().expect("current exe");
+        let mut child = Command::new(exe)
+            .env(ROLE_ENV, "server")
+            .env("LAREDO_FANOUT_BENCH_ROWS", rows.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("server process starts");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("server output");
+        assert!(!line.is_empty(), "the server process exited");
+        line.trim().to_string()
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
+    /// Emits at `rate` for `duration`; returns (changes, last sequence, millis taken).
+    fn emit(&mut self, rate: u64, duration: Duration) -> (u64, u64, u64) {
+        writeln!(self.stdin, "emit {rate} {}", duration.as_millis()).expect("server stdin");
+        self.stdin.flush().expect("server stdin");
+        let line = self.line();
+        let words: Vec<u64> = line
+            .strip_prefix("emitted ")
+            .unwrap_or_else(|| panic!("unexpected server output {line:?}"))
+            .split_whitespace()
+            .map(|w| w.parse().expect("number"))
+            .collect();
+        (words[0], words[1], words[2])
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) a process used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th,
+    // stime the 13th; in clock ticks of 1/100 s on Linux.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= deadline {
+            eprintln!("fanout bench: timed out after {timeout:?} waiting for {what}");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+struct RunResult {
+    clients: usize,
+    offered_per_sec: f64,
+    delivered_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    disconnected: usize,
+    missing: u64,
+    /// CPU cores busy on average in the server process, and in this (load) process.
+    server_cores: f64,
+    load_cores: f64,
+}
+
+async fn measure(
+    server: &mut ServerProcess,
+    clients: &[LoadClient],
+    options: &Options,
+) -> RunResult {
+    for client in clients {
+        let mut stats = client.stats.lock();
+        stats.received = 0;
+        stats.latency = Some(Histogram::new());
+    }
+    let duration = Duration::from_secs(options.seconds);
+    let server_pid = server.child.id().to_string();
+    let (server_cpu, load_cpu) = (cpu_seconds(&server_pid), cpu_seconds("self"));
+    let started = Instant::now();
+    // The server's `emit` blocks this thread; the clients run on the runtime's workers.
+    let (emitted, last_sequence, emit_millis) =
+        tokio::task::block_in_place(|| server.emit(options.rate, duration));
+    let all_done = |clients: &[LoadClient]| {
+        clients.iter().all(|c| {
+            let stats = c.stats.lock();
+            stats.last_sequence >= last_sequence || stats.ended.is_some()
+        })
+    };
+    wait_for("every client to receive the last change", WAIT, || {
+        all_done(clients)
+    })
+    .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let server_cores = (cpu_seconds(&server_pid) - server_cpu) / elapsed;
+    let load_cores = (cpu_seconds("self") - load_cpu) / elapsed;
+    let mut histogram = Histogram::new();
+    let mut received = 0;
+    let mut disconnected = 0;
+    for client in clients {
+        let stats = client.stats.lock();
+        received += stats.received;
+        if let Some(h) = &stats.latency {
+            histogram.merge(h);
+        }
+        if let Some(reason) = &stats.ended {
+            disconnected += 1;
+            if disconnected == 1 {
+                eprintln!("fanout bench: a client's stream ended: {reason}");
+            }
+        }
+    }
+    let offered_rate = emitted as f64 / (emit_millis as f64 / 1000.0).max(1e-3);
+    RunResult {
+        clients: clients.len(),
+        offered_per_sec: offered_rate * clients.len() as f64,
+        delivered_per_sec: received as f64 / elapsed,
+        p50_ms: histogram.quantile_ms(0.50),
+        p99_ms: histogram.quantile_ms(0.99),
+        max_ms: histogram.quantile_ms(1.0),
+        disconnected,
+        missing: (emitted * clients.len() as u64).saturating_sub(received),
+        server_cores,
+        load_cores,
+    }
+}
+
+async fn connect_all(
+    addr: SocketAddr,
+    count: usize,
+    tasks: &Arc<Mutex<JoinSet<()>>>,
+) -> Vec<LoadClient> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let made = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let mut connectors = JoinSet::new();
+    for _ in 0..CONNECT_CONCURRENCY.min(count) {
+        let next = Arc::clone(&next);
+        let made = Arc::clone(&made);
+        let tasks = Arc::clone(tasks);
+        connectors.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return;
+                }
+                let client = connect_client(addr, n, &tasks).await;
+                // Wait for the snapshot before the next connection, so the population
+                // grows as clients that finished catching up.
+                let stats = Arc::clone(&client.stats);
+                made.lock().push(client);
+                while !stats.lock().caught_up {
+                    if stats.lock().ended.is_some() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+    }
+    while connectors.join_next().await.is_some() {}
+    std::mem::take(&mut *made.lock())
+}
+
+fn main() {
+    if std::env::var(ROLE_ENV).as_deref() == Ok("server") {
+        server_main();
+        return;
+    }
+    let options = parse_options();
+    let largest = options.clients.first().copied().unwrap_or(1);
+    let needed = largest as u64 * 2 + 256;
+    if let Some(limit) = open_files_limit()
+        && limit < needed
+    {
+        eprintln!(
+            "fanout bench: {largest} clients need about {needed} open files (two sockets per \
+             client across the two processes); the limit is {limit}. Raise it (`ulimit -n \
+             {needed}`) or pass a smaller --clients."
+        );
+        std::process::exit(1);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let figures = runtime.block_on(run(options));
+    println!();
+    println!("{:<28} {:>16} unit", "figure", "value");
+    for f in &figures {
+        println!("{:<28} {:>16.2} {}", f.name, f.value, f.unit);
+    }
+    println!();
+    for f in &figures {
+        println!(
+            "{{\"bench\":\"{BENCH}\",\"figure\":\"{}\",\"value\":{:.4},\"unit\":\"{}\"}}",
+            f.name, f.value, f.unit
+        );
+    }
+}
+
+async fn run(options: Options) -> Vec<Figure> {
+    let mut server = ServerProcess::start(options.rows);
+    let line = server.line();
+    let addr: SocketAddr = line
+        .strip_prefix("addr ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected server output {line:?}"));
+    let tasks = Arc::new(Mutex::new(JoinSet::new()));
+    let mut figures = Vec::new();
+    let largest = options.clients.first().copied().unwrap_or(1);
+
+    // Idle memory: the server with no client, then with every client idle on a live
+    // stream. Settle before each reading so that startup allocations are done.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = server.rss_bytes();
+    let connect_started = Instant::now();
+    let mut clients = connect_all(addr, largest, &tasks).await;
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    let caught_up = wait_for("every client to catch up", WAIT, || {
+        clients.iter().all(|c| c.stats.lock().caught_up)
+    })
+    .await;
+    assert!(caught_up, "clients did not catch up");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_idle = server.rss_bytes();
+    let idle_per_client = rss_idle.saturating_sub(rss_before) as f64 / largest as f64;
+    println!(
+        "{largest} clients connected and caught up in {connect_secs:.1} s; server RSS {:.1} MiB -> {:.1} MiB",
+        rss_before as f64 / 1048576.0,
+        rss_idle as f64 / 1048576.0
+    );
+    figure(
+        &mut figures,
+        "idle_bytes_per_client",
+        idle_per_client,
+        "bytes",
+    );
+    figure(
+        &mut figures,
+        format!("connect_clients_per_sec_{largest}"),
+        largest as f64 / connect_secs,
+        "clients/s",
+    );
+
+    let mut results = Vec::new();
+    for &n in options.clients.iter().chain(std::iter::once(&1)) {
+        clients.truncate(n);
+        // Let the dropped streams close before measuring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let result = measure(&mut server, &clients, &options).await;
+        println!(
+            "{:>5} clients: {:>10.0} changes/s delivered of {:>10.0} offered, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} disconnected, {} missing; CPU cores: server {:.2}, load {:.2}",
+            result.clients,
+            result.delivered_per_sec,
+            result.offered_per_sec,
+            result.p50_ms,
+            result.p99_ms,
+            result.max_ms,
+            result.disconnected,
+            result.missing,
+            result.server_cores,
+            result.load_cores
+        );
+        results.push(result);
+    }
+    let reference_p99 = results.last().map_or(f64::NAN, |r| r.p99_ms);
+    for r in &results {
+        let n = r.clients;
+        figure(&mut figures, format!("p50_ms_{n}"), r.p50_ms, "ms");
+        figure(&mut figures, format!("p99_ms_{n}"), r.p99_ms, "ms");
+        figure(&mut figures, format!("max_ms_{n}"), r.max_ms, "ms");
+        figure(
+            &mut figures,
+            format!("changes_per_sec_{n}"),
+            r.delivered_per_sec,
+            "changes/s",
+        );
+        figure(
+            &mut figures,
+            format!("offered_changes_per_sec_{n}"),
+            r.offered_per_sec,
+            "changes/s",
+        );
+        figure(
+            &mut figures,
+            format!("delivery_ratio_{n}"),
+            r.delivered_per_sec / r.offered_per_sec,
+            "ratio",
+        );
+        figure(
+            &mut figures,
+            format!("server_cpu_cores_{n}"),
+            r.server_cores,
+            "cores",
+        );
+        figure(
+            &mut figures,
+            format!("load_cpu_cores_{n}"),
+            r.load_cores,
+            "cores",
+        );
+        if n > 1 {
+            figure(
+                &mut figures,
+                format!("p99_ratio_{n}"),
+                r.p99_ms / reference_p99,
+                "ratio",
+            );
+            figure(
+                &mut figures,
+                format!("disconnected_{n}"),
+                r.disconnected as f64,
+                "clients",
+            );
+        }
+    }
+    drop(clients);
+    drop(server);
+    figures
+}
