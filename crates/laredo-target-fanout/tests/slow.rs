@@ -77,8 +77,11 @@ async fn under_slow_down_a_stalled_client_is_kept_and_pins_the_journal() {
     let server = Server::start(config, []).await;
     let stalled = stalled(&server).await;
     wait_until("one client", WAIT, || server.target.client_count() == 1).await;
+    // 16 MiB of changes: far more than the HTTP/2 window, the server's send buffers
+    // and the client's queue can absorb, so the client stays behind for good (with
+    // 1.6 MiB the buffers could take it all and the client caught up).
     let mut last = Position::from_u64(0);
-    for id in 0..200 {
+    for id in 0..2000 {
         last = server.source.emit_insert(items(), big(id)).await;
     }
     server.applied(last).await;
