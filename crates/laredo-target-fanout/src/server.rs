@@ -15,7 +15,7 @@ use bytes::BufMut;
 use laredo_proto::laredo::replication::v1 as wire;
 use laredo_proto::laredo::replication::v1::laredo_replication_service_server::LaredoReplicationServiceServer;
 use prost::Message as _;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -118,15 +118,33 @@ impl Codec for SyncCodec {
 
 struct SyncEncoder;
 
+/// The initial capacity of a stream's encode buffer. tonic's default (8 KiB) is held
+/// by every idle stream for its whole life, and the buffer never grows below it; the
+/// messages that matter are entry batches, which reserve what they need anyway.
+const ENCODE_BUFFER_BYTES: usize = 512;
+
+/// How much is encoded before the buffer is handed to HTTP/2 (tonic's default is 32
+/// KiB). Every large message (a snapshot batch) leaves in a buffer of its own, so the
+/// buffer an idle stream keeps is the small one of its last messages.
+const ENCODE_YIELD_THRESHOLD: usize = 4 * 1024;
+
 impl Encoder for SyncEncoder {
     type Item = Outgoing;
     type Error = Status;
 
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(ENCODE_BUFFER_BYTES, ENCODE_YIELD_THRESHOLD)
+    }
+
     fn encode(&mut self, item: Outgoing, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
         match item {
-            Outgoing::Message(message) => message
-                .encode(buf)
-                .map_err(|error| Status::internal(format!("encoding a sync response: {error}"))),
+            Outgoing::Message(message) => {
+                // Reserved exactly: growing by doubling would copy and overshoot.
+                buf.reserve(message.encoded_len());
+                message
+                    .encode(buf)
+                    .map_err(|error| Status::internal(format!("encoding a sync response: {error}")))
+            }
             Outgoing::Entries { encoded } => {
                 buf.reserve(encode::journal_entries_encoded_len(encoded.len()));
                 encode::put_journal_entries_header(encoded.len(), buf);

@@ -38,8 +38,9 @@ use crate::target::{ClientState, DrainInfo, FanoutTarget, Opened};
 /// What a producer queues: a message, or `JournalEntries` made of entries encoded once
 /// and shared by every stream (see [`encode::journal_entry_field`]).
 pub(crate) enum Outgoing {
-    /// A message encoded for this stream alone.
-    Message(wire::SyncResponse),
+    /// A message encoded for this stream alone (boxed: the send buffer's slots are
+    /// allocated in blocks, so a small slot keeps an idle client's buffer small).
+    Message(Box<wire::SyncResponse>),
     /// A `JournalEntries` message: its entries' shared encodings, concatenated.
     Entries { encoded: Vec<u8> },
 }
@@ -49,7 +50,7 @@ impl Outgoing {
     /// rather than the wire).
     fn into_response(self) -> Result<wire::SyncResponse, Status> {
         match self {
-            Self::Message(message) => Ok(message),
+            Self::Message(message) => Ok(*message),
             Self::Entries { encoded } => {
                 let len = encoded.len();
                 let mut buf = Vec::with_capacity(encode::journal_entries_encoded_len(len));
@@ -101,7 +102,7 @@ impl Stream for SyncStream {
 
 /// The client's send buffer as a stream of [`Outgoing`] messages.
 pub(crate) struct RawSyncStream {
-    rx: mpsc::Receiver<(usize, Item)>,
+    rx: mpsc::Receiver<(usize, Outgoing)>,
     queue: Arc<Queue>,
     kill: Arc<Mutex<Option<Status>>>,
     producer: JoinHandle<()>,
@@ -145,7 +146,7 @@ impl Stream for RawSyncStream {
             Poll::Ready(Some((weight, item))) => {
                 self.queue.queued.fetch_sub(weight, Ordering::AcqRel);
                 self.queue.room.notify_one();
-                Poll::Ready(Some(item))
+                Poll::Ready(Some(Ok(item)))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -227,7 +228,7 @@ struct Producer {
     queue: Arc<Queue>,
     /// The journal's head sequence, updated by every append.
     head: tokio::sync::watch::Receiver<u64>,
-    tx: mpsc::Sender<(usize, Item)>,
+    tx: mpsc::Sender<(usize, Outgoing)>,
     kill: Arc<Mutex<Option<Status>>>,
 }
 
@@ -521,9 +522,7 @@ impl Producer {
             };
             let _ = self.tx.try_send((
                 1,
-                Ok(Outgoing::Message(message(Message::GoAway(
-                    go_away_message(&info),
-                )))),
+                Outgoing::Message(message(Message::GoAway(go_away_message(&info)))),
             ));
         }
         Stop::Ended("disconnected by the server")
@@ -603,7 +602,7 @@ impl Producer {
             });
         }
         self.queue.queued.fetch_add(weight, Ordering::AcqRel);
-        if self.tx.send((weight, Ok(outgoing))).await.is_err() {
+        if self.tx.send((weight, outgoing)).await.is_err() {
             return Err(Stop::Ended("client left"));
         }
         self.last_sent = Instant::now();
@@ -627,10 +626,10 @@ impl Batch {
     }
 }
 
-fn message(message: Message) -> wire::SyncResponse {
-    wire::SyncResponse {
+fn message(message: Message) -> Box<wire::SyncResponse> {
+    Box::new(wire::SyncResponse {
         message: Some(message),
-    }
+    })
 }
 
 fn go_away_message(info: &DrainInfo) -> wire::GoAway {
