@@ -14,15 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Figure, arg, engine, print, run, runtime, source};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use async_trait::async_trait;
-use laredo_core::{
-    ColumnDefinition, Engine, PipelineOptions, Row, SchemaChangeResponse, SyncTarget,
-    TableIdentifier, TargetError, Value, table,
-};
+use laredo_core::{Engine, PipelineOptions, Row, Value, table};
 use laredo_source_pg::SlotMode;
-use laredo_test_support::PgCluster;
+use laredo_test_support::{CountingTarget, PgCluster, memory_kib};
 use parking_lot::Mutex;
 
 /// Microseconds since the Unix epoch (the unit of `Value::TimestampTz`).
@@ -205,61 +199,6 @@ fn main() {
     );
 }
 
-/// This process's `VmRSS` or `VmHWM` (peak) in KiB.
-fn memory_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .expect("/proc/self/status")
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("memory field")
-}
-
-/// Counts inserts and keeps no rows, so memory growth is laredo's own.
-#[derive(Default)]
-struct CountingTarget {
-    inserts: AtomicU64,
-}
-
-#[async_trait]
-impl SyncTarget for CountingTarget {
-    fn type_name(&self) -> &str {
-        "counting"
-    }
-    async fn on_baseline_row(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        self.inserts.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-    async fn on_update(
-        &self,
-        _: &TableIdentifier,
-        _: &Row,
-        _: Option<&Row>,
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_delete(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
-        Ok(())
-    }
-    fn is_durable(&self) -> bool {
-        true
-    }
-    async fn on_schema_change(
-        &self,
-        _: &TableIdentifier,
-        _: &[ColumnDefinition],
-        _: &[ColumnDefinition],
-    ) -> SchemaChangeResponse {
-        SchemaChangeResponse::proceed()
-    }
-}
-
 /// `--big-tx N`: one N-row transaction streamed while the resident set is watched.
 fn big_transaction(rows: u64) {
     let pg = PgCluster::start().expect("PostgreSQL");
@@ -295,7 +234,7 @@ fn big_transaction(rows: u64) {
         )
         .expect("insert");
         let started = Instant::now();
-        while target.inserts.load(Ordering::Relaxed) < rows {
+        while target.inserts() < rows {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let elapsed = started.elapsed();

@@ -11,7 +11,7 @@ use laredo_core::{
     TableIdentifier, TargetError, Value, table,
 };
 use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, ReconnectPolicy, SlotMode};
-use laredo_test_support::{PgCluster, TestObserver, wait_until};
+use laredo_test_support::{CountingTarget, PgCluster, TestObserver, memory_kib, wait_until};
 use parking_lot::Mutex;
 
 use super::connect;
@@ -685,61 +685,6 @@ async fn column_changes_reach_the_target_and_its_answer_is_honoured() {
     engine.stop().await.unwrap();
 }
 
-/// The process's resident set, from `/proc/self/status` (`field` = VmRSS or VmHWM).
-fn memory_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// Counts streamed inserts without keeping rows.
-#[derive(Default)]
-struct CountingTarget {
-    inserts: AtomicU64,
-}
-
-#[async_trait]
-impl SyncTarget for CountingTarget {
-    fn type_name(&self) -> &str {
-        "counting"
-    }
-    async fn on_baseline_row(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        self.inserts.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-    async fn on_update(
-        &self,
-        _: &TableIdentifier,
-        _: &Row,
-        _: Option<&Row>,
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_delete(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
-        Ok(())
-    }
-    fn is_durable(&self) -> bool {
-        true
-    }
-    async fn on_schema_change(
-        &self,
-        _: &TableIdentifier,
-        _: &[ColumnDefinition],
-        _: &[ColumnDefinition],
-    ) -> SchemaChangeResponse {
-        SchemaChangeResponse::proceed()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_row_transaction_streams_in_bounded_memory() {
     let pg = PgCluster::shared();
@@ -761,7 +706,7 @@ async fn a_million_row_transaction_streams_in_bounded_memory() {
     wait_until(
         "a million inserts applied",
         Duration::from_secs(300),
-        || target.inserts.load(Ordering::SeqCst) == 1_000_000,
+        || target.inserts() == 1_000_000,
     )
     .await;
     let peak = memory_kib("VmHWM");
