@@ -23,6 +23,12 @@
 //!   encoding and queueing, HTTP/2, the loopback, and the client's decoding; it excludes
 //!   the engine's own path from source to target. Percentiles come from a log-linear
 //!   histogram (1 µs up to 64 µs, then 32 buckets per octave: under 3.2% error).
+//!   `p99_steady_ms_<N>` leaves out the changes of the run's first second (the step
+//!   from idle clients to the full rate); `p99_ms_<N>` counts every change.
+//! - **Batching**: `entries_per_message_<N>` (journal entries per `JournalEntries`
+//!   message the clients received) and `server_cpu_us_per_message_<N>` (server CPU
+//!   time per such message). Live delivery sends what is in the journal when a stream
+//!   gets to run, so under load messages grow instead of queueing up.
 //! - **Delivered changes/s** is the entries received by all clients divided by the time
 //!   from the first emitted change to the last receipt.
 //! - **`delivery_ratio_<N>`**, the headline ratio against the reference in the same
@@ -40,7 +46,9 @@
 //!
 //! Options: `--clients 5000,1000,100` (the single-client reference always runs last),
 //! `--rate 1000` (changes/s), `--seconds 10`, `--rows 100` (table size, the snapshot
-//! each client receives). 5,000 clients need about 10,000 open files in this process.
+//! each client receives), `--journal <entries>` (the target's `journal.max_entries`;
+//! a small journal is full during the run, as on a long-running server, so every
+//! append also prunes). 5,000 clients need about 10,000 open files in this process.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -69,6 +77,9 @@ const TABLE: &str = "items";
 /// Connections opened at once while building up the client population.
 const CONNECT_CONCURRENCY: usize = 64;
 const WAIT: Duration = Duration::from_secs(120);
+/// The start of each run excluded from `p99_steady_ms_<N>`: the step from idle clients
+/// to the full rate, during which every client's first changes arrive one round late.
+const WARM_UP: Duration = Duration::from_secs(1);
 /// Each load client's HTTP/2 receive windows (stream and connection): 1 MiB, so that
 /// flow control never waits on a window update at these rates.
 const CLIENT_WINDOW: u32 = 1 << 20;
@@ -282,6 +293,8 @@ struct Options {
     rate: u64,
     seconds: u64,
     rows: u64,
+    /// `journal.max_entries` of the server's target; `None`: the default.
+    journal: Option<usize>,
 }
 
 fn parse_options() -> Options {
@@ -290,6 +303,7 @@ fn parse_options() -> Options {
         rate: 1000,
         seconds: 10,
         rows: 100,
+        journal: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -309,6 +323,9 @@ fn parse_options() -> Options {
                 options.seconds = value().parse().unwrap_or_else(|_| usage("bad --seconds"));
             }
             "--rows" => options.rows = value().parse().unwrap_or_else(|_| usage("bad --rows")),
+            "--journal" => {
+                options.journal = Some(value().parse().unwrap_or_else(|_| usage("bad --journal")));
+            }
             // `cargo bench` passes `--bench`.
             "--bench" => {}
             other => usage(&format!("unknown option {other:?}")),
@@ -322,7 +339,9 @@ fn parse_options() -> Options {
 
 fn usage(problem: &str) -> ! {
     eprintln!("fanout bench: {problem}");
-    eprintln!("options: --clients 5000,1000,100  --rate 1000  --seconds 10  --rows 100");
+    eprintln!(
+        "options: --clients 5000,1000,100  --rate 1000  --seconds 10  --rows 100  --journal <max entries>"
+    );
     std::process::exit(2);
 }
 
@@ -365,7 +384,14 @@ fn server_main() {
         for id in 1..=rows {
             source.add_row(items.clone(), bench_row(id, 0));
         }
-        let target = FanoutTarget::with_config(FanoutConfig::default());
+        let mut config = FanoutConfig::default();
+        if let Some(entries) = std::env::var("LAREDO_FANOUT_BENCH_JOURNAL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config = config.journal_max_entries(entries);
+        }
+        let target = FanoutTarget::with_config(config);
         let engine = Engine::builder()
             .source("main", source.clone())
             .pipeline(
@@ -474,7 +500,12 @@ struct ClientStats {
     ended: Option<String>,
     last_sequence: u64,
     received: u64,
+    /// `JournalEntries` messages received.
+    messages: u64,
     latency: Option<Histogram>,
+    /// Latency of the entries the server stamped after the warm-up (microseconds since
+    /// the epoch), once the run is past the step from idle to the full rate.
+    steady: Option<(u64, Histogram)>,
 }
 
 struct LoadClient {
@@ -617,13 +648,21 @@ fn record(stats: &Mutex<ClientStats>, message: LiteMessage) {
             let ClientStats {
                 last_sequence,
                 received,
+                messages,
                 latency,
+                steady,
                 ..
             } = &mut *stats;
+            *messages += 1;
             for (sequence, stamped) in entries {
                 *last_sequence = sequence;
                 *received += 1;
                 if let Some(histogram) = latency.as_mut() {
+                    histogram.record(now.saturating_sub(stamped));
+                }
+                if let Some((from, histogram)) = steady.as_mut()
+                    && stamped >= *from
+                {
                     histogram.record(now.saturating_sub(stamped));
                 }
             }
@@ -656,9 +695,13 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(rows: u64) -> Self {
+    fn start(rows: u64, journal: Option<usize>) -> Self {
         let exe = std::env::current_exe().expect("current exe");
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(entries) = journal {
+            command.env("LAREDO_FANOUT_BENCH_JOURNAL", entries.to_string());
+        }
+        let mut child = command
             .env(ROLE_ENV, "server")
             .env("LAREDO_FANOUT_BENCH_ROWS", rows.to_string())
             .stdin(Stdio::piped())
@@ -760,7 +803,10 @@ struct RunResult {
     delivered_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
+    p99_steady_ms: f64,
     max_ms: f64,
+    entries_per_message: f64,
+    server_us_per_message: f64,
     disconnected: usize,
     missing: u64,
     /// CPU cores busy on average in the server process, and in this (load) process.
@@ -773,10 +819,17 @@ async fn measure(
     clients: &[LoadClient],
     options: &Options,
 ) -> RunResult {
+    let steady_from = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        + WARM_UP;
+    let steady_from = u64::try_from(steady_from.as_micros()).unwrap_or(u64::MAX);
     for client in clients {
         let mut stats = client.stats.lock();
         stats.received = 0;
+        stats.messages = 0;
         stats.latency = Some(Histogram::new());
+        stats.steady = Some((steady_from, Histogram::new()));
     }
     let duration = Duration::from_secs(options.seconds);
     let server_pid = server.child.id().to_string();
@@ -799,13 +852,19 @@ async fn measure(
     let server_cores = (cpu_seconds(&server_pid) - server_cpu) / elapsed;
     let load_cores = (cpu_seconds("self") - load_cpu) / elapsed;
     let mut histogram = Histogram::new();
+    let mut steady = Histogram::new();
+    let mut messages = 0;
     let mut received = 0;
     let mut disconnected = 0;
     for client in clients {
         let stats = client.stats.lock();
         received += stats.received;
+        messages += stats.messages;
         if let Some(h) = &stats.latency {
             histogram.merge(h);
+        }
+        if let Some((_, h)) = &stats.steady {
+            steady.merge(h);
         }
         if let Some(reason) = &stats.ended {
             disconnected += 1;
@@ -821,7 +880,10 @@ async fn measure(
         delivered_per_sec: received as f64 / elapsed,
         p50_ms: histogram.quantile_ms(0.50),
         p99_ms: histogram.quantile_ms(0.99),
+        p99_steady_ms: steady.quantile_ms(0.99),
         max_ms: histogram.quantile_ms(1.0),
+        entries_per_message: received as f64 / (messages as f64).max(1.0),
+        server_us_per_message: server_cores * elapsed * 1e6 / (messages as f64).max(1.0),
         disconnected,
         missing: (emitted * clients.len() as u64).saturating_sub(received),
         server_cores,
@@ -904,7 +966,7 @@ fn main() {
 }
 
 async fn run(options: Options) -> Vec<Figure> {
-    let mut server = ServerProcess::start(options.rows);
+    let mut server = ServerProcess::start(options.rows, options.journal);
     let line = server.line();
     let addr: SocketAddr = line
         .strip_prefix("addr ")
@@ -954,13 +1016,15 @@ async fn run(options: Options) -> Vec<Figure> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let result = measure(&mut server, &clients, &options).await;
         println!(
-            "{:>5} clients: {:>10.0} changes/s delivered of {:>10.0} offered, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} disconnected, {} missing; CPU cores: server {:.2}, load {:.2}",
+            "{:>5} clients: {:>10.0} changes/s delivered of {:>10.0} offered, p50 {:.2} ms, p99 {:.2} ms (after the warm-up {:.2} ms), max {:.2} ms, {:.1} entries/message, {} disconnected, {} missing; CPU cores: server {:.2}, load {:.2}",
             result.clients,
             result.delivered_per_sec,
             result.offered_per_sec,
             result.p50_ms,
             result.p99_ms,
+            result.p99_steady_ms,
             result.max_ms,
+            result.entries_per_message,
             result.disconnected,
             result.missing,
             result.server_cores,
@@ -973,6 +1037,12 @@ async fn run(options: Options) -> Vec<Figure> {
         let n = r.clients;
         figure(&mut figures, format!("p50_ms_{n}"), r.p50_ms, "ms");
         figure(&mut figures, format!("p99_ms_{n}"), r.p99_ms, "ms");
+        figure(
+            &mut figures,
+            format!("p99_steady_ms_{n}"),
+            r.p99_steady_ms,
+            "ms",
+        );
         figure(&mut figures, format!("max_ms_{n}"), r.max_ms, "ms");
         figure(
             &mut figures,
@@ -991,6 +1061,18 @@ async fn run(options: Options) -> Vec<Figure> {
             format!("delivery_ratio_{n}"),
             r.delivered_per_sec / r.offered_per_sec,
             "ratio",
+        );
+        figure(
+            &mut figures,
+            format!("entries_per_message_{n}"),
+            r.entries_per_message,
+            "entries",
+        );
+        figure(
+            &mut figures,
+            format!("server_cpu_us_per_message_{n}"),
+            r.server_us_per_message,
+            "us",
         );
         figure(
             &mut figures,
