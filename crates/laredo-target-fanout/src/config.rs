@@ -104,7 +104,9 @@ impl FromStr for ClientBufferPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FanoutConfig {
-    /// `journal.max_entries`: entries kept (pins may keep more).
+    /// `journal.max_entries`: entries kept (pins may keep more). A full journal is
+    /// pruned in steps of 1/64 of this (at most 4,096 entries) or once a second, so it
+    /// may run over by up to one step.
     pub journal_max_entries: usize,
     /// `journal.max_age`: entries older than this are dropped (zero: no limit).
     pub journal_max_age: Duration,

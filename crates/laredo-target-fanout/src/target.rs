@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use laredo_core::{
@@ -228,6 +228,10 @@ struct State {
     /// Newest first.
     snapshots: VecDeque<Arc<FanoutSnapshot>>,
     ready: bool,
+    /// Entries appended since pruning last looked at the clients' pins.
+    appended_since_prune: usize,
+    /// When pruning last looked at the clients' pins.
+    last_prune: Option<Instant>,
 }
 
 impl State {
@@ -351,6 +355,16 @@ impl FanoutTargetBuilder {
             me: me.clone(),
         })
     }
+}
+
+/// How often pruning looks at the clients' pins at the least, however few entries
+/// were appended.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// Entries appended between two looks at the clients' pins: 1/64 of
+/// `journal.max_entries`, at most 4,096 (1 for journals under 128 entries).
+fn prune_slack(max_entries: usize) -> usize {
+    (max_entries / 64).clamp(1, 4096)
 }
 
 fn new_server_id() -> String {
@@ -781,17 +795,22 @@ impl FanoutTarget {
             let mut state = self.state.write();
             let kind = apply(&mut state);
             let current = state.journal.append(position, kind);
-            let pruned = self.prune_locked(&mut state);
+            let pruned = self.prune_locked(&mut state, 1);
             (current, pruned)
         };
         self.head.send_replace(current);
         self.report_pruned(pruned);
     }
 
-    fn prune_locked(&self, state: &mut State) -> Option<(u64, u64)> {
-        let journal = &mut state.journal;
+    /// Prunes after `appended` new entries. Finding the lowest pin reads every client,
+    /// so with a full journal (the steady state of a long-running server) it is done
+    /// once per [`prune_slack`] entries, or once a second, rather than on every append:
+    /// the journal may run that many entries over `journal.max_entries`, and never
+    /// drops an entry sooner than configured.
+    fn prune_locked(&self, state: &mut State, appended: usize) -> Option<(u64, u64)> {
         let max_entries = self.config.journal_max_entries.max(1);
         let max_age = self.config.journal_max_age;
+        let journal = &state.journal;
         let too_old = !max_age.is_zero()
             && journal
                 .oldest_timestamp()
@@ -800,7 +819,19 @@ impl FanoutTarget {
         if journal.len() <= max_entries && !too_old {
             return None;
         }
+        state.appended_since_prune = state.appended_since_prune.saturating_add(appended);
+        let now = Instant::now();
+        let due = state.appended_since_prune >= prune_slack(max_entries)
+            || state
+                .last_prune
+                .is_none_or(|last| now.duration_since(last) >= PRUNE_EVERY);
+        if !due {
+            return None;
+        }
+        state.appended_since_prune = 0;
+        state.last_prune = Some(now);
         let pin = self.clients.lock().lowest_pin();
+        let journal = &mut state.journal;
         let dropped = journal.prune(max_entries, max_age, pin);
         (dropped > 0).then(|| (dropped, journal.oldest_sequence()))
     }
@@ -890,7 +921,7 @@ impl SyncTarget for FanoutTarget {
                     },
                 );
             }
-            let pruned = self.prune_locked(&mut state);
+            let pruned = self.prune_locked(&mut state, rows.len());
             (state.journal.current_sequence(), pruned)
         };
         self.head.send_replace(current);
@@ -1119,6 +1150,38 @@ mod tests {
             .unwrap();
         target.set_change_position(&Position::from_u64(10));
         target.on_baseline_complete(&t).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_journal_is_pruned_in_steps_and_stays_within_its_slack() {
+        let max = 1000;
+        let slack = prune_slack(max);
+        assert_eq!(slack, 15);
+        let target = FanoutTarget::with_config(FanoutConfig::default().journal_max_entries(max));
+        ready(&target).await;
+        let t = table("public", "t");
+        let mut longest = 0;
+        let mut pruned_steps = 0;
+        let mut previous_oldest = target.oldest_sequence();
+        for n in 0..3000_i64 {
+            target
+                .on_insert(&t, &row! {"id" => n + 2, "name" => "x"})
+                .await
+                .unwrap();
+            longest = longest.max(target.journal_len());
+            if target.oldest_sequence() != previous_oldest {
+                pruned_steps += 1;
+                previous_oldest = target.oldest_sequence();
+            }
+        }
+        assert!(longest <= max + slack, "journal reached {longest} entries");
+        assert!(target.journal_len() >= max, "never pruned below the limit");
+        // One look at the pins per `slack` appends (or per second), not per append.
+        assert!(
+            pruned_steps <= 2000 / slack + 10,
+            "{pruned_steps} prunes for 2000 appends over the limit"
+        );
+        assert!(pruned_steps >= 2000 / slack / 2, "{pruned_steps} prunes");
     }
 
     #[tokio::test]
