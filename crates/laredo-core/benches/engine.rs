@@ -182,17 +182,6 @@ fn new_target() -> Arc<IndexedTarget> {
         .build()
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u64>().ok())
-        })
-        .map_or(0, |pages| pages * 4096)
-}
-
 /// A target that applies nothing: the engine's own ceiling.
 struct NoopTarget;
 
@@ -298,7 +287,7 @@ async fn run(rows: usize) -> Vec<Figure> {
         .on_init(&t, &TestSource::columns(&columns()))
         .await
         .expect("init");
-    let rss_before = rss_bytes();
+    let rss_before = laredo_test_support::memory_kib("VmRSS") * 1024;
     let region = Region::new(GLOBAL);
     for chunk in inserts.chunks(10_000) {
         memory_target
@@ -313,7 +302,7 @@ async fn run(rows: usize) -> Vec<Figure> {
     let stats = region.change();
     // `bytes_allocated`/`bytes_deallocated` already include realloc growth and shrinkage.
     let held = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
-    let rss_after = rss_bytes();
+    let rss_after = laredo_test_support::memory_kib("VmRSS") * 1024;
     let raw_per_row = raw_bytes as f64 / rows as f64;
     let held_per_row = held as f64 / rows as f64;
     figures.push(Figure {

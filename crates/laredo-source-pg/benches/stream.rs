@@ -114,7 +114,7 @@ fn main() {
 
     let (ours, lags) = rt.block_on(async {
         let (engine, target) = engine(Arc::clone(&src));
-        let cpu_before = common::cpu_seconds();
+        let cpu_before = laredo_test_support::process_cpu_seconds("self");
         let started = Instant::now();
         engine.start().await.expect("start");
         let last = i64::try_from(inserts).expect("count");
@@ -125,7 +125,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let ours = started.elapsed();
-        let cpu = common::cpu_seconds() - cpu_before;
+        let cpu = laredo_test_support::process_cpu_seconds("self") - cpu_before;
         println!(
             "laredo used {cpu:.2} s of CPU in {:.2} s ({:.0}% of one core)",
             ours.as_secs_f64(),

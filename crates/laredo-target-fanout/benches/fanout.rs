@@ -63,6 +63,7 @@ use laredo_proto::laredo::replication::v1::SyncRequest;
 use laredo_service::GrpcServer;
 use laredo_source_test::TestSource;
 use laredo_target_fanout::{FanoutConfig, FanoutTarget, ReplicationService};
+use laredo_test_support::{process_cpu_seconds, process_memory_kib};
 use parking_lot::Mutex;
 use prost::Message as _;
 use tokio::task::JoinSet;
@@ -725,14 +726,7 @@ impl ServerProcess {
     }
 
     fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .expect("VmRSS")
-            * 1024
+        process_memory_kib(&self.child.id().to_string(), "VmRSS") * 1024
     }
 
     /// Emits at `rate` for `duration`; returns (changes, last sequence, millis taken).
@@ -764,19 +758,6 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU seconds (user + system) a process used so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is the 12th,
-    // stime the 13th; in clock ticks of 1/100 s on Linux.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<f64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 fn open_files_limit() -> Option<u64> {
@@ -833,7 +814,10 @@ async fn measure(
     }
     let duration = Duration::from_secs(options.seconds);
     let server_pid = server.child.id().to_string();
-    let (server_cpu, load_cpu) = (cpu_seconds(&server_pid), cpu_seconds("self"));
+    let (server_cpu, load_cpu) = (
+        process_cpu_seconds(&server_pid),
+        process_cpu_seconds("self"),
+    );
     let started = Instant::now();
     // The server's `emit` blocks this thread; the clients run on the runtime's workers.
     let (emitted, last_sequence, emit_millis) =
@@ -849,8 +833,8 @@ async fn measure(
     })
     .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let server_cores = (cpu_seconds(&server_pid) - server_cpu) / elapsed;
-    let load_cores = (cpu_seconds("self") - load_cpu) / elapsed;
+    let server_cores = (process_cpu_seconds(&server_pid) - server_cpu) / elapsed;
+    let load_cores = (process_cpu_seconds("self") - load_cpu) / elapsed;
     let mut histogram = Histogram::new();
     let mut steady = Histogram::new();
     let mut messages = 0;

@@ -7,8 +7,9 @@
 //!   replication on, a free loopback port), cleaned up when the test process exits.
 //! - [`FaultProxy`]: a TCP proxy on loopback that cuts, stalls and restores the
 //!   connections between laredo and the server behind it.
-//! - [`CountingTarget`] and [`memory_kib`]: measure memory while changes stream into a
-//!   target that keeps nothing.
+//! - [`CountingTarget`], [`memory_kib`], [`process_memory_kib`] and
+//!   [`process_cpu_seconds`]: measure memory and CPU while changes stream into a target
+//!   that keeps nothing.
 //!
 //! ```
 //! use std::time::Duration;
@@ -31,7 +32,7 @@ mod pg;
 mod proxy;
 mod wait;
 
-pub use crate::counting::{CountingTarget, memory_kib};
+pub use crate::counting::{CountingTarget, memory_kib, process_cpu_seconds, process_memory_kib};
 pub use crate::observer::{RecordedEvent, TestObserver};
 pub use crate::pg::{PgCluster, PgError, find_pg_bin};
 pub use crate::proxy::FaultProxy;
