@@ -23,6 +23,26 @@ use tonic::transport::Channel;
 
 mod replay;
 
+/// Serves the OAM service of `engine` on a loopback port and connects a client to it.
+async fn serve(engine: &Engine, events: Arc<StatusEvents>) -> LaredoOamServiceClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = OamService::new(engine.clone(), events).into_server();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    LaredoOamServiceClient::new(channel)
+}
+
 const WAIT: Duration = Duration::from_secs(10);
 
 fn users() -> TableIdentifier {
@@ -165,27 +185,13 @@ async fn fixture() -> Fixture {
     engine.start().await.unwrap();
     assert!(engine.await_ready(WAIT).await);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = OamService::new(engine.clone(), events).into_server();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let client = serve(&engine, events).await;
     Fixture {
         engine,
         source,
         target,
         picky,
-        client: LaredoOamServiceClient::new(channel),
+        client,
     }
 }
 
@@ -781,22 +787,7 @@ async fn drain_replication_drains_fan_out_targets() {
         .unwrap();
     engine.start().await.unwrap();
     assert!(engine.await_ready(WAIT).await);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = OamService::new(engine.clone(), events).into_server();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = LaredoOamServiceClient::new(channel);
+    let mut client = serve(&engine, events).await;
 
     let half = client
         .drain_replication(pb::DrainReplicationRequest {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use laredo_core::{Engine, PipelineOptions, SnapshotOptions, TableIdentifier, row, table};
 use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::laredo_oam_service_client::LaredoOamServiceClient;
-use laredo_service_oam::{OamService, StatusEvents};
+use laredo_service_oam::StatusEvents;
 use laredo_snapshot_local::LocalSnapshotStore;
 use laredo_source_test::TestSource;
 use laredo_target_memory::IndexedTarget;
@@ -15,7 +15,7 @@ use laredo_test_support::wait_until_async;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use super::{WAIT, user, users};
+use super::{WAIT, serve, user, users};
 
 fn orders() -> TableIdentifier {
     table("public", "orders")
@@ -147,27 +147,13 @@ async fn fixture(user_count: i64) -> Fixture {
         .unwrap();
     engine.start().await.unwrap();
     assert!(engine.await_ready(WAIT).await);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = OamService::new(engine.clone(), events).into_server();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let client = serve(&engine, events).await;
     Fixture {
         engine,
         source,
         users: users_target,
         orders: orders_target,
-        client: LaredoOamServiceClient::new(channel),
+        client,
         _dir: dir,
     }
 }
