@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use laredo_config::LaredoConfig;
 use laredo_core::{CompositeObserver, Engine, EngineObserver};
-use laredo_service::GrpcServer;
+use laredo_service::{GrpcServer, Transport};
 use laredo_service_oam::{OamService, StatusEvents};
 use laredo_service_query::QueryService;
 use laredo_target_fanout::{DrainReason, ReplicationService};
@@ -143,6 +143,16 @@ fn grpc_builder(
     builder
 }
 
+/// The fan-out port holds thousands of long-lived streams: it is served by the lean
+/// HTTP/2 transport, unless TLS or gRPC-Web (which only the standard one has) is on.
+fn fanout_transport(config: &LaredoConfig) -> Transport {
+    if config.grpc.tls.enabled || config.grpc.web.enabled {
+        Transport::Standard
+    } else {
+        Transport::Lean
+    }
+}
+
 async fn serve(cli: &Cli, config: LaredoConfig) -> Result<(), Failure> {
     // Before anything else, so an early SIGTERM is a clean shutdown, not a kill.
     let mut signals = Signals::new().context("installing signal handlers")?;
@@ -177,6 +187,7 @@ async fn serve(cli: &Cli, config: LaredoConfig) -> Result<(), Failure> {
     let fanout_server = if has_fanout {
         Some(
             grpc_builder(&config, &engine, config.fanout.grpc.port)
+                .transport(fanout_transport(&config))
                 .add_service(ReplicationService::new(engine.clone()).into_server())
                 .bind()
                 .await

@@ -27,6 +27,11 @@
 //!   key from PEM files, TLS 1.2 or 1.3. A file that cannot be read or parsed, or a key
 //!   that does not match the certificate, fails [`bind`](GrpcServerBuilder::bind) with
 //!   an error naming the file; the server never falls back to plaintext.
+//! - **Transport** ([`transport`](GrpcServerBuilder::transport)): tonic's HTTP/2 stack
+//!   by default; [`Transport::Lean`] serves cleartext HTTP/2 with this crate's own
+//!   implementation, which holds a few KiB per idle connection instead of about 30 KiB
+//!   and suits ports with thousands of long-lived streams (the replication fan-out). It
+//!   has neither TLS nor gRPC-Web.
 //! - **Shutdown**: when the future given to [`serve`](GrpcServer::serve) completes, the
 //!   health statuses go to `NOT_SERVING`, the listener closes, and in-flight calls get
 //!   the [drain timeout](GrpcServerBuilder::drain_timeout) to finish before their
@@ -81,6 +86,7 @@ mod auth;
 mod connection;
 mod error;
 mod health;
+mod http2;
 mod server;
 #[cfg(feature = "tls")]
 mod tls;
@@ -90,5 +96,5 @@ pub use crate::auth::OAM_ADMIN_METHODS;
 pub use crate::error::Error;
 pub use crate::server::{
     DEFAULT_ADDR, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READINESS_POLL_INTERVAL, GrpcServer,
-    GrpcServerBuilder,
+    GrpcServerBuilder, Transport,
 };

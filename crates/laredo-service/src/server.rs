@@ -18,16 +18,19 @@ use std::time::Duration;
 use laredo_core::{ConfigError, ConfigErrors, Engine};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tower::Service;
+use tonic::transport::server::TcpConnectInfo;
+use tower::{Layer, Service};
 
 use crate::auth::{AdminAuthLayer, AdminPolicy, OAM_ADMIN_METHODS};
 use crate::connection;
 use crate::error::Error;
 use crate::health::{self, Health};
+use crate::http2;
 #[cfg(feature = "tls")]
 use crate::tls::{self, TlsFiles};
 use crate::web;
@@ -50,6 +53,26 @@ const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 const REFLECTION_V1_SERVICE: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA_SERVICE: &str = "grpc.reflection.v1alpha.ServerReflection";
 
+/// Pause after a failed accept (out of file descriptors, say), so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The HTTP/2 implementation that serves a [`GrpcServer`]'s connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// tonic's transport (hyper and h2): HTTP/2, HTTP/1.1 for gRPC-Web, TLS. Its
+    /// buffers take about 40 KiB per connection, idle or not.
+    #[default]
+    Standard,
+    /// laredo's own lean HTTP/2 server: cleartext HTTP/2 with prior knowledge (what
+    /// gRPC clients speak without TLS), a few KiB per idle connection and less CPU per
+    /// message. For ports that hold thousands of long-lived streams, such as the
+    /// replication fan-out. Neither TLS nor gRPC-Web: [`bind`](GrpcServerBuilder::bind)
+    /// reports either with it as a configuration error. Server-side `grpc-timeout`
+    /// deadlines are not enforced on it.
+    Lean,
+}
+
 /// Builds a [`GrpcServer`]; start with [`GrpcServer::builder`].
 pub struct GrpcServerBuilder {
     engine: Engine,
@@ -66,6 +89,7 @@ pub struct GrpcServerBuilder {
     drain_timeout: Duration,
     readiness_poll_interval: Duration,
     descriptor_sets: Vec<&'static [u8]>,
+    transport: Transport,
 }
 
 impl fmt::Debug for GrpcServerBuilder {
@@ -83,6 +107,7 @@ impl fmt::Debug for GrpcServerBuilder {
             .field("cors_origins", &self.cors_origins)
             .field("drain_timeout", &self.drain_timeout)
             .field("readiness_poll_interval", &self.readiness_poll_interval)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +132,7 @@ impl GrpcServerBuilder {
                 laredo_proto::FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
             ],
+            transport: Transport::Standard,
         }
     }
 
@@ -213,6 +239,12 @@ impl GrpcServerBuilder {
         self
     }
 
+    /// The HTTP/2 implementation to serve with ([`Transport::Standard`] by default).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Adds an encoded `FileDescriptorSet` to reflection, for hosted services that are
     /// not in [`laredo_proto::FILE_DESCRIPTOR_SET`] (which, with the health service's,
     /// is always there).
@@ -240,6 +272,21 @@ impl GrpcServerBuilder {
         }
         let admin = self.admin_policy(&mut errors);
         let cors_origins = self.cors_origins(&mut errors);
+        if self.transport == Transport::Lean {
+            if self.grpc_web {
+                errors.push(ConfigError::at(
+                    "transport",
+                    "the lean transport serves HTTP/2 only: gRPC-Web needs the standard transport",
+                ));
+            }
+            #[cfg(feature = "tls")]
+            if self.tls.is_some() {
+                errors.push(ConfigError::at(
+                    "transport",
+                    "the lean transport serves cleartext only: TLS needs the standard transport",
+                ));
+            }
+        }
         let server = Server::builder().accept_http1(self.grpc_web);
         #[cfg(feature = "tls")]
         let server = match &self.tls {
@@ -288,6 +335,7 @@ impl GrpcServerBuilder {
             tls: self.tls.is_some(),
             drain_timeout: self.drain_timeout,
             readiness_poll_interval: self.readiness_poll_interval,
+            transport: self.transport,
         })
     }
 
@@ -398,6 +446,7 @@ pub struct GrpcServer {
     tls: bool,
     drain_timeout: Duration,
     readiness_poll_interval: Duration,
+    transport: Transport,
 }
 
 impl fmt::Debug for GrpcServer {
@@ -408,6 +457,7 @@ impl fmt::Debug for GrpcServer {
             .field("admin", &self.admin)
             .field("grpc_web", &self.grpc_web)
             .field("drain_timeout", &self.drain_timeout)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
@@ -455,6 +505,7 @@ impl GrpcServer {
             tls,
             drain_timeout,
             readiness_poll_interval,
+            transport,
         } = self;
         #[cfg(not(feature = "tls"))]
         let tls = false;
@@ -462,6 +513,7 @@ impl GrpcServer {
             services = ?service_names,
             tls,
             grpc_web,
+            ?transport,
             admin_methods = admin.as_ref().map_or(0, |a| a.method_count()),
             "grpc server listening"
         );
@@ -480,7 +532,6 @@ impl GrpcServer {
         ));
         let draining = CancellationToken::new();
         let force_close = CancellationToken::new();
-        let incoming = connection::incoming(listener, force_close.clone());
         let signal = {
             let health = health.clone();
             let draining = draining.clone();
@@ -493,7 +544,20 @@ impl GrpcServer {
         };
 
         let auth = AdminAuthLayer::new(admin);
-        let served = if grpc_web {
+        let served = if transport == Transport::Lean {
+            let service = auth.layer(routes.prepare());
+            serve_lean(
+                listener,
+                service,
+                signal,
+                &draining,
+                &force_close,
+                drain_timeout,
+            )
+            .await;
+            Ok(())
+        } else if grpc_web {
+            let incoming = connection::incoming(listener, force_close.clone());
             let serving = server
                 .layer(web::cors_layer(cors_origins))
                 .layer(tonic_web::GrpcWebLayer::new())
@@ -502,6 +566,7 @@ impl GrpcServer {
                 .serve_with_incoming_shutdown(incoming, signal);
             drain(serving, &draining, &force_close, drain_timeout).await
         } else {
+            let incoming = connection::incoming(listener, force_close.clone());
             let serving = server
                 .layer(auth)
                 .add_routes(routes)
@@ -525,6 +590,83 @@ impl GrpcServer {
                 source,
             }),
         }
+    }
+}
+
+/// Accepts connections and serves each with the lean HTTP/2 server in a task of its own
+/// until `signal` completes (it cancels `draining`, which sends every connection GOAWAY);
+/// then waits for the connections to finish, closing those left at the drain deadline.
+async fn serve_lean<S, F>(
+    listener: TcpListener,
+    service: S,
+    signal: F,
+    draining: &CancellationToken,
+    force_close: &CancellationToken,
+    drain_timeout: Duration,
+) where
+    S: Service<http::Request<http2::RecvBody>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()>,
+{
+    let connections = TaskTracker::new();
+    let config = http2::Config::default();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        let (stream, remote_addr) = tokio::select! {
+            () = &mut signal => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // gRPC sends small frames that must not wait for Nagle's algorithm.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+        }
+        let info = TcpConnectInfo {
+            local_addr: stream.local_addr().ok(),
+            remote_addr: Some(remote_addr),
+        };
+        let serving = http2::serve(
+            stream,
+            service.clone(),
+            config,
+            Some(info),
+            draining.child_token(),
+            force_close.child_token(),
+        );
+        connections.spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::debug!(error = %e, %remote_addr, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    // `signal` has cancelled `draining`: every connection has been sent GOAWAY.
+    if tokio::time::timeout(drain_timeout, connections.wait())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    tracing::warn!(
+        ?drain_timeout,
+        "drain deadline passed: closing the remaining connections"
+    );
+    force_close.cancel();
+    if tokio::time::timeout(FORCE_CLOSE_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after closing them: returning anyway");
     }
 }
 

@@ -6,6 +6,7 @@
 mod auth;
 mod config;
 mod health;
+mod lean;
 mod reflection;
 mod shutdown;
 mod support;

@@ -48,7 +48,8 @@
 //! `--rate 1000` (changes/s), `--seconds 10`, `--rows 100` (table size, the snapshot
 //! each client receives), `--journal <entries>` (the target's `journal.max_entries`;
 //! a small journal is full during the run, as on a long-running server, so every
-//! append also prunes). 5,000 clients need about 10,000 open files in this process.
+//! append also prunes), `--transport lean|standard` (the server's HTTP/2: laredo's lean
+//! one, as laredo-server serves the fan-out port, by default; or tonic's). 5,000 clients need about 10,000 open files in this process.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -60,7 +61,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use laredo_core::{ChangeEvent, Engine, PipelineOptions, Position, Row, row, table};
 use laredo_proto::laredo::replication::v1::SyncRequest;
-use laredo_service::GrpcServer;
+use laredo_service::{GrpcServer, Transport};
 use laredo_source_test::TestSource;
 use laredo_target_fanout::{FanoutConfig, FanoutTarget, ReplicationService};
 use laredo_test_support::{process_cpu_seconds, process_memory_kib};
@@ -296,6 +297,9 @@ struct Options {
     rows: u64,
     /// `journal.max_entries` of the server's target; `None`: the default.
     journal: Option<usize>,
+    /// `lean` (laredo-service's own HTTP/2, as laredo-server serves the fan-out port)
+    /// or `standard` (tonic's transport).
+    transport: String,
 }
 
 fn parse_options() -> Options {
@@ -305,6 +309,7 @@ fn parse_options() -> Options {
         seconds: 10,
         rows: 100,
         journal: None,
+        transport: "lean".to_string(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -327,6 +332,12 @@ fn parse_options() -> Options {
             "--journal" => {
                 options.journal = Some(value().parse().unwrap_or_else(|_| usage("bad --journal")));
             }
+            "--transport" => {
+                options.transport = value();
+                if !["lean", "standard"].contains(&options.transport.as_str()) {
+                    usage("bad --transport: lean or standard");
+                }
+            }
             // `cargo bench` passes `--bench`.
             "--bench" => {}
             other => usage(&format!("unknown option {other:?}")),
@@ -341,7 +352,7 @@ fn parse_options() -> Options {
 fn usage(problem: &str) -> ! {
     eprintln!("fanout bench: {problem}");
     eprintln!(
-        "options: --clients 5000,1000,100  --rate 1000  --seconds 10  --rows 100  --journal <max entries>"
+        "options: --clients 5000,1000,100  --rate 1000  --seconds 10  --rows 100  --journal <max entries>  --transport lean|standard"
     );
     std::process::exit(2);
 }
@@ -407,6 +418,13 @@ fn server_main() {
         assert!(engine.await_ready(WAIT).await, "engine ready");
         let server = GrpcServer::builder(engine.clone())
             .listen("127.0.0.1:0".parse().expect("addr"))
+            .transport(
+                if std::env::var("LAREDO_FANOUT_BENCH_TRANSPORT").as_deref() == Ok("standard") {
+                    Transport::Standard
+                } else {
+                    Transport::Lean
+                },
+            )
             .add_service(ReplicationService::new(engine.clone()).into_server())
             .bind()
             .await
@@ -696,9 +714,10 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(rows: u64, journal: Option<usize>) -> Self {
+    fn start(rows: u64, journal: Option<usize>, transport: &str) -> Self {
         let exe = std::env::current_exe().expect("current exe");
         let mut command = Command::new(exe);
+        command.env("LAREDO_FANOUT_BENCH_TRANSPORT", transport);
         if let Some(entries) = journal {
             command.env("LAREDO_FANOUT_BENCH_JOURNAL", entries.to_string());
         }
@@ -950,7 +969,7 @@ fn main() {
 }
 
 async fn run(options: Options) -> Vec<Figure> {
-    let mut server = ServerProcess::start(options.rows, options.journal);
+    let mut server = ServerProcess::start(options.rows, options.journal, &options.transport);
     let line = server.line();
     let addr: SocketAddr = line
         .strip_prefix("addr ")

@@ -69,7 +69,7 @@ impl Server {
         engine.start().await.unwrap();
         assert!(engine.await_ready(WAIT).await, "{:?}", engine.pipelines());
         let service = ReplicationService::new(engine.clone());
-        let addr = serve(service.clone()).await;
+        let addr = serve(engine.clone(), service.clone()).await;
         Self {
             engine,
             source,
@@ -104,16 +104,18 @@ pub(crate) fn by_id(rows: impl IntoIterator<Item = Row>) -> HashMap<i64, Row> {
         .collect()
 }
 
-async fn serve(service: ReplicationService) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service.into_server())
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
+/// Serves the replication service the way laredo-server does: laredo-service's lean
+/// HTTP/2 transport.
+async fn serve(engine: Engine, service: ReplicationService) -> SocketAddr {
+    let server = laredo_service::GrpcServer::builder(engine)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .transport(laredo_service::Transport::Lean)
+        .add_service(service.into_server())
+        .bind()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve(std::future::pending()));
     addr
 }
 
