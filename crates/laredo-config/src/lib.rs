@@ -70,9 +70,9 @@ pub use crate::load::{
 };
 pub use crate::server::{
     DEFAULT_FANOUT_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEALTH_PORT, DEFAULT_METRICS_PORT,
-    FanoutConfig, FanoutGrpcConfig, GrpcAuthConfig, GrpcConfig, GrpcWebConfig, HealthConfig,
-    LogFormat, LogLevel, LoggingConfig, MetricsConfig, MetricsKind, ObservabilityConfig,
-    OtelConfig, OtelExporter, RestoreMismatch, ShutdownConfig, SnapshotConfig,
+    FanoutConfig, FanoutGrpcConfig, FanoutTransport, GrpcAuthConfig, GrpcConfig, GrpcWebConfig,
+    HealthConfig, LogFormat, LogLevel, LoggingConfig, MetricsConfig, MetricsKind,
+    ObservabilityConfig, OtelConfig, OtelExporter, RestoreMismatch, ShutdownConfig, SnapshotConfig,
     SnapshotRetentionConfig, TlsConfig,
 };
 pub use crate::source::{

@@ -552,7 +552,13 @@ const FANOUT: Node = Node::Object(&Obj {
     fields: &[opt(
         "grpc",
         Node::Object(&Obj {
-            fields: &[opt("port", PORT)],
+            fields: &[
+                opt("port", PORT),
+                opt(
+                    "transport",
+                    Node::Scalar(Kind::Enum(&["auto", "lean", "standard"])),
+                ),
+            ],
             check: None,
         }),
     )],

@@ -173,14 +173,31 @@ pub struct FanoutConfig {
 pub struct FanoutGrpcConfig {
     /// Default 4002; started only when a `replication-fanout` target exists.
     pub port: u16,
+    /// The HTTP/2 implementation serving the port; default `auto`.
+    pub transport: FanoutTransport,
 }
 
 impl Default for FanoutGrpcConfig {
     fn default() -> Self {
         Self {
             port: DEFAULT_FANOUT_PORT,
+            transport: FanoutTransport::Auto,
         }
     }
+}
+
+/// The HTTP/2 implementation of the replication listener (`fanout.grpc.transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FanoutTransport {
+    /// `lean`, unless `grpc.tls.enabled` or `grpc.web.enabled` needs `standard`.
+    #[default]
+    Auto,
+    /// laredo's own cleartext HTTP/2: a few KiB per idle client.
+    Lean,
+    /// tonic's (hyper and h2): TLS and gRPC-Web; about 30 KiB per idle client.
+    Standard,
 }
 
 /// `health`: the HTTP probe endpoints.

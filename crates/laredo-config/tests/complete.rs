@@ -288,6 +288,7 @@ fn server_blocks() {
         ["https://console.internal"]
     );
     assert_eq!(config.fanout.grpc.port, 5002);
+    assert_eq!(config.fanout.grpc.transport, FanoutTransport::Standard);
     assert_eq!(config.health.http_port, 8081);
     assert_eq!(config.health.readiness_path, "/ready");
     assert_eq!(config.health.liveness_path, "/live");

@@ -13,6 +13,7 @@ fn server_defaults() {
     assert!(!config.grpc.tls.enabled);
     assert_eq!(config.grpc.auth.admin_token, None);
     assert_eq!(config.fanout.grpc.port, 4002);
+    assert_eq!(config.fanout.grpc.transport, FanoutTransport::Auto);
     assert_eq!(config.health.http_port, 8080);
     assert_eq!(config.health.readiness_path, "/health/ready");
     assert_eq!(config.health.liveness_path, "/health/live");

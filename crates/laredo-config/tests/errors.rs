@@ -81,6 +81,16 @@ fn exact_structural_messages() {
 }
 
 #[test]
+fn an_unknown_fanout_transport_names_the_choices() {
+    let errors =
+        error_lines(LoadOptions::new().text(format!("{MINIMAL}\nfanout.grpc.transport = fast")));
+    assert_eq!(
+        errors,
+        [r#"fanout.grpc.transport: expected one of "auto", "lean", "standard", found "fast""#]
+    );
+}
+
+#[test]
 fn port_collisions() {
     let errors = error_lines(LoadOptions::new().text(format!(
         "{MINIMAL}\nfanout.grpc.port = 4001\nobservability.metrics.port = 8080"

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use laredo_config::LaredoConfig;
+use laredo_config::{FanoutTransport, LaredoConfig};
 use laredo_core::{CompositeObserver, Engine, EngineObserver};
 use laredo_service::{GrpcServer, Transport};
 use laredo_service_oam::{OamService, StatusEvents};
@@ -143,13 +143,15 @@ fn grpc_builder(
     builder
 }
 
-/// The fan-out port holds thousands of long-lived streams: it is served by the lean
-/// HTTP/2 transport, unless TLS or gRPC-Web (which only the standard one has) is on.
+/// The fan-out port holds thousands of long-lived streams: by default (`auto`) it is
+/// served by the lean HTTP/2 transport, unless TLS or gRPC-Web (which only the standard
+/// one has) is on. `lean` with either is a configuration error reported at bind.
 fn fanout_transport(config: &LaredoConfig) -> Transport {
-    if config.grpc.tls.enabled || config.grpc.web.enabled {
-        Transport::Standard
-    } else {
-        Transport::Lean
+    match config.fanout.grpc.transport {
+        FanoutTransport::Lean => Transport::Lean,
+        FanoutTransport::Standard => Transport::Standard,
+        _ if config.grpc.tls.enabled || config.grpc.web.enabled => Transport::Standard,
+        _ => Transport::Lean,
     }
 }
 

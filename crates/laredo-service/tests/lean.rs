@@ -282,3 +282,94 @@ async fn settings_are_acknowledged_and_pings_answered() {
     assert!(read_frame(&mut stream).await.is_none(), "then the close");
     running.stop().await.unwrap();
 }
+
+/// Preface and an empty SETTINGS, then reads until the server's SETTINGS and the ACK of
+/// ours have arrived.
+async fn handshake(stream: &mut TcpStream) {
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    stream.write_all(&hello).await.unwrap();
+    let (mut settings, mut ack) = (false, false);
+    while !(settings && ack) {
+        let (ty, flags, _, _) = read_frame(stream).await.expect("a frame");
+        match (ty, flags) {
+            (0x4, 0) => settings = true,
+            (0x4, 1) => ack = true,
+            _ => {}
+        }
+    }
+}
+
+fn frame(ty: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], ty, flags];
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn headers_over_the_limit_fail_that_call_only() {
+    let (_fixture, running) = lean_server().await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    handshake(&mut stream).await;
+    // POST http /laredo.v1.LaredoOAMService/GetStatus with a 20,000-byte header: over the
+    // 16 KiB the server advertises, so a HEADERS frame and a CONTINUATION.
+    let mut block = vec![0x83, 0x86, 0x04];
+    let path = b"/laredo.v1.LaredoOAMService/GetStatus";
+    block.push(u8::try_from(path.len()).unwrap());
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x00, 5]);
+    block.extend_from_slice(b"x-big");
+    // Length 20,000 as an HPACK integer with a 7-bit prefix: 127, then 19,873 in 7-bit
+    // groups, least significant first.
+    block.extend_from_slice(&[0x7f, 0xa1, 0x9b, 0x01]);
+    block.extend(std::iter::repeat_n(b'v', 20_000));
+    let (first, rest) = block.split_at(16_000);
+    let mut request = frame(0x1, 0x1, 1, first); // HEADERS, END_STREAM
+    request.extend(frame(0x9, 0x4, 1, rest)); // CONTINUATION, END_HEADERS
+    stream.write_all(&request).await.unwrap();
+    let (ty, flags, id, payload) = read_frame(&mut stream).await.expect("an answer");
+    assert_eq!((ty, id), (0x1, 1), "HEADERS on the stream");
+    assert_eq!(flags & 0x1, 0x1, "trailers-only: END_STREAM");
+    let text = String::from_utf8_lossy(&payload);
+    assert!(
+        text.contains("grpc-status\u{1}8"),
+        "RESOURCE_EXHAUSTED: {text:?}"
+    );
+    // The connection goes on.
+    stream
+        .write_all(&frame(0x6, 0, 0, b"still-up"))
+        .await
+        .unwrap();
+    let (ty, flags, _, payload) = read_frame(&mut stream).await.expect("the PING ACK");
+    assert_eq!(
+        (ty, flags, payload.as_slice()),
+        (0x6, 0x1, &b"still-up"[..])
+    );
+    // (This raw client would not answer the drain's PING.)
+    drop(stream);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn drain_sends_goaway_twice_around_a_ping() {
+    let (_fixture, running) = lean_server().await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    handshake(&mut stream).await;
+    running.shutdown.cancel();
+    // First: GOAWAY admitting any stream still on its way, and a PING.
+    let (ty, _, _, first) = read_frame(&mut stream).await.expect("GOAWAY");
+    assert_eq!(ty, 0x7);
+    assert_eq!(&first[..4], &0x7fff_ffffu32.to_be_bytes());
+    assert_eq!(&first[4..8], &0u32.to_be_bytes(), "NO_ERROR");
+    let (ty, flags, _, ping) = read_frame(&mut stream).await.expect("PING");
+    assert_eq!((ty, flags), (0x6, 0));
+    // Its ACK brings the final GOAWAY (no stream accepted), then the close.
+    stream.write_all(&frame(0x6, 0x1, 0, &ping)).await.unwrap();
+    let (ty, _, _, last) = read_frame(&mut stream).await.expect("the final GOAWAY");
+    assert_eq!(ty, 0x7);
+    assert_eq!(&last[..8], &[0u8; 8], "last stream 0, NO_ERROR");
+    assert!(read_frame(&mut stream).await.is_none(), "then the close");
+    running.finished().await.unwrap();
+}

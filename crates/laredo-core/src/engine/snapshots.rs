@@ -585,13 +585,14 @@ pub(crate) async fn restore_source(
     source.ack.lock().await.clear();
     *source.acked.lock() = None;
     ack::seed(inner, source_idx, &position).await;
-    for p in &pipelines {
-        inner.set_state(p, PipelineState::Streaming, Transition::Bulk);
-    }
     tracing::info!(source = %source.id, snapshot = %id, %position, "restored from snapshot");
+    // Before the pipelines turn ready, so whoever waits for readiness sees the restore.
     inner
         .observer
         .on_snapshot_restore_completed(id, started.elapsed());
+    for p in &pipelines {
+        inner.set_state(p, PipelineState::Streaming, Transition::Bulk);
+    }
     (Restore::Restored(position), None)
 }
 

@@ -25,6 +25,8 @@ pub(crate) struct RecvState {
     aborted: bool,
     /// Bytes taken out since the connection last returned window for them.
     consumed: u32,
+    /// The body was dropped: what arrives from now on counts as read at once.
+    discarding: bool,
     /// The service waiting for data.
     reader: Option<Waker>,
 }
@@ -43,7 +45,10 @@ impl RecvShared {
     pub(crate) fn push(&self, data: Bytes, padding: u32, end: bool) {
         let reader = {
             let mut state = self.lock();
-            if !data.is_empty() {
+            if state.discarding {
+                let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                state.consumed = state.consumed.saturating_add(len);
+            } else if !data.is_empty() {
                 state.chunks.push_back(data);
             }
             state.consumed = state.consumed.saturating_add(padding);
@@ -108,6 +113,22 @@ impl fmt::Display for RecvError {
 }
 
 impl std::error::Error for RecvError {}
+
+impl Drop for RecvBody {
+    /// The service will not read the rest: what it left counts as read, so the client's
+    /// window comes back and the buffered data is freed.
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.discarding = true;
+            let left: usize = state.chunks.drain(..).map(|chunk| chunk.len()).sum();
+            let left = u32::try_from(left).unwrap_or(u32::MAX);
+            state.consumed = state.consumed.saturating_add(left);
+            state.reader = None;
+        }
+        self.stream.wake_by_ref();
+    }
+}
 
 impl http_body::Body for RecvBody {
     type Data = Bytes;

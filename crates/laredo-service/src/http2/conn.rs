@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,6 +91,14 @@ const OUT_INITIAL_CAPACITY: usize = 4096;
 const ROUNDS_PER_POLL: usize = 32;
 /// Bytes read per read call, on the stack.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bytes of DATA one stream may queue per round before the others get their turn.
+const STREAM_QUANTUM: usize = 16 * 1024;
+/// Request window returned once this much was read (or the window ran below half).
+const STREAM_WINDOW_RETURN: i64 = 16 * 1024;
+/// The PING payload that marks the round trip after the first GOAWAY of a drain.
+const DRAIN_PING: [u8; 8] = *b"laredo-d";
+/// The stream id of the first GOAWAY of a drain: any stream may still be on its way.
+const MAX_STREAM_ID: u32 = (1 << 31) - 1;
 
 /// Limits this server advertises.
 #[derive(Clone, Copy, Debug)]
@@ -103,7 +112,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            max_concurrent_streams: 1024,
+            max_concurrent_streams: 256,
             max_header_list_size: 16 * 1024,
         }
     }
@@ -150,7 +159,7 @@ where
         }
         if !drain_seen && drain.as_mut().poll(cx).is_ready() {
             drain_seen = true;
-            conn.go_away(NO_ERROR, "");
+            conn.drain();
         }
         conn.poll(cx)
     })
@@ -215,6 +224,8 @@ struct Stream<F, B> {
     recv: Option<RecvShared>,
     /// Body data that did not fit the send windows.
     pending: Bytes,
+    /// Request bytes read by the service but not yet returned to the client's window.
+    unreturned: i64,
 }
 
 struct Continuation {
@@ -239,13 +250,18 @@ struct Connection<IO, S: Service<Request<RecvBody>>, B> {
     preface_done: bool,
     settings_seen: bool,
     continuation: Option<Continuation>,
+    /// The highest stream id the client used: streams above it are idle.
     last_stream_id: u32,
+    /// The highest stream id accepted for service: what GOAWAY names.
+    last_accepted_id: u32,
     conn_send_window: i64,
     conn_recv_window: i64,
     peer_initial_window: i64,
     peer_max_frame: usize,
-    /// GOAWAY sent or received: no new streams.
+    /// GOAWAY (final) sent or received: no new streams.
     going_away: bool,
+    /// The first GOAWAY of a drain and its PING are out.
+    drain_pinged: bool,
     /// A fatal error was sent: finish writing, then close.
     failed: bool,
     read_closed: bool,
@@ -281,11 +297,13 @@ where
             settings_seen: false,
             continuation: None,
             last_stream_id: 0,
+            last_accepted_id: 0,
             conn_send_window: DEFAULT_WINDOW,
             conn_recv_window: DEFAULT_WINDOW,
             peer_initial_window: DEFAULT_WINDOW,
             peer_max_frame: DEFAULT_MAX_FRAME_SIZE,
             going_away: false,
+            drain_pinged: false,
             failed: false,
             read_closed: false,
         };
@@ -304,18 +322,26 @@ where
         conn
     }
 
-    /// Sends GOAWAY: no stream after the last one seen is accepted.
+    /// Begins a graceful close (RFC 9113 §6.8): a GOAWAY that still admits any stream
+    /// already on its way, and a PING; its ACK brings the final GOAWAY naming the last
+    /// stream accepted. The connection closes when its streams are done.
+    fn drain(&mut self) {
+        if self.going_away || self.drain_pinged {
+            return;
+        }
+        self.drain_pinged = true;
+        write_go_away(self.out.buf(), MAX_STREAM_ID, NO_ERROR, "");
+        frame_header(self.out.buf(), 8, PING, 0, 0);
+        self.out.buf().extend_from_slice(&DRAIN_PING);
+    }
+
+    /// Sends GOAWAY: no stream after the last one accepted is served.
     fn go_away(&mut self, code: u32, reason: &str) {
         if self.going_away && code == NO_ERROR {
             return;
         }
         self.going_away = true;
-        frame_header(self.out.buf(), 8 + reason.len(), GOAWAY, 0, 0);
-        self.out
-            .buf()
-            .extend_from_slice(&self.last_stream_id.to_be_bytes());
-        self.out.buf().extend_from_slice(&code.to_be_bytes());
-        self.out.buf().extend_from_slice(reason.as_bytes());
+        write_go_away(self.out.buf(), self.last_accepted_id, code, reason);
     }
 
     fn fail(&mut self, error: ConnError) {
@@ -486,9 +512,7 @@ where
                 if id == 0 {
                     return Err(conn_err(PROTOCOL_ERROR, "PRIORITY on stream 0"));
                 }
-                if payload.len() != 5 {
-                    self.reset(id, FRAME_SIZE_ERROR);
-                }
+                // Priorities are not used (RFC 9113 deprecates them).
                 Ok(())
             }
             RST_STREAM => self.on_rst_stream(id, payload),
@@ -504,12 +528,19 @@ where
                 if flags & ACK == 0 {
                     frame_header(self.out.buf(), 8, PING, ACK, 0);
                     self.out.buf().extend_from_slice(payload);
+                } else if self.drain_pinged && payload == DRAIN_PING {
+                    // A round trip after the first GOAWAY: every stream the client
+                    // opened before it has arrived.
+                    self.go_away(NO_ERROR, "");
                 }
                 Ok(())
             }
             GOAWAY => {
                 if id != 0 {
                     return Err(conn_err(PROTOCOL_ERROR, "GOAWAY on a stream"));
+                }
+                if payload.len() < 8 {
+                    return Err(conn_err(FRAME_SIZE_ERROR, "GOAWAY payload under 8 bytes"));
                 }
                 // The client opens no more streams; ours finish, then the connection closes.
                 self.going_away = true;
@@ -562,7 +593,7 @@ where
                             return Err(conn_err(FLOW_CONTROL_ERROR, "stream window above 2^31-1"));
                         }
                         if !stream.pending.is_empty() {
-                            self.retry.push(*id);
+                            queue(&mut self.retry, *id, &stream.wake);
                         }
                     }
                 }
@@ -609,12 +640,15 @@ where
             }
             for (id, stream) in &self.streams {
                 if !stream.pending.is_empty() {
-                    self.retry.push(*id);
+                    queue(&mut self.retry, *id, &stream.wake);
                 }
             }
             return Ok(());
         }
         let Some(stream) = self.streams.get_mut(&id) else {
+            if id > self.last_stream_id {
+                return Err(conn_err(PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"));
+            }
             return Ok(());
         };
         if increment == 0 {
@@ -627,7 +661,7 @@ where
             return Ok(());
         }
         if !stream.pending.is_empty() {
-            self.retry.push(id);
+            queue(&mut self.retry, id, &stream.wake);
         }
         Ok(())
     }
@@ -744,7 +778,8 @@ where
     ) -> Result<(), ConnError> {
         let max = usize::try_from(self.config.max_header_list_size).unwrap_or(usize::MAX);
         let mut head = RequestHead::default();
-        self.decoder
+        let size = self
+            .decoder
             .decode(block, max, |name, value| head.field(name, value))
             .map_err(|e| conn_err(COMPRESSION_ERROR, e.0))?;
         if let Some(stream) = self.streams.get_mut(&id) {
@@ -766,6 +801,32 @@ where
         self.last_stream_id = id;
         if self.going_away {
             self.reset(id, REFUSED_STREAM);
+            return Ok(());
+        }
+        self.last_accepted_id = id;
+        if size == hpack::ListSize::TooLarge {
+            // RFC 9113 §10.5.1: refused for this request, not for the connection.
+            let mut status = HeaderMap::new();
+            status.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            status.insert("grpc-status", HeaderValue::from_static("8"));
+            status.insert(
+                "grpc-message",
+                HeaderValue::from_static("request headers larger than the server accepts"),
+            );
+            write_headers(
+                self.out.buf(),
+                id,
+                self.peer_max_frame,
+                Some(200),
+                &status,
+                true,
+            );
+            if !end_stream {
+                self.reset(id, NO_ERROR);
+            }
             return Ok(());
         }
         if self.streams.len()
@@ -801,6 +862,7 @@ where
             }
         }
         let future = self.service.call(request);
+        queue(&mut self.retry, id, &wake);
         self.streams.insert(
             id,
             Stream {
@@ -811,9 +873,9 @@ where
                 recv_window: DEFAULT_WINDOW,
                 recv: (!end_stream).then_some(recv),
                 pending: Bytes::new(),
+                unreturned: 0,
             },
         );
-        self.retry.push(id);
         Ok(())
     }
 
@@ -837,8 +899,7 @@ where
         if ids.is_empty() {
             return false;
         }
-        ids.sort_unstable();
-        ids.dedup();
+        // Each id is listed once: `queued` stays set from the listing to the poll.
         let mut progress = false;
         for id in ids {
             if self.out_len() >= OUT_HIGH_WATER {
@@ -849,26 +910,41 @@ where
                 continue;
             };
             stream.wake.queued.store(false, Ordering::Release);
-            let outcome = poll_stream(
-                id,
-                stream,
+            let (out, conn_window, max_frame) = (
                 &mut self.out,
                 &mut self.conn_send_window,
                 self.peer_max_frame,
             );
+            // A panicking service or body ends its own stream, not the connection's others.
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                poll_stream(id, stream, out, conn_window, max_frame)
+            }));
+            let Ok(outcome) = polled else {
+                tracing::error!(
+                    stream = id,
+                    "a service panicked serving a stream: resetting it"
+                );
+                self.reset(id, INTERNAL_ERROR);
+                progress = true;
+                continue;
+            };
             progress |= outcome.progress;
             if outcome.retry {
-                self.retry.push(id);
+                queue(&mut self.retry, id, &stream.wake);
             }
             if outcome.finished {
-                let half_open = self.streams.get(&id).is_some_and(|s| s.recv.is_some());
-                if half_open {
+                let half_open = stream.recv.is_some();
+                if half_open && !outcome.reset_sent {
                     // The response is complete; the client need not send the rest.
                     self.reset(id, NO_ERROR);
                 } else {
                     self.remove(id);
                 }
             }
+        }
+        if self.streams.is_empty() && self.streams.capacity() > 0 {
+            // An idle connection keeps no table sized for a past burst of streams.
+            self.streams = HashMap::new();
         }
         progress
     }
@@ -885,6 +961,8 @@ struct StreamOutcome {
     progress: bool,
     retry: bool,
     finished: bool,
+    /// The stream ended with RST_STREAM already.
+    reset_sent: bool,
 }
 
 fn poll_stream<F, B>(
@@ -900,13 +978,17 @@ where
 {
     let mut outcome = StreamOutcome::default();
     if let Some(recv) = &stream.recv {
-        let consumed = recv.take_consumed();
-        if consumed > 0 {
-            window_update(out.buf(), id, i64::from(consumed));
-            stream.recv_window += i64::from(consumed);
+        stream.unreturned += i64::from(recv.take_consumed());
+        if stream.unreturned >= STREAM_WINDOW_RETURN
+            || (stream.unreturned > 0 && stream.recv_window < DEFAULT_WINDOW / 2)
+        {
+            window_update(out.buf(), id, stream.unreturned);
+            stream.recv_window += stream.unreturned;
+            stream.unreturned = 0;
             outcome.progress = true;
         }
     }
+    let quantum_end = out.len() + STREAM_QUANTUM;
     let mut cx = Context::from_waker(&stream.waker);
     if let StreamState::Calling(future) = &mut stream.state {
         let response = match future.as_mut().poll(&mut cx) {
@@ -959,7 +1041,8 @@ where
                 return outcome;
             }
         }
-        if out.len() >= OUT_HIGH_WATER {
+        if out.len() >= OUT_HIGH_WATER.min(quantum_end) {
+            // The write buffer is full, or this stream had its turn this round.
             outcome.retry = true;
             return outcome;
         }
@@ -973,6 +1056,7 @@ where
                 tracing::debug!(stream = id, "response body failed: resetting the stream");
                 frame_header(out.buf(), 4, RST_STREAM, 0, id);
                 out.buf().extend_from_slice(&INTERNAL_ERROR.to_be_bytes());
+                outcome.reset_sent = true;
                 break;
             }
             Poll::Ready(Some(Ok(frame))) => {
@@ -996,6 +1080,20 @@ where
     stream.state = StreamState::Done;
     outcome.finished = true;
     outcome
+}
+
+/// Puts a stream on the list to poll unless it is on it already.
+fn queue(retry: &mut Vec<u32>, id: u32, wake: &StreamWake) {
+    if !wake.queued.swap(true, Ordering::AcqRel) {
+        retry.push(id);
+    }
+}
+
+fn write_go_away(out: &mut Vec<u8>, last_stream_id: u32, code: u32, reason: &str) {
+    frame_header(out, 8 + reason.len(), GOAWAY, 0, 0);
+    out.extend_from_slice(&last_stream_id.to_be_bytes());
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(reason.as_bytes());
 }
 
 /// Appends a frame header.

@@ -93,19 +93,23 @@ impl Decoder {
     ///
     /// Enforces: dynamic table size updates only at the start of a block and <= max; indices in
     /// range; integer overflow; string lengths within the block; Huffman padding rules;
-    /// `max_header_list_size` (sum of name + value + 32 over the fields). Any error is fatal
-    /// to the connection: the dynamic table is left in an unspecified state.
+    /// `max_header_list_size` (sum of name + value + 32 over the fields): past it, the
+    /// block is still decoded to its end (the dynamic table stays in step with the peer's)
+    /// but no further field is emitted, and the answer is [`ListSize::TooLarge`], an error
+    /// for that request only. Any error is fatal to the connection: the dynamic table is
+    /// left in an unspecified state.
     pub(crate) fn decode(
         &mut self,
         block: &[u8],
         max_header_list_size: usize,
         mut emit: impl FnMut(&[u8], &[u8]),
-    ) -> Result<(), HpackError> {
+    ) -> Result<ListSize, HpackError> {
         let mut input = Reader::new(block);
         // Scratch space for Huffman-decoded strings; raw strings are borrowed from `block`.
         let mut name_buf = Vec::new();
         let mut value_buf = Vec::new();
         let mut list_size = 0_usize;
+        let mut too_large = false;
         let mut size_update_allowed = true;
 
         while let Some(first) = input.peek() {
@@ -113,8 +117,11 @@ impl Decoder {
                 // §6.1 Indexed Header Field.
                 let index = input.read_int(7)?;
                 let (name, value) = self.lookup(index)?;
-                account(&mut list_size, name, value, max_header_list_size)?;
-                emit(name, value);
+                too_large =
+                    too_large || !account(&mut list_size, name, value, max_header_list_size);
+                if !too_large {
+                    emit(name, value);
+                }
             } else if first & 0xe0 == 0x20 {
                 // §6.3 Dynamic Table Size Update: only before the first field (§4.2).
                 if !size_update_allowed {
@@ -137,8 +144,11 @@ impl Decoder {
                     self.lookup(index)?.0
                 };
                 let value = input.read_string(&mut value_buf)?;
-                account(&mut list_size, name, value, max_header_list_size)?;
-                emit(name, value);
+                too_large =
+                    too_large || !account(&mut list_size, name, value, max_header_list_size);
+                if !too_large {
+                    emit(name, value);
+                }
                 if indexing {
                     // Copied before inserting: the name may come from an entry it evicts (§4.4).
                     let entry = Entry::new(name, value);
@@ -147,7 +157,11 @@ impl Decoder {
             }
             size_update_allowed = false;
         }
-        Ok(())
+        Ok(if too_large {
+            ListSize::TooLarge
+        } else {
+            ListSize::Within
+        })
     }
 
     /// The (name, value) at `index` in the combined static + dynamic index space (§2.3.3).
@@ -166,16 +180,22 @@ impl Decoder {
     }
 }
 
-/// Adds one field to the running header list size and checks it against the limit.
-fn account(total: &mut usize, name: &[u8], value: &[u8], max: usize) -> Result<(), HpackError> {
+/// Whether a decoded header list stayed within the limit given to [`Decoder::decode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListSize {
+    /// Every field was emitted.
+    Within,
+    /// The list went past the limit; the fields from there on were not emitted.
+    TooLarge,
+}
+
+/// Adds one field to the running header list size; `false` once past the limit.
+fn account(total: &mut usize, name: &[u8], value: &[u8], max: usize) -> bool {
     *total = total
         .saturating_add(name.len())
         .saturating_add(value.len())
         .saturating_add(ENTRY_OVERHEAD);
-    if *total > max {
-        return Err(HpackError("header list too large"));
-    }
-    Ok(())
+    *total <= max
 }
 
 /// One dynamic table entry: name and value in a single allocation.
@@ -649,10 +669,13 @@ mod tests {
 
     fn decode_with(decoder: &mut Decoder, block: &[u8], max: usize) -> Result<Fields, HpackError> {
         let mut fields = Vec::new();
-        decoder.decode(block, max, |name, value| {
+        let size = decoder.decode(block, max, |name, value| {
             fields.push((name.to_vec(), value.to_vec()));
         })?;
-        Ok(fields)
+        match size {
+            ListSize::Within => Ok(fields),
+            ListSize::TooLarge => Err(HpackError("header list too large")),
+        }
     }
 
     fn decode(decoder: &mut Decoder, block: &[u8]) -> Fields {
@@ -1371,8 +1394,10 @@ mod tests {
         let mut decoder = Decoder::new();
         let mut emitted = 0;
         let result = decoder.decode(&block, 100, |_, _| emitted += 1);
-        assert_eq!(result, Err(HpackError("header list too large")));
+        assert_eq!(result, Ok(ListSize::TooLarge));
         assert_eq!(emitted, 2, "fields past the limit are not emitted");
+        // The block was still decoded to its end: the indexed :authority is in the table.
+        assert_eq!(decoder.table_size(), 57);
     }
 
     #[test]

@@ -42,6 +42,10 @@ impl Out {
     pub(super) fn buf(&mut self) -> &mut Vec<u8> {
         if self.tail.capacity() == 0 {
             self.tail.reserve(TAIL_CAPACITY);
+        } else if self.chunks.is_empty() && self.written >= TAIL_CAPACITY.max(self.tail.len() / 2) {
+            // A queue that never fully drains must not keep what it already wrote.
+            self.tail.drain(..self.written);
+            self.written = 0;
         }
         &mut self.tail
     }
@@ -237,6 +241,33 @@ mod tests {
         // Everything written: nothing held.
         assert_eq!(out.tail.capacity(), 0);
         assert!(out.chunks.is_empty());
+    }
+
+    #[test]
+    fn a_queue_that_never_drains_keeps_only_what_is_unwritten() {
+        let mut out = Out::default();
+        let mut socket = Trickle {
+            written: Vec::new(),
+            step: 100,
+            calls: 0,
+        };
+        let mut expected = Vec::new();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for i in 0..2_000u32 {
+            // Always a little more queued than the socket takes: never empty.
+            let piece = [u8::try_from(i % 256).unwrap_or(0); 120];
+            out.buf().extend_from_slice(&piece);
+            expected.extend_from_slice(&piece);
+            let _ = out.poll_write(&mut socket, &mut cx);
+            assert!(
+                out.tail.len() <= 2 * TAIL_CAPACITY + out.len(),
+                "tail {} for {} unwritten",
+                out.tail.len(),
+                out.len()
+            );
+        }
+        drain(&mut out, &mut socket);
+        assert_eq!(socket.written, expected);
     }
 
     #[test]
