@@ -57,16 +57,16 @@ impl Server {
         engine.start().await.unwrap();
         assert!(engine.await_ready(WAIT).await);
         let service = ReplicationService::new(engine.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let served = service.clone();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(served.into_server())
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
+        // Served as laredo-server serves the fan-out port: the lean HTTP/2 transport.
+        let server = laredo_service::GrpcServer::builder(engine.clone())
+            .listen("127.0.0.1:0".parse().unwrap())
+            .transport(laredo_service::Transport::Lean)
+            .add_service(service.clone().into_server())
+            .bind()
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        tokio::spawn(server.serve(std::future::pending()));
         Self {
             engine,
             source,
