@@ -245,3 +245,31 @@ async fn a_replica_fails_over_to_another_instance_by_source_position() {
     let expected_positions: Vec<u64> = (from..=last.as_u64().unwrap()).collect();
     assert_eq!(positions, expected_positions);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_small_flow_control_windows_gets_every_row_and_change() {
+    // 2,000 rows: the snapshot alone is many times the client's 4 KiB stream window, so
+    // the server sends it in window-sized pieces as the client reads.
+    let rows: Vec<_> = (0..2_000).map(|id| item(id, "eu-1", id)).collect();
+    let server = Server::start(FanoutConfig::default(), rows).await;
+    let client = crate::fixture::connect(server.addr, |endpoint| {
+        endpoint.initial_stream_window_size(4 * 1024)
+    })
+    .await;
+    let replica = Replica::start(&client, sync_request("narrow")).await;
+    let mut last = Position::from_u64(0);
+    for step in 0..300 {
+        last = change(&server, step).await;
+    }
+    server.applied(last).await;
+    let expected = server.rows();
+    replica
+        .wait_rows("replica equals the target", || expected.clone())
+        .await;
+    let state = replica.snapshot();
+    let snapshot = state.snapshot.clone().unwrap();
+    assert_eq!(snapshot.rows_sent as usize, state.snapshot_rows.len());
+    assert_eq!(state.snapshot_rows.len(), 2_000);
+    assert_consecutive(&state, snapshot.sequence);
+    assert_eq!(state.last_sequence, server.target.current_sequence());
+}

@@ -1272,3 +1272,213 @@ impl RequestHead {
         Some(request)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Ready;
+
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const CANCEL: u32 = 0x8;
+
+    /// Answers every request with `200` and an empty gRPC body; reads nothing.
+    #[derive(Clone)]
+    struct Empty;
+
+    impl Service<Request<RecvBody>> for Empty {
+        type Response = Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<RecvBody>) -> Self::Future {
+            std::future::ready(Ok(Response::new(tonic::body::Body::empty())))
+        }
+    }
+
+    /// xorshift64*: reproducible input without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A valid preface and SETTINGS, then mostly well-formed frames (requests on new
+    /// streams, request data, window updates, pings, settings, resets) mixed with
+    /// frames of random type, flags, stream id and payload.
+    fn random_session(rng: &mut Rng) -> Vec<u8> {
+        let mut bytes = PREFACE.to_vec();
+        frame_header(&mut bytes, 0, SETTINGS, 0, 0);
+        let mut next_id = 1u32;
+        for _ in 0..rng.below(40) {
+            let open = if next_id > 1 {
+                u32::try_from(rng.below(u64::from(next_id / 2))).unwrap_or(0) * 2 + 1
+            } else {
+                1
+            };
+            match rng.below(10) {
+                0 | 1 => {
+                    // POST http / on a new stream, ended or not.
+                    let flags = END_HEADERS | if rng.below(2) == 0 { END_STREAM } else { 0 };
+                    frame_header(&mut bytes, 3, HEADERS, flags, next_id);
+                    bytes.extend_from_slice(&[0x83, 0x86, 0x84]);
+                    next_id += 2;
+                }
+                2 => {
+                    let len = usize::try_from(rng.below(64)).unwrap_or(0);
+                    let flags = if rng.below(2) == 0 { END_STREAM } else { 0 };
+                    frame_header(&mut bytes, len, DATA, flags, open);
+                    bytes.extend(std::iter::repeat_n(7u8, len));
+                }
+                3 => {
+                    let id = if rng.below(2) == 0 { 0 } else { open };
+                    let increment = u32::try_from(rng.below(70_000) + 1).unwrap_or(1);
+                    frame_header(&mut bytes, 4, WINDOW_UPDATE, 0, id);
+                    bytes.extend_from_slice(&increment.to_be_bytes());
+                }
+                4 => {
+                    frame_header(&mut bytes, 8, PING, 0, 0);
+                    bytes.extend_from_slice(&rng.next().to_be_bytes());
+                }
+                5 => {
+                    let window = u32::try_from(rng.below(1 << 20)).unwrap_or(0);
+                    frame_header(&mut bytes, 6, SETTINGS, 0, 0);
+                    bytes.extend_from_slice(&SETTINGS_INITIAL_WINDOW_SIZE.to_be_bytes());
+                    bytes.extend_from_slice(&window.to_be_bytes());
+                }
+                6 => {
+                    frame_header(&mut bytes, 4, RST_STREAM, 0, open);
+                    bytes.extend_from_slice(&CANCEL.to_be_bytes());
+                }
+                _ => {
+                    let ty = u8::try_from(rng.below(12)).unwrap_or(0);
+                    let flags = u8::try_from(rng.below(256)).unwrap_or(0);
+                    let id = match rng.below(3) {
+                        0 => 0,
+                        1 => open,
+                        _ => u32::try_from(rng.next() >> 33).unwrap_or(0),
+                    };
+                    let len = match (ty, rng.below(3)) {
+                        (PING | GOAWAY, 0) => 8,
+                        (WINDOW_UPDATE | RST_STREAM, 0) => 4,
+                        (PRIORITY, 0) => 5,
+                        (SETTINGS, 0) => 6,
+                        _ => usize::try_from(rng.below(48)).unwrap_or(0),
+                    };
+                    let payload: Vec<u8> = (0..len)
+                        .map(|_| u8::try_from(rng.below(256)).unwrap_or(0))
+                        .collect();
+                    frame_header(&mut bytes, payload.len(), ty, flags, id);
+                    bytes.extend_from_slice(&payload);
+                }
+            }
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_request_gets_its_response() {
+        let mut input = PREFACE.to_vec();
+        frame_header(&mut input, 0, SETTINGS, 0, 0);
+        frame_header(&mut input, 3, HEADERS, END_HEADERS | END_STREAM, 1);
+        input.extend_from_slice(&[0x83, 0x86, 0x84]);
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let serving = tokio::spawn(serve(
+            server,
+            Empty,
+            Config::default(),
+            None,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        client.write_all(&input).await.expect("written");
+        client.shutdown().await.expect("half-closed");
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.expect("read");
+        serving.await.expect("no panic").expect("served");
+        assert_eq!(frame_types(&answer), [SETTINGS, SETTINGS, HEADERS]);
+    }
+
+    #[tokio::test]
+    async fn random_frames_end_in_an_answer_or_a_close_never_a_panic_or_a_hang() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut answered, mut refused) = (0, 0);
+        for case in 0..400 {
+            let input = random_session(&mut rng);
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let serving = tokio::spawn(serve(
+                server,
+                Empty,
+                Config::default(),
+                None,
+                CancellationToken::new(),
+                CancellationToken::new(),
+            ));
+            // Frame by frame, letting the server run in between, so that streams get
+            // served before a later frame may end the connection.
+            let mut rest = input.as_slice();
+            let mut first = true;
+            while !rest.is_empty() {
+                let len = if first {
+                    PREFACE.len()
+                } else {
+                    9 + (usize::from(rest[0]) << 16
+                        | usize::from(rest[1]) << 8
+                        | usize::from(rest[2]))
+                };
+                first = false;
+                let (frame, after) = rest.split_at(len.min(rest.len()));
+                if client.write_all(frame).await.is_err() {
+                    break; // The server closed the connection.
+                }
+                rest = after;
+                tokio::task::yield_now().await;
+            }
+            let _ = client.shutdown().await;
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+                .await
+                .unwrap_or_else(|_| panic!("case {case}: the server neither answered nor closed"))
+                .expect("read");
+            let served = tokio::time::timeout(Duration::from_secs(5), serving)
+                .await
+                .unwrap_or_else(|_| panic!("case {case}: the connection task did not end"));
+            assert!(served.is_ok(), "case {case}: the connection task panicked");
+            // Whatever happened, the server spoke HTTP/2 first: its SETTINGS.
+            assert_eq!(answer.get(3), Some(&SETTINGS), "case {case}");
+            let frames = frame_types(&answer);
+            answered += usize::from(frames.contains(&HEADERS));
+            refused += usize::from(frames.contains(&GOAWAY));
+        }
+        // The input reached both ends: requests served, and protocol errors.
+        assert!(answered > 20, "{answered} sessions had a response");
+        assert!(refused > 20, "{refused} sessions ended with GOAWAY");
+    }
+
+    fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
+        let mut types = Vec::new();
+        while bytes.len() >= 9 {
+            let len =
+                usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+            types.push(bytes[3]);
+            bytes = bytes.get(9 + len..).unwrap_or_default();
+        }
+        types
+    }
+}
