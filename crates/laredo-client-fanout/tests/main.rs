@@ -317,3 +317,36 @@ async fn filters_narrow_the_replica_and_bad_options_are_refused() {
     twice.stop().await.unwrap();
     server.engine.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_reaches_the_replica_and_later_rows_carry_the_new_column() {
+    let server = Server::start(20).await;
+    let client = FanoutClient::new(options(&server.url())).unwrap();
+    client.start().await.unwrap();
+    assert!(client.await_ready(WAIT).await);
+    // Full rows under the old columns, the change, then full rows under the new ones:
+    // the stream sends full rows positionally, so the client must switch columns at
+    // the change.
+    server
+        .source
+        .emit_update(items(), item(1, "us"), None)
+        .await;
+    let note = laredo_core::ColumnDefinition::new("note", "text");
+    server.source.add_column(items(), note).await;
+    for id in 2..6 {
+        let row = row! {"id" => id, "name" => format!("item-{id}"), "region" => "ap", "note" => format!("n{id}")};
+        server.source.emit_update(items(), row, None).await;
+    }
+    converged(&client, &server).await;
+    assert!(client.columns().iter().any(|c| c.name == "note"));
+    assert_eq!(
+        client.get(4i64).unwrap().get("note"),
+        Some(&Value::text("n4"))
+    );
+    assert_eq!(
+        client.get(1i64).unwrap().get("region"),
+        Some(&Value::text("us"))
+    );
+    client.stop().await.unwrap();
+    server.engine.stop().await.unwrap();
+}
