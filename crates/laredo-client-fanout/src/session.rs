@@ -145,9 +145,6 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
         };
     }
     let mut decoder = RowDecoder::new();
-    // Journal rows that hold every column come without names, in the order of the
-    // handshake's columns (as of the resume point), then of each schema change.
-    decoder.set_positional_columns(handshake.columns.iter().map(|c| c.column_name.as_str()));
     let mut switching: Option<Opening> = None;
     loop {
         let next = async {
@@ -236,9 +233,6 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                 inner.ready.send_replace(true);
             }
             M::SchemaChange(change) => {
-                decoder.set_positional_columns(
-                    change.new_columns.iter().map(|c| c.column_name.as_str()),
-                );
                 let columns: Vec<ColumnDefinition> = change
                     .new_columns
                     .iter()

@@ -46,14 +46,10 @@ fn position_text(entry: &JournalEntry, text: &PositionText) -> String {
     entry.position.as_ref().map(text).unwrap_or_default()
 }
 
-/// A change entry as a wire `JournalEntry`; `None` for a schema entry. With
-/// `positional`, rows that are the table's full rows at the time go without column
-/// names (the `Sync` stream, whose reader knows the columns); otherwise every row
-/// carries its names.
+/// A change entry as a wire `JournalEntry`; `None` for a schema entry.
 pub(crate) fn journal_entry(
     entry: &JournalEntry,
     text: &PositionText,
-    positional: bool,
 ) -> Option<wire::JournalEntry> {
     let EntryKind::Change {
         action,
@@ -70,24 +66,9 @@ pub(crate) fn journal_entry(
         commit_timestamp: None,
         xid: 0,
         action: types::ChangeAction::from(*action).into(),
-        new_values: new_values
-            .as_ref()
-            .map(|r| journal_row(r, positional && entry.positional.new)),
-        old_values: old_values
-            .as_ref()
-            .map(|r| journal_row(r, positional && entry.positional.old)),
+        new_values: new_values.as_ref().map(row),
+        old_values: old_values.as_ref().map(row),
     })
-}
-
-fn journal_row(row: &Row, positional: bool) -> types::Row {
-    if positional {
-        types::Row {
-            columns: Vec::new(),
-            values: row.values().iter().map(types::Value::from).collect(),
-        }
-    } else {
-        types::Row::from(row)
-    }
 }
 
 /// Field number of `entries` in `JournalEntries`.
@@ -108,7 +89,7 @@ pub(crate) fn journal_entry_field<'a>(
         return None;
     }
     let bytes = entry.wire.get_or_init(|| {
-        let Some(message) = journal_entry(entry, text, true) else {
+        let Some(message) = journal_entry(entry, text) else {
             return Bytes::new();
         };
         let len = message.encoded_len();
@@ -225,15 +206,10 @@ mod tests {
                 old_values: Some(row! {"id" => 1}),
                 new_values: Some(row! {"id" => 1, "n" => "x"}),
             },
-            // The table's columns are (id, n): the new row is full, the old an identity.
-            positional: crate::journal::Positional {
-                old: false,
-                new: true,
-            },
             wire: crate::journal::WireCache::default(),
         };
         let text = |p: &Position| format!("pos:{p}");
-        let wire = journal_entry(&entry, &text, false).unwrap();
+        let wire = journal_entry(&entry, &text).unwrap();
         assert_eq!(wire.sequence, 7);
         assert_eq!(wire.source_position, "pos:42");
         assert_eq!(action_of(&wire), Some(ChangeAction::Update));
@@ -243,21 +219,7 @@ mod tests {
         );
         assert!(schema_change(&entry, &text).is_none());
 
-        // The shared encoding sends the full row positionally, the identity with names.
-        let wire = journal_entry(&entry, &text, true).unwrap();
-        let new_values = wire.new_values.as_ref().unwrap();
-        assert!(new_values.columns.is_empty());
-        let mut decoder = laredo_proto::RowDecoder::new();
-        decoder.set_positional_columns(["id", "n"]);
-        assert_eq!(
-            decoder.decode(new_values).unwrap(),
-            row! {"id" => 1, "n" => "x"}
-        );
-        assert_eq!(
-            decoder.decode(wire.old_values.as_ref().unwrap()).unwrap(),
-            row! {"id" => 1}
-        );
-        // Framed, it is one `SyncResponse`.
+        // The shared encoding, framed, is the same `SyncResponse`.
         let field = journal_entry_field(&entry, &text).unwrap();
         let mut framed = Vec::new();
         put_journal_entries_header(field.len(), &mut framed);

@@ -50,47 +50,8 @@ pub struct JournalEntry {
     pub position: Option<Position>,
     /// What happened.
     pub kind: EntryKind,
-    /// Which rows hold exactly the table's columns of the time, in order: the `Sync`
-    /// stream sends those without column names (positional).
-    pub(crate) positional: Positional,
     /// The entry as the `Sync` stream sends it, encoded once for every client.
     pub(crate) wire: WireCache,
-}
-
-/// Whether a change entry's rows are the table's full rows at the time of the change
-/// (same column names, same order), which the `Sync` stream may send positionally.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Positional {
-    pub(crate) old: bool,
-    pub(crate) new: bool,
-}
-
-impl Positional {
-    /// The flags of `kind` against the table's `columns` now.
-    pub(crate) fn of(kind: &EntryKind, columns: &[ColumnDefinition]) -> Self {
-        let full = |row: &Option<Row>| {
-            row.as_ref().is_some_and(|row| {
-                !columns.is_empty()
-                    && row.columns().len() == columns.len()
-                    && row
-                        .columns()
-                        .iter()
-                        .zip(columns)
-                        .all(|(name, column)| **name == *column.name)
-            })
-        };
-        match kind {
-            EntryKind::Change {
-                old_values,
-                new_values,
-                ..
-            } => Self {
-                old: full(old_values),
-                new: full(new_values),
-            },
-            EntryKind::Schema { .. } => Self::default(),
-        }
-    }
 }
 
 /// A journal entry's wire encoding (see `encode::journal_entry_field`), made by the
@@ -156,8 +117,6 @@ pub(crate) struct Journal {
     /// baseline's end.
     head_position: Option<Position>,
     before: Before,
-    /// The sequences of the schema entries kept, oldest first.
-    schemas: VecDeque<u64>,
 }
 
 impl Journal {
@@ -193,41 +152,19 @@ impl Journal {
         self.entries.get(idx)
     }
 
-    /// Appends an entry; `positional` says which of its rows are the table's full rows
-    /// ([`Positional::of`] against the columns of the time).
-    pub(crate) fn append(
-        &mut self,
-        position: Option<Position>,
-        kind: EntryKind,
-        positional: Positional,
-    ) -> u64 {
+    pub(crate) fn append(&mut self, position: Option<Position>, kind: EntryKind) -> u64 {
         self.current += 1;
         if position.is_some() {
             self.head_position.clone_from(&position);
-        }
-        if matches!(kind, EntryKind::Schema { .. }) {
-            self.schemas.push_back(self.current);
         }
         self.entries.push_back(Arc::new(JournalEntry {
             sequence: self.current,
             timestamp: SystemTime::now(),
             position,
             kind,
-            positional,
             wire: WireCache::default(),
         }));
         self.current
-    }
-
-    /// The table's columns just after `sequence` when a schema change kept in the
-    /// journal came later (its old columns); `None`: the current columns. Positional
-    /// rows after `sequence` are read against these until the next schema change.
-    pub(crate) fn columns_after(&self, sequence: u64) -> Option<&[ColumnDefinition]> {
-        let next = self.schemas.iter().find(|&&s| s > sequence)?;
-        match &self.get(*next)?.kind {
-            EntryKind::Schema { old_columns, .. } => Some(old_columns),
-            EntryKind::Change { .. } => None,
-        }
     }
 
     /// Stamps `position` on every entry that has none (the baseline rows).
@@ -246,7 +183,6 @@ impl Journal {
     /// more (a restore replaced the rows).
     pub(crate) fn reseed(&mut self) {
         self.entries.clear();
-        self.schemas.clear();
         self.current += 1;
         self.head_position = None;
         self.before = Before::Unknown;
@@ -372,9 +308,6 @@ impl Journal {
                 Some(position) => Before::At(position.clone()),
                 None => Before::Unknown,
             };
-            if self.schemas.front() == Some(&front.sequence) {
-                self.schemas.pop_front();
-            }
             self.entries.pop_front();
             dropped += 1;
         }
@@ -396,7 +329,6 @@ mod tests {
                 old_values: None,
                 new_values: Some(row! {"id" => 1}),
             },
-            Positional::default(),
         )
     }
 

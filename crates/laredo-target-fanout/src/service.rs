@@ -320,7 +320,7 @@ impl LaredoReplicationService for ReplicationService {
             match &entry.kind {
                 EntryKind::Change { .. } => response
                     .entries
-                    .extend(encode::journal_entry(entry, &*text, false)),
+                    .extend(encode::journal_entry(entry, &*text)),
                 EntryKind::Schema { .. } => {
                     response
                         .schema_changes

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FanoutConfig;
-use crate::journal::{EntryKind, Journal, JournalEntry, Positional, Read};
+use crate::journal::{EntryKind, Journal, JournalEntry, Read};
 
 /// The target type name.
 pub const TYPE_NAME: &str = "replication-fanout";
@@ -772,12 +772,7 @@ impl FanoutTarget {
             snapshot,
             current_sequence: state.journal.current_sequence(),
             oldest_sequence: state.journal.oldest_sequence(),
-            // As of the resume point: journal rows sent positionally follow them until
-            // the next schema change the stream sends.
-            columns: state
-                .journal
-                .columns_after(resume_from)
-                .map_or_else(|| state.columns.clone(), <[_]>::to_vec),
+            columns: state.columns.clone(),
         };
         drop(state);
         if let Some(snapshot) = taken {
@@ -799,8 +794,7 @@ impl FanoutTarget {
         let (current, pruned) = {
             let mut state = self.state.write();
             let kind = apply(&mut state);
-            let positional = Positional::of(&kind, &state.columns);
-            let current = state.journal.append(position, kind, positional);
+            let current = state.journal.append(position, kind);
             let pruned = self.prune_locked(&mut state, 1);
             (current, pruned)
         };
@@ -918,13 +912,14 @@ impl SyncTarget for FanoutTarget {
             for row in rows {
                 let key = state.key_of(row);
                 state.rows.insert(key, row.clone());
-                let kind = EntryKind::Change {
-                    action: ChangeAction::Insert,
-                    old_values: None,
-                    new_values: Some(row.clone()),
-                };
-                let positional = Positional::of(&kind, &state.columns);
-                state.journal.append(None, kind, positional);
+                state.journal.append(
+                    None,
+                    EntryKind::Change {
+                        action: ChangeAction::Insert,
+                        old_values: None,
+                        new_values: Some(row.clone()),
+                    },
+                );
             }
             let pruned = self.prune_locked(&mut state, rows.len());
             (state.journal.current_sequence(), pruned)

@@ -159,8 +159,6 @@ pub(crate) struct ReplicaState {
     pub(crate) ended: Option<Result<(), tonic::Status>>,
     /// Problems seen: out-of-order entries, a message before the handshake...
     pub(crate) violations: Vec<String>,
-    /// Reads rows, positional ones against the handshake's and schema changes' columns.
-    pub(crate) decoder: laredo_proto::RowDecoder,
 }
 
 impl ReplicaState {
@@ -169,18 +167,14 @@ impl ReplicaState {
             self.violations.push("message before the handshake".into());
         }
         match message {
-            Message::Handshake(h) => {
-                self.decoder
-                    .set_positional_columns(h.columns.iter().map(|c| c.column_name.as_str()));
-                self.handshake = Some(h);
-            }
+            Message::Handshake(h) => self.handshake = Some(h),
             Message::SnapshotBegin(_) => {
                 self.rows.clear();
                 self.snapshot_rows.clear();
             }
             Message::SnapshotRows(batch) => {
                 for row in &batch.rows {
-                    let row = self.decoder.decode(row).unwrap();
+                    let row = Row::try_from(row).unwrap();
                     self.snapshot_rows.push(row.clone());
                     self.rows.insert(row.get_i64("id").unwrap(), row);
                 }
@@ -195,12 +189,7 @@ impl ReplicaState {
                     self.apply_entry(&entry);
                 }
             }
-            Message::SchemaChange(change) => {
-                self.decoder.set_positional_columns(
-                    change.new_columns.iter().map(|c| c.column_name.as_str()),
-                );
-                self.advance(change.sequence, change.source_position);
-            }
+            Message::SchemaChange(change) => self.advance(change.sequence, change.source_position),
             Message::Heartbeat(h) => self.heartbeats.push(h),
             Message::GoAway(g) => self.go_aways.push(g),
             Message::CaughtUp(c) => {
@@ -224,10 +213,9 @@ impl ReplicaState {
     }
 
     fn apply_entry(&mut self, entry: &pb::JournalEntry) {
-        let decoder = &mut self.decoder;
-        let mut id = |row: &Option<laredo_proto::laredo::v1::Row>| {
+        let id = |row: &Option<laredo_proto::laredo::v1::Row>| {
             row.as_ref()
-                .map(|r| decoder.decode(r).unwrap())
+                .map(|r| Row::try_from(r).unwrap())
                 .map(|r| (r.get_i64("id").unwrap(), r))
         };
         match entry.action() {
