@@ -324,9 +324,7 @@ async fn a_schema_change_reaches_the_replica_and_later_rows_carry_the_new_column
     let client = FanoutClient::new(options(&server.url())).unwrap();
     client.start().await.unwrap();
     assert!(client.await_ready(WAIT).await);
-    // Full rows under the old columns, the change, then full rows under the new ones:
-    // the stream sends full rows positionally, so the client must switch columns at
-    // the change.
+    // A row under the old columns, the change, then rows under the new ones.
     server
         .source
         .emit_update(items(), item(1, "us"), None)

@@ -273,3 +273,56 @@ async fn a_replica_with_small_flow_control_windows_gets_every_row_and_change() {
     assert_consecutive(&state, snapshot.sequence);
     assert_eq!(state.last_sequence, server.target.current_sequence());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_reaches_replicas_live_and_on_a_resume_from_before_it() {
+    let server = Server::start(FanoutConfig::default(), baseline()).await;
+    let client = server.client().await;
+    let live = Replica::start(&client, sync_request("live")).await;
+    let resumer = Replica::start(&client, sync_request("resumer")).await;
+    let mut last = Position::from_u64(0);
+    for step in 0..10 {
+        last = change(&server, step).await;
+    }
+    server.applied(last.clone()).await;
+    let at = server.target.current_sequence();
+    wait_until("resumer at the head", WAIT, || {
+        resumer.snapshot().last_sequence == at
+    })
+    .await;
+    let before = resumer.stop();
+
+    // Changes under the old columns, the schema change, changes under the new ones.
+    for step in 10..20 {
+        change(&server, step).await;
+    }
+    let column = laredo_core::ColumnDefinition::new("note", "text");
+    server.source.add_column(items(), column).await;
+    for id in 0..10 {
+        let row = laredo_core::row! {
+            "id" => id, "name" => format!("item-{id}"), "region" => "eu-3",
+            "score" => 1000 + id, "note" => format!("n{id}")
+        };
+        last = server.source.emit_update(items(), row, None).await;
+    }
+    server.applied(last).await;
+    let expected = server.rows();
+    assert_eq!(expected[&3].get_str("note"), Some("n3"));
+
+    let request = pb::SyncRequest {
+        last_known_sequence: before.last_sequence,
+        ..sync_request("resumer")
+    };
+    let resumed = Replica::resume(&client, request, before.clone()).await;
+    for replica in [&live, &resumed] {
+        replica
+            .wait_rows("replica equals the target", || expected.clone())
+            .await;
+        let state = replica.snapshot();
+        assert!(state.violations.is_empty(), "{:?}", state.violations);
+    }
+    let state = resumed.snapshot();
+    assert_eq!(state.handshake.clone().unwrap().mode(), pb::SyncMode::Delta);
+    assert_consecutive(&state, before.last_sequence);
+    assert_eq!(server.target.columns().len(), 5);
+}
