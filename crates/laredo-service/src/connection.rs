@@ -9,6 +9,7 @@
 //! tonic's serve future completes.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,6 +23,21 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// Pause after a failed accept.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Accepts one connection with TCP_NODELAY set. A failed accept is logged and returned
+/// after a pause: accepting again at once, out of file descriptors, would spin.
+pub(crate) async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let accepted = listener.accept().await.and_then(|(stream, addr)| {
+        // gRPC sends small frames that must not wait for Nagle's algorithm.
+        stream.set_nodelay(true)?;
+        Ok((stream, addr))
+    });
+    if let Err(e) = &accepted {
+        tracing::warn!(error = %e, "accepting a connection failed");
+        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+    }
+    accepted
+}
+
 /// The accepted connections of `listener`, closable through `force_close`.
 pub(crate) fn incoming(
     listener: TcpListener,
@@ -30,17 +46,9 @@ pub(crate) fn incoming(
     futures_util::stream::unfold(listener, move |listener| {
         let force_close = force_close.clone();
         async move {
-            let accepted = listener.accept().await.and_then(|(stream, _)| {
-                // gRPC sends small frames that must not wait for Nagle's algorithm.
-                stream.set_nodelay(true)?;
-                Ok(Closable::new(stream, force_close))
-            });
-            if let Err(e) = &accepted {
-                // tonic skips the error and accepts again at once; out of file
-                // descriptors, that would spin.
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
+            let accepted = accept(&listener)
+                .await
+                .map(|(stream, _)| Closable::new(stream, force_close));
             Some((accepted, listener))
         }
     })

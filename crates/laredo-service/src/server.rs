@@ -53,9 +53,6 @@ const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 const REFLECTION_V1_SERVICE: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA_SERVICE: &str = "grpc.reflection.v1alpha.ServerReflection";
 
-/// Pause after a failed accept (out of file descriptors, say), so the loop does not spin.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-
 /// The HTTP/2 implementation that serves a [`GrpcServer`]'s connections.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -546,16 +543,10 @@ impl GrpcServer {
         let auth = AdminAuthLayer::new(admin);
         let served = if transport == Transport::Lean {
             let service = auth.layer(routes.prepare());
-            serve_lean(
-                listener,
-                service,
-                signal,
-                &draining,
-                &force_close,
-                drain_timeout,
-            )
-            .await;
-            Ok(())
+            let serving = serve_lean(listener, service, signal, &draining, &force_close);
+            drain(serving, &draining, &force_close, drain_timeout)
+                .await
+                .map_err(|never: Infallible| match never {})
         } else if grpc_web {
             let incoming = connection::incoming(listener, force_close.clone());
             let serving = server
@@ -595,15 +586,15 @@ impl GrpcServer {
 
 /// Accepts connections and serves each with the lean HTTP/2 server in a task of its own
 /// until `signal` completes (it cancels `draining`, which sends every connection GOAWAY);
-/// then waits for the connections to finish, closing those left at the drain deadline.
+/// then waits for the connections to finish. [`drain`] bounds that wait.
 async fn serve_lean<S, F>(
     listener: TcpListener,
     service: S,
     signal: F,
     draining: &CancellationToken,
     force_close: &CancellationToken,
-    drain_timeout: Duration,
-) where
+) -> Result<(), Infallible>
+where
     S: Service<http::Request<http2::RecvBody>, Response = http::Response<Body>, Error = Infallible>
         + Clone
         + Send
@@ -617,19 +608,11 @@ async fn serve_lean<S, F>(
     loop {
         let (stream, remote_addr) = tokio::select! {
             () = &mut signal => break,
-            accepted = listener.accept() => match accepted {
+            accepted = connection::accept(&listener) => match accepted {
                 Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                    continue;
-                }
+                Err(_) => continue,
             },
         };
-        // gRPC sends small frames that must not wait for Nagle's algorithm.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "setting TCP_NODELAY failed");
-        }
         let info = TcpConnectInfo {
             local_addr: stream.local_addr().ok(),
             remote_addr: Some(remote_addr),
@@ -651,35 +634,20 @@ async fn serve_lean<S, F>(
     drop(listener);
     connections.close();
     // `signal` has cancelled `draining`: every connection has been sent GOAWAY.
-    if tokio::time::timeout(drain_timeout, connections.wait())
-        .await
-        .is_ok()
-    {
-        return;
-    }
-    tracing::warn!(
-        ?drain_timeout,
-        "drain deadline passed: closing the remaining connections"
-    );
-    force_close.cancel();
-    if tokio::time::timeout(FORCE_CLOSE_GRACE, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after closing them: returning anyway");
-    }
+    connections.wait().await;
+    Ok(())
 }
 
 /// Runs `serving` to its end; once `draining` is cancelled and `drain_timeout` has
 /// passed, closes the connections left and gives them [`FORCE_CLOSE_GRACE`] to go.
-async fn drain<F>(
+async fn drain<F, E>(
     serving: F,
     draining: &CancellationToken,
     force_close: &CancellationToken,
     drain_timeout: Duration,
-) -> Result<(), tonic::transport::Error>
+) -> Result<(), E>
 where
-    F: Future<Output = Result<(), tonic::transport::Error>>,
+    F: Future<Output = Result<(), E>>,
 {
     let mut serving = std::pin::pin!(serving);
     let deadline = async {

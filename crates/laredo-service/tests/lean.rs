@@ -7,7 +7,6 @@ use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::laredo_oam_service_client::LaredoOamServiceClient;
 use laredo_proto::laredo::v1::laredo_query_service_client::LaredoQueryServiceClient;
 use laredo_service::{GrpcServer, GrpcServerBuilder, Transport};
-use laredo_test_support::wait_until_async;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
@@ -148,46 +147,6 @@ async fn requests_larger_than_the_flow_control_window_and_bidirectional_streams_
         other => panic!("expected the file, got {other:?}"),
     }
     running.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn shutdown_lets_calls_finish_then_closes_what_is_left_at_the_deadline() {
-    let fixture = fixture();
-    let stub = StubQuery::new();
-    let running = start(lean(
-        GrpcServer::builder(fixture.engine.clone())
-            .add_service(query_server(&stub))
-            .drain_timeout(Duration::from_millis(300)),
-    ))
-    .await;
-    let mut client = LaredoQueryServiceClient::new(channel(running.addr).await);
-    let mut events = client
-        .subscribe(pb::SubscribeRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let lookup = tokio::spawn({
-        let mut client = client.clone();
-        async move { client.lookup(pb::LookupRequest::default()).await }
-    });
-    stub.wait_entered(1).await;
-
-    running.shutdown.cancel();
-    let addr = running.addr;
-    wait_until_async("the listener closes", WAIT, || async move {
-        TcpStream::connect(addr).await.is_err()
-    })
-    .await;
-    // The in-flight lookup still completes on its connection.
-    stub.release.add_permits(1);
-    let response = tokio::time::timeout(WAIT, lookup).await.unwrap().unwrap();
-    assert!(response.unwrap().into_inner().found);
-    // The subscription never ends by itself: the deadline closes it.
-    let event = tokio::time::timeout(WAIT, events.message())
-        .await
-        .expect("the stream ended");
-    assert!(event.is_err(), "{event:?}");
-    running.finished().await.unwrap();
 }
 
 #[tokio::test]

@@ -367,7 +367,7 @@ where
         self.wake.task.register(cx.waker());
         for _ in 0..ROUNDS_PER_POLL {
             let mut progress = false;
-            if !self.read_closed && !self.failed && self.out_len() < OUT_HIGH_WATER {
+            if !self.read_closed && !self.failed && self.out.len() < OUT_HIGH_WATER {
                 match self.poll_read(cx) {
                     Poll::Ready(Ok(())) => progress = true,
                     Poll::Ready(Err(e)) => {
@@ -380,7 +380,7 @@ where
             if !self.failed {
                 progress |= self.poll_streams();
             }
-            match self.poll_write(cx) {
+            match self.out.poll_write(&mut self.io, cx) {
                 Poll::Ready(Ok(wrote)) => progress |= wrote,
                 Poll::Ready(Err(e)) => {
                     self.close_streams();
@@ -388,7 +388,7 @@ where
                 }
                 Poll::Pending => {}
             }
-            let flushed = self.out_len() == 0;
+            let flushed = self.out.len() == 0;
             if flushed
                 && (self.failed || self.read_closed || (self.going_away && self.streams.is_empty()))
             {
@@ -404,15 +404,6 @@ where
         }
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-
-    fn out_len(&self) -> usize {
-        self.out.len()
-    }
-
-    /// Writes what is buffered; `true` when anything was written.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        self.out.poll_write(&mut self.io, cx)
     }
 
     /// Reads once and handles the complete frames; `Ready(Ok)` when anything happened.
@@ -718,7 +709,7 @@ where
         if end {
             stream.recv = None;
         } else if padding > 0 {
-            stream.wake.wake_by_ref_arc();
+            Wake::wake_by_ref(&stream.wake);
         }
         Ok(())
     }
@@ -902,7 +893,7 @@ where
         // Each id is listed once: `queued` stays set from the listing to the poll.
         let mut progress = false;
         for id in ids {
-            if self.out_len() >= OUT_HIGH_WATER {
+            if self.out.len() >= OUT_HIGH_WATER {
                 self.retry.push(id);
                 continue;
             }
@@ -947,12 +938,6 @@ where
             self.streams = HashMap::new();
         }
         progress
-    }
-}
-
-impl StreamWake {
-    fn wake_by_ref_arc(self: &Arc<Self>) {
-        Wake::wake_by_ref(self);
     }
 }
 
@@ -1303,6 +1288,23 @@ mod tests {
         }
     }
 
+    /// An in-memory connection served by [`Empty`]: the client's end and the task.
+    fn connect() -> (
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let serving = tokio::spawn(serve(
+            server,
+            Empty,
+            Config::default(),
+            None,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        (client, serving)
+    }
+
     /// xorshift64*: reproducible input without a dependency.
     struct Rng(u64);
 
@@ -1398,15 +1400,7 @@ mod tests {
         frame_header(&mut input, 0, SETTINGS, 0, 0);
         frame_header(&mut input, 3, HEADERS, END_HEADERS | END_STREAM, 1);
         input.extend_from_slice(&[0x83, 0x86, 0x84]);
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        let serving = tokio::spawn(serve(
-            server,
-            Empty,
-            Config::default(),
-            None,
-            CancellationToken::new(),
-            CancellationToken::new(),
-        ));
+        let (mut client, serving) = connect();
         client.write_all(&input).await.expect("written");
         client.shutdown().await.expect("half-closed");
         let mut answer = Vec::new();
@@ -1421,15 +1415,7 @@ mod tests {
         let (mut answered, mut refused) = (0, 0);
         for case in 0..400 {
             let input = random_session(&mut rng);
-            let (mut client, server) = tokio::io::duplex(1 << 20);
-            let serving = tokio::spawn(serve(
-                server,
-                Empty,
-                Config::default(),
-                None,
-                CancellationToken::new(),
-                CancellationToken::new(),
-            ));
+            let (mut client, serving) = connect();
             // Frame by frame, letting the server run in between, so that streams get
             // served before a later frame may end the connection.
             let mut rest = input.as_slice();
