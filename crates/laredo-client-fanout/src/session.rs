@@ -109,6 +109,9 @@ async fn open(inner: Arc<Inner>, address: String, by_position: bool) -> Result<O
             state.snapshot_id.clone()
         },
         filters: options.filters.clone(),
+        // The replica holds the table: it needs neither column names on full rows nor
+        // whole previous rows.
+        row_encoding: pb::RowEncoding::Compact.into(),
     };
     let mut client = LaredoReplicationServiceClient::new(channel);
     let mut stream = client
@@ -145,6 +148,13 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
         };
     }
     let mut decoder = RowDecoder::new();
+    // COMPACT journal rows that hold every column come without names, in the order of
+    // the handshake's row columns (as of the resume point), then of each schema change.
+    let compact = handshake.row_encoding == i32::from(pb::RowEncoding::Compact);
+    if compact {
+        decoder
+            .set_positional_columns(handshake.row_columns.iter().map(|c| c.column_name.as_str()));
+    }
     let mut switching: Option<Opening> = None;
     loop {
         let next = async {
@@ -228,11 +238,20 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
             }
             M::JournalEntries(entries) => {
                 for entry in entries.entries {
-                    apply(inner, &mut decoder, entry).await;
+                    if let Err(error) = apply(inner, &mut decoder, entry).await {
+                        // Skipping the entry would leave the replica wrong for good.
+                        tracing::warn!(%error, "an undecodable journal entry: taking a fresh snapshot");
+                        return End::Restart;
+                    }
                 }
                 inner.ready.send_replace(true);
             }
             M::SchemaChange(change) => {
+                if compact {
+                    decoder.set_positional_columns(
+                        change.new_columns.iter().map(|c| c.column_name.as_str()),
+                    );
+                }
                 let columns: Vec<ColumnDefinition> = change
                     .new_columns
                     .iter()
@@ -331,18 +350,20 @@ async fn take_handshake(
     Ok(())
 }
 
-async fn apply(inner: &Arc<Inner>, decoder: &mut RowDecoder, entry: pb::JournalEntry) {
-    let decode = |decoder: &mut RowDecoder, row: Option<&wire::Row>| {
-        row.and_then(|row| match decoder.decode(row) {
-            Ok(row) => Some(row),
-            Err(e) => {
-                tracing::warn!(error = %e, "undecodable row in a journal entry");
-                None
-            }
-        })
+/// Applies one journal entry; an error (a row that does not decode) leaves the replica
+/// as it was.
+async fn apply(
+    inner: &Arc<Inner>,
+    decoder: &mut RowDecoder,
+    entry: pb::JournalEntry,
+) -> Result<(), String> {
+    let mut decode = |row: Option<&wire::Row>| {
+        row.map(|row| decoder.decode(row))
+            .transpose()
+            .map_err(|e| format!("entry {}: {e}", entry.sequence))
     };
-    let new = decode(decoder, entry.new_values.as_ref());
-    let old = decode(decoder, entry.old_values.as_ref());
+    let new = decode(entry.new_values.as_ref())?;
+    let old = decode(entry.old_values.as_ref())?;
     let position = entry.source_position.as_str();
     let replica = &inner.replica;
     match wire::ChangeAction::try_from(entry.action) {
@@ -370,4 +391,5 @@ async fn apply(inner: &Arc<Inner>, decoder: &mut RowDecoder, entry: pb::JournalE
             s.last_position = entry.source_position;
         }
     });
+    Ok(())
 }

@@ -35,6 +35,12 @@ pub enum ConversionError {
         /// Values received.
         values: usize,
     },
+    /// A positional `Row` (values without column names) where no columns are known.
+    #[error("row has {values} values and no column names, and no columns are known")]
+    UnknownColumns {
+        /// Values received.
+        values: usize,
+    },
     /// A `Row` that names a column twice.
     #[error("row repeats column {column:?}")]
     DuplicateColumn {
@@ -185,9 +191,15 @@ impl TryFrom<&wire::Row> for Row {
 ///
 /// Rows of one stream (a snapshot, a journal) almost always share their columns, so
 /// the decoded rows share one layout allocation, as rows from a source do.
-#[derive(Debug, Default)]
+///
+/// A row sent without column names but with values is *positional*: its values are the
+/// columns set with [`set_positional_columns`](Self::set_positional_columns), in order
+/// (a replication `Sync` stream with the COMPACT row encoding sends journal rows that
+/// hold every column of the table that way).
+#[derive(Debug, Default, Clone)]
 pub struct RowDecoder {
     layout: Option<Arc<RowLayout>>,
+    positional: Option<Arc<RowLayout>>,
 }
 
 impl RowDecoder {
@@ -196,14 +208,28 @@ impl RowDecoder {
         Self::default()
     }
 
+    /// The columns of positional rows from now on: the table's columns, in order.
+    pub fn set_positional_columns<I>(&mut self, names: I)
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.positional = Some(RowLayout::new(names));
+    }
+
     /// Converts a wire row.
     ///
     /// # Errors
     ///
     /// [`ConversionError::RowLength`] when the column and value lists differ in
-    /// length, [`ConversionError::DuplicateColumn`] when a name repeats, and
+    /// length (for a positional row: the values and the positional columns),
+    /// [`ConversionError::UnknownColumns`] for a positional row before any positional
+    /// columns were set, [`ConversionError::DuplicateColumn`] when a name repeats, and
     /// [`ConversionError::Column`] when a value fails to convert.
     pub fn decode(&mut self, row: &wire::Row) -> Result<Row, ConversionError> {
+        if row.columns.is_empty() && !row.values.is_empty() {
+            return self.decode_positional(row);
+        }
         if row.columns.len() != row.values.len() {
             return Err(ConversionError::RowLength {
                 columns: row.columns.len(),
@@ -231,6 +257,35 @@ impl RowDecoder {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Row::new(layout, values))
+    }
+}
+
+impl RowDecoder {
+    fn decode_positional(&self, row: &wire::Row) -> Result<Row, ConversionError> {
+        let layout = self
+            .positional
+            .as_ref()
+            .ok_or(ConversionError::UnknownColumns {
+                values: row.values.len(),
+            })?;
+        if layout.len() != row.values.len() {
+            return Err(ConversionError::RowLength {
+                columns: layout.len(),
+                values: row.values.len(),
+            });
+        }
+        let values = layout
+            .names()
+            .iter()
+            .zip(&row.values)
+            .map(|(column, value)| {
+                Value::try_from(value).map_err(|source| ConversionError::Column {
+                    column: column.to_string(),
+                    source: Box::new(source),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Row::new(Arc::clone(layout), values))
     }
 }
 
@@ -526,6 +581,41 @@ mod tests {
         assert!(!Arc::ptr_eq(first.layout(), other.layout()));
         assert_eq!(second, laredo_core::row! {"id" => 2, "name" => "b"});
         assert_eq!(other, laredo_core::row! {"id" => 3});
+    }
+
+    #[test]
+    fn positional_rows_take_the_columns_set_for_them() {
+        let mut decoder = RowDecoder::new();
+        let full = wire::Row::from(&laredo_core::row! {"id" => 1, "name" => "a"});
+        let positional = wire::Row {
+            columns: Vec::new(),
+            values: full.values.clone(),
+        };
+        assert_eq!(
+            decoder.decode(&positional),
+            Err(ConversionError::UnknownColumns { values: 2 })
+        );
+        decoder.set_positional_columns(["id", "name"]);
+        let first = decoder.decode(&positional).expect("positional");
+        assert_eq!(first, laredo_core::row! {"id" => 1, "name" => "a"});
+        let second = decoder.decode(&positional).expect("positional");
+        assert!(Arc::ptr_eq(first.layout(), second.layout()));
+        // Rows with names are unaffected; an empty row stays empty.
+        let keyed = wire::Row::from(&laredo_core::row! {"id" => 7});
+        assert_eq!(decoder.decode(&keyed), Ok(laredo_core::row! {"id" => 7}));
+        assert_eq!(
+            decoder.decode(&wire::Row::default()).map(|r| r.len()),
+            Ok(0)
+        );
+        // After a schema change, the new columns.
+        decoder.set_positional_columns(["id", "name", "age"]);
+        assert_eq!(
+            decoder.decode(&positional),
+            Err(ConversionError::RowLength {
+                columns: 3,
+                values: 2
+            })
+        );
     }
 
     #[test]

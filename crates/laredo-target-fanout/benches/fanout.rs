@@ -60,7 +60,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use laredo_core::{ChangeEvent, Engine, PipelineOptions, Position, Row, row, table};
-use laredo_proto::laredo::replication::v1::SyncRequest;
+use laredo_proto::laredo::replication::v1::{RowEncoding, SyncRequest};
 use laredo_service::{GrpcServer, Transport};
 use laredo_source_test::TestSource;
 use laredo_target_fanout::{FanoutConfig, FanoutTarget, ReplicationService};
@@ -555,6 +555,8 @@ async fn connect_client(addr: SocketAddr, n: usize, tasks: &Mutex<JoinSet<()>>) 
         schema: SCHEMA.into(),
         table: TABLE.into(),
         client_id: format!("bench-{n}"),
+        // As laredo-client-fanout asks.
+        row_encoding: RowEncoding::Compact.into(),
         ..Default::default()
     };
     let shared = Arc::clone(&stats);

@@ -46,10 +46,12 @@ fn position_text(entry: &JournalEntry, text: &PositionText) -> String {
     entry.position.as_ref().map(text).unwrap_or_default()
 }
 
-/// A change entry as a wire `JournalEntry`; `None` for a schema entry.
+/// A change entry as a wire `JournalEntry` with rows in the given encoding; `None` for
+/// a schema entry.
 pub(crate) fn journal_entry(
     entry: &JournalEntry,
     text: &PositionText,
+    encoding: wire::RowEncoding,
 ) -> Option<wire::JournalEntry> {
     let EntryKind::Change {
         action,
@@ -66,8 +68,43 @@ pub(crate) fn journal_entry(
         commit_timestamp: None,
         xid: 0,
         action: types::ChangeAction::from(*action).into(),
-        new_values: new_values.as_ref().map(row),
-        old_values: old_values.as_ref().map(row),
+        new_values: new_values.as_ref().map(|new| match encoding {
+            wire::RowEncoding::Named => row(new),
+            wire::RowEncoding::Compact => compact_row(new, entry.shape.new_full),
+        }),
+        old_values: old_values.as_ref().map(|old| match encoding {
+            wire::RowEncoding::Named => row(old),
+            wire::RowEncoding::Compact => identity(old, &entry.shape.key_fields)
+                .unwrap_or_else(|| compact_row(old, entry.shape.old_full)),
+        }),
+    })
+}
+
+/// A row in the COMPACT encoding: positional when it is the table's full row.
+fn compact_row(row: &Row, full: bool) -> types::Row {
+    if full {
+        types::Row {
+            columns: Vec::new(),
+            values: row.values().iter().map(types::Value::from).collect(),
+        }
+    } else {
+        types::Row::from(row)
+    }
+}
+
+/// The key columns of `row`, named; `None` when the row lacks one of them or has no
+/// other column (then it is sent whole).
+fn identity(row: &Row, keys: &[String]) -> Option<types::Row> {
+    if keys.is_empty() || row.columns().len() <= keys.len() {
+        return None;
+    }
+    let values = keys
+        .iter()
+        .map(|key| row.get(key).map(types::Value::from))
+        .collect::<Option<Vec<_>>>()?;
+    Some(types::Row {
+        columns: keys.to_vec(),
+        values,
     })
 }
 
@@ -77,19 +114,25 @@ const JOURNAL_ENTRIES_ENTRIES_FIELD: u32 = 1;
 const SYNC_RESPONSE_JOURNAL_ENTRIES_FIELD: u32 = 5;
 
 /// A change entry encoded as one element of `JournalEntries.entries` (key, length and
-/// message), made once per entry and shared by every stream: concatenated after
-/// [`put_journal_entries_header`] they form a `SyncResponse`. `None` for a schema entry.
+/// message), made once per entry and encoding and shared by every stream: concatenated
+/// after [`put_journal_entries_header`] they form a `SyncResponse`. `None` for a schema
+/// entry.
 ///
 /// The position text is the table's source's, the same for every stream of a target.
 pub(crate) fn journal_entry_field<'a>(
     entry: &'a JournalEntry,
     text: &PositionText,
+    encoding: wire::RowEncoding,
 ) -> Option<&'a [u8]> {
     if !matches!(entry.kind, EntryKind::Change { .. }) {
         return None;
     }
-    let bytes = entry.wire.get_or_init(|| {
-        let Some(message) = journal_entry(entry, text) else {
+    let cache = match encoding {
+        wire::RowEncoding::Named => &entry.wire,
+        wire::RowEncoding::Compact => &entry.compact,
+    };
+    let bytes = cache.get_or_init(|| {
+        let Some(message) = journal_entry(entry, text, encoding) else {
             return Bytes::new();
         };
         let len = message.encoded_len();
@@ -195,6 +238,68 @@ mod tests {
 
     use super::*;
 
+    fn entry(kind: EntryKind, shape: crate::journal::Shape) -> JournalEntry {
+        JournalEntry {
+            sequence: 1,
+            timestamp: SystemTime::UNIX_EPOCH,
+            position: None,
+            kind,
+            shape,
+            wire: crate::journal::WireCache::default(),
+            compact: crate::journal::WireCache::default(),
+        }
+    }
+
+    #[test]
+    fn compact_rows_keep_names_where_the_reader_could_not_place_them() {
+        let text = |p: &Position| p.to_string();
+        let keys: std::sync::Arc<[String]> = vec!["id".to_string()].into();
+        // A projected new row (not the table's full row) keeps its names; a delete's
+        // old row without its key column goes whole, with names.
+        let projected = entry(
+            EntryKind::Change {
+                action: ChangeAction::Delete,
+                old_values: Some(row! {"n" => "x"}),
+                new_values: None,
+            },
+            crate::journal::Shape {
+                old_full: false,
+                new_full: false,
+                key_fields: std::sync::Arc::clone(&keys),
+            },
+        );
+        let wire = journal_entry(&projected, &text, wire::RowEncoding::Compact).unwrap();
+        assert_eq!(
+            Row::try_from(wire.old_values.as_ref().unwrap()).unwrap(),
+            row! {"n" => "x"}
+        );
+        // An insert of a row that is only its key goes positionally; an old row that
+        // is only its key goes whole (positionally when full).
+        let keyed = entry(
+            EntryKind::Change {
+                action: ChangeAction::Update,
+                old_values: Some(row! {"id" => 1}),
+                new_values: Some(row! {"id" => 2}),
+            },
+            crate::journal::Shape {
+                old_full: true,
+                new_full: true,
+                key_fields: keys,
+            },
+        );
+        let wire = journal_entry(&keyed, &text, wire::RowEncoding::Compact).unwrap();
+        let mut decoder = laredo_proto::RowDecoder::new();
+        decoder.set_positional_columns(["id"]);
+        assert_eq!(
+            decoder.decode(wire.old_values.as_ref().unwrap()).unwrap(),
+            row! {"id" => 1}
+        );
+        assert_eq!(
+            decoder.decode(wire.new_values.as_ref().unwrap()).unwrap(),
+            row! {"id" => 2}
+        );
+    }
+
     #[test]
     fn change_entries_carry_their_rows_and_position_text() {
         let entry = JournalEntry {
@@ -203,13 +308,20 @@ mod tests {
             position: Some(Position::from_u64(42)),
             kind: EntryKind::Change {
                 action: ChangeAction::Update,
-                old_values: Some(row! {"id" => 1}),
+                old_values: Some(row! {"id" => 1, "n" => "w"}),
                 new_values: Some(row! {"id" => 1, "n" => "x"}),
             },
+            // The table's columns are (id, n), keyed by id: both rows are full.
+            shape: crate::journal::Shape {
+                old_full: true,
+                new_full: true,
+                key_fields: vec!["id".to_string()].into(),
+            },
             wire: crate::journal::WireCache::default(),
+            compact: crate::journal::WireCache::default(),
         };
         let text = |p: &Position| format!("pos:{p}");
-        let wire = journal_entry(&entry, &text).unwrap();
+        let wire = journal_entry(&entry, &text, wire::RowEncoding::Named).unwrap();
         assert_eq!(wire.sequence, 7);
         assert_eq!(wire.source_position, "pos:42");
         assert_eq!(action_of(&wire), Some(ChangeAction::Update));
@@ -217,10 +329,37 @@ mod tests {
             Row::try_from(wire.new_values.as_ref().unwrap()).unwrap(),
             row! {"id" => 1, "n" => "x"}
         );
+        assert_eq!(
+            Row::try_from(wire.old_values.as_ref().unwrap()).unwrap(),
+            row! {"id" => 1, "n" => "w"}
+        );
         assert!(schema_change(&entry, &text).is_none());
 
+        // COMPACT: the full new row positionally, the old row cut to its identity.
+        let compact = journal_entry(&entry, &text, wire::RowEncoding::Compact).unwrap();
+        let new_values = compact.new_values.as_ref().unwrap();
+        assert!(new_values.columns.is_empty());
+        let mut decoder = laredo_proto::RowDecoder::new();
+        decoder.set_positional_columns(["id", "n"]);
+        assert_eq!(
+            decoder.decode(new_values).unwrap(),
+            row! {"id" => 1, "n" => "x"}
+        );
+        assert_eq!(
+            decoder
+                .decode(compact.old_values.as_ref().unwrap())
+                .unwrap(),
+            row! {"id" => 1}
+        );
+        assert!(compact.encoded_len() < wire.encoded_len());
+        let compact_field = journal_entry_field(&entry, &text, wire::RowEncoding::Compact).unwrap();
+        assert_eq!(compact_field.len(), {
+            let len = compact.encoded_len();
+            1 + prost::encoding::encoded_len_varint(len as u64) + len
+        });
+
         // The shared encoding, framed, is the same `SyncResponse`.
-        let field = journal_entry_field(&entry, &text).unwrap();
+        let field = journal_entry_field(&entry, &text, wire::RowEncoding::Named).unwrap();
         let mut framed = Vec::new();
         put_journal_entries_header(field.len(), &mut framed);
         framed.extend_from_slice(field);

@@ -50,8 +50,51 @@ pub struct JournalEntry {
     pub position: Option<Position>,
     /// What happened.
     pub kind: EntryKind,
-    /// The entry as the `Sync` stream sends it, encoded once for every client.
+    /// The shape of its rows against the table at the time, for the COMPACT encoding.
+    pub(crate) shape: Shape,
+    /// The entry as `Sync` streams send it, encoded once for every client: with
+    /// NAMED rows, and with COMPACT rows.
     pub(crate) wire: WireCache,
+    pub(crate) compact: WireCache,
+}
+
+/// What the COMPACT row encoding needs to know of a change entry's rows: which are the
+/// table's full rows at the time of the change (same column names, same order), sent
+/// positionally, and the key columns of the time, to which the old row is cut down.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) old_full: bool,
+    pub(crate) new_full: bool,
+    pub(crate) key_fields: Arc<[String]>,
+}
+
+impl Shape {
+    /// The shape of `kind` against the table's `columns` and key fields now.
+    pub(crate) fn of(kind: &EntryKind, columns: &[ColumnDefinition], keys: &Arc<[String]>) -> Self {
+        let full = |row: &Option<Row>| {
+            row.as_ref().is_some_and(|row| {
+                !columns.is_empty()
+                    && row.columns().len() == columns.len()
+                    && row
+                        .columns()
+                        .iter()
+                        .zip(columns)
+                        .all(|(name, column)| **name == *column.name)
+            })
+        };
+        match kind {
+            EntryKind::Change {
+                old_values,
+                new_values,
+                ..
+            } => Self {
+                old_full: full(old_values),
+                new_full: full(new_values),
+                key_fields: Arc::clone(keys),
+            },
+            EntryKind::Schema { .. } => Self::default(),
+        }
+    }
 }
 
 /// A journal entry's wire encoding (see `encode::journal_entry_field`), made by the
@@ -117,6 +160,8 @@ pub(crate) struct Journal {
     /// baseline's end.
     head_position: Option<Position>,
     before: Before,
+    /// The sequences of the schema entries kept, oldest first.
+    schemas: VecDeque<u64>,
 }
 
 impl Journal {
@@ -152,19 +197,43 @@ impl Journal {
         self.entries.get(idx)
     }
 
-    pub(crate) fn append(&mut self, position: Option<Position>, kind: EntryKind) -> u64 {
+    /// Appends an entry of the given `shape` ([`Shape::of`] against the table of the
+    /// time).
+    pub(crate) fn append(
+        &mut self,
+        position: Option<Position>,
+        kind: EntryKind,
+        shape: Shape,
+    ) -> u64 {
         self.current += 1;
         if position.is_some() {
             self.head_position.clone_from(&position);
+        }
+        if matches!(kind, EntryKind::Schema { .. }) {
+            self.schemas.push_back(self.current);
         }
         self.entries.push_back(Arc::new(JournalEntry {
             sequence: self.current,
             timestamp: SystemTime::now(),
             position,
             kind,
+            shape,
             wire: WireCache::default(),
+            compact: WireCache::default(),
         }));
         self.current
+    }
+
+    /// The table's columns just after `sequence` when a schema change kept in the
+    /// journal came later (its old columns); `None`: the current columns. COMPACT
+    /// streams' positional rows after `sequence` follow these until the next schema
+    /// change.
+    pub(crate) fn columns_after(&self, sequence: u64) -> Option<&[ColumnDefinition]> {
+        let next = self.schemas.iter().find(|&&s| s > sequence)?;
+        match &self.get(*next)?.kind {
+            EntryKind::Schema { old_columns, .. } => Some(old_columns),
+            EntryKind::Change { .. } => None,
+        }
     }
 
     /// Stamps `position` on every entry that has none (the baseline rows).
@@ -183,6 +252,7 @@ impl Journal {
     /// more (a restore replaced the rows).
     pub(crate) fn reseed(&mut self) {
         self.entries.clear();
+        self.schemas.clear();
         self.current += 1;
         self.head_position = None;
         self.before = Before::Unknown;
@@ -308,6 +378,9 @@ impl Journal {
                 Some(position) => Before::At(position.clone()),
                 None => Before::Unknown,
             };
+            if self.schemas.front() == Some(&front.sequence) {
+                self.schemas.pop_front();
+            }
             self.entries.pop_front();
             dropped += 1;
         }
@@ -329,6 +402,7 @@ mod tests {
                 old_values: None,
                 new_values: Some(row! {"id" => 1}),
             },
+            Shape::default(),
         )
     }
 

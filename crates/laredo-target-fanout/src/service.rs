@@ -156,7 +156,12 @@ impl ReplicationService {
             resume_from = opened.resume_from,
             "replication stream opened"
         );
+        // An unknown value (from a newer client) falls back to NAMED, which the
+        // handshake tells it.
+        let encoding =
+            wire::RowEncoding::try_from(request.row_encoding).unwrap_or(wire::RowEncoding::Named);
         Ok(stream::start(Session {
+            encoding,
             position_text: served.position_text(),
             target: served.target,
             opened,
@@ -318,9 +323,11 @@ impl LaredoReplicationService for ReplicationService {
         let mut response = wire::ListJournalEntriesResponse::default();
         for entry in &entries {
             match &entry.kind {
-                EntryKind::Change { .. } => response
-                    .entries
-                    .extend(encode::journal_entry(entry, &*text)),
+                EntryKind::Change { .. } => response.entries.extend(encode::journal_entry(
+                    entry,
+                    &*text,
+                    wire::RowEncoding::Named,
+                )),
                 EntryKind::Schema { .. } => {
                     response
                         .schema_changes

@@ -165,6 +165,8 @@ pub(crate) struct Session {
     pub(crate) target: Arc<FanoutTarget>,
     pub(crate) opened: Opened,
     pub(crate) filter: RowFilter,
+    /// How journal rows are encoded on this stream.
+    pub(crate) encoding: wire::RowEncoding,
     pub(crate) position_text: Arc<PositionText>,
     pub(crate) client_id: String,
 }
@@ -322,6 +324,11 @@ impl Producer {
             client_id: self.session.client_id.clone(),
             server_id: target.server_id().to_string(),
             heartbeat_interval: encode::duration(self.heartbeat_interval),
+            row_encoding: self.session.encoding.into(),
+            row_columns: match self.session.encoding {
+                wire::RowEncoding::Named => Vec::new(),
+                wire::RowEncoding::Compact => encode::columns(&opened.row_columns),
+            },
         };
         self.send(Message::Handshake(handshake)).await?;
         if mode != laredo_core::SyncMode::FullSnapshot {
@@ -383,6 +390,7 @@ impl Producer {
             // here: with thousands of streams that would be paid thousands of times.
             let text = Arc::clone(&self.session.position_text);
             let filter = &self.session.filter;
+            let encoding = self.session.encoding;
             let mut batch = Batch::default();
             let mut visited = None;
             let mut schema = None;
@@ -394,7 +402,9 @@ impl Producer {
                     if filter.matches_entry(entry) {
                         match &entry.kind {
                             EntryKind::Change { .. } => {
-                                if let Some(part) = encode::journal_entry_field(entry, &*text) {
+                                if let Some(part) =
+                                    encode::journal_entry_field(entry, &*text, encoding)
+                                {
                                     if batch.encoded.is_empty() {
                                         // Entries of a table have similar sizes.
                                         batch.encoded.reserve(

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FanoutConfig;
-use crate::journal::{EntryKind, Journal, JournalEntry, Read};
+use crate::journal::{EntryKind, Journal, JournalEntry, Read, Shape};
 
 /// The target type name.
 pub const TYPE_NAME: &str = "replication-fanout";
@@ -222,7 +222,7 @@ impl Registry {
 struct State {
     table: Option<TableIdentifier>,
     columns: Vec<ColumnDefinition>,
-    key_fields: Vec<String>,
+    key_fields: Arc<[String]>,
     rows: hashbrown::HashMap<Vec<u8>, Row>,
     journal: Journal,
     /// Newest first.
@@ -238,6 +238,46 @@ impl State {
     fn key_of(&self, row: &Row) -> Vec<u8> {
         row.key_bytes(&self.key_fields)
     }
+
+    /// Appends a change or schema entry, with its shape against the table now.
+    fn append(&mut self, position: Option<Position>, kind: EntryKind) -> u64 {
+        let shape = Shape::of(&kind, &self.columns, &self.key_fields);
+        self.journal.append(position, kind, shape)
+    }
+
+    /// Takes new columns (and their key fields), re-keying the rows when the key
+    /// changed. Returns the schema entry to journal when there were columns before
+    /// and they differ: every later row follows the new columns, and streams must
+    /// learn that in sequence order.
+    fn set_columns(&mut self, columns: &[ColumnDefinition]) -> Option<EntryKind> {
+        let keys = key_fields(columns);
+        let old_columns = std::mem::replace(&mut self.columns, columns.to_vec());
+        if keys != self.key_fields {
+            // Re-key the rows so later changes find them.
+            let rows: Vec<Row> = self.rows.drain().map(|(_, row)| row).collect();
+            self.key_fields = keys;
+            for row in rows {
+                let key = self.key_of(&row);
+                self.rows.insert(key, row);
+            }
+        }
+        (!old_columns.is_empty() && old_columns != columns).then(|| EntryKind::Schema {
+            old_columns,
+            new_columns: columns.to_vec(),
+        })
+    }
+}
+
+/// The fields rows are keyed by: the primary key columns, else [`FALLBACK_KEY`].
+fn key_fields(columns: &[ColumnDefinition]) -> Arc<[String]> {
+    let mut keys: Vec<String> = primary_key_columns(columns)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    if keys.is_empty() {
+        keys.push(FALLBACK_KEY.to_string());
+    }
+    keys.into()
 }
 
 /// What a new stream asks for (FO-15).
@@ -268,6 +308,9 @@ pub(crate) struct Opened {
     pub(crate) current_sequence: u64,
     pub(crate) oldest_sequence: u64,
     pub(crate) columns: Vec<ColumnDefinition>,
+    /// The columns as of `resume_from`, which COMPACT streams' positional rows follow
+    /// until the first schema change they send.
+    pub(crate) row_columns: Vec<ColumnDefinition>,
 }
 
 /// Unregisters its client (and so releases its pin) when dropped.
@@ -472,7 +515,7 @@ impl FanoutTarget {
 
     /// The key columns rows are kept by (the primary key, else `id`).
     pub fn key_fields(&self) -> Vec<String> {
-        self.state.read().key_fields.clone()
+        self.state.read().key_fields.to_vec()
     }
 
     /// Every row held (order unspecified).
@@ -773,6 +816,10 @@ impl FanoutTarget {
             current_sequence: state.journal.current_sequence(),
             oldest_sequence: state.journal.oldest_sequence(),
             columns: state.columns.clone(),
+            row_columns: state
+                .journal
+                .columns_after(resume_from)
+                .map_or_else(|| state.columns.clone(), <[_]>::to_vec),
         };
         drop(state);
         if let Some(snapshot) = taken {
@@ -794,7 +841,7 @@ impl FanoutTarget {
         let (current, pruned) = {
             let mut state = self.state.write();
             let kind = apply(&mut state);
-            let current = state.journal.append(position, kind);
+            let current = state.append(position, kind);
             let pruned = self.prune_locked(&mut state, 1);
             (current, pruned)
         };
@@ -878,19 +925,22 @@ impl SyncTarget for FanoutTarget {
         table: &TableIdentifier,
         columns: &[ColumnDefinition],
     ) -> Result<(), TargetError> {
-        let mut keys: Vec<String> = primary_key_columns(columns)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        if keys.is_empty() {
-            keys.push(FALLBACK_KEY.to_string());
-        }
         let mut state = self.state.write();
         state.table = Some(table.clone());
-        state.columns = columns.to_vec();
-        state.key_fields = keys;
         state.ready = false;
+        // A live target initialised again (a re-baseline, a failed restore) with other
+        // columns: journal the change, as a schema change would, so that streams read
+        // the rows after it against the new columns.
+        let head = state.set_columns(columns).map(|schema| {
+            let current = state.append(None, schema);
+            let pruned = self.prune_locked(&mut state, 1);
+            (current, pruned)
+        });
         drop(state);
+        if let Some((current, pruned)) = head {
+            self.head.send_replace(current);
+            self.report_pruned(pruned);
+        }
         if !self.fixed_pipeline_id {
             *self.pipeline_id.lock() = Some(table.to_string());
         }
@@ -912,7 +962,7 @@ impl SyncTarget for FanoutTarget {
             for row in rows {
                 let key = state.key_of(row);
                 state.rows.insert(key, row.clone());
-                state.journal.append(
+                state.append(
                     None,
                     EntryKind::Change {
                         action: ChangeAction::Insert,
@@ -1020,23 +1070,9 @@ impl SyncTarget for FanoutTarget {
         new_columns: &[ColumnDefinition],
     ) -> SchemaChangeResponse {
         self.append(|state| {
-            state.columns = new_columns.to_vec();
-            let mut keys: Vec<String> = primary_key_columns(new_columns)
-                .into_iter()
-                .map(str::to_string)
-                .collect();
-            if keys.is_empty() {
-                keys.push(FALLBACK_KEY.to_string());
-            }
-            if keys != state.key_fields {
-                // Re-key the rows so later changes find them.
-                let rows: Vec<Row> = state.rows.drain().map(|(_, row)| row).collect();
-                state.key_fields = keys;
-                for row in rows {
-                    let key = state.key_of(&row);
-                    state.rows.insert(key, row);
-                }
-            }
+            state.set_columns(new_columns);
+            // Journaled even when the target's columns were already these (the
+            // source's old columns are what it reports).
             EntryKind::Schema {
                 old_columns: old_columns.to_vec(),
                 new_columns: new_columns.to_vec(),
@@ -1066,15 +1102,9 @@ impl SyncTarget for FanoutTarget {
         let (current, snapshot) = {
             let mut state = self.state.write();
             if !info.columns.is_empty() {
+                // The journal is reseeded below: no schema entry needed.
                 state.columns.clone_from(&info.columns);
-                let mut keys: Vec<String> = primary_key_columns(&info.columns)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect();
-                if keys.is_empty() {
-                    keys.push(FALLBACK_KEY.to_string());
-                }
-                state.key_fields = keys;
+                state.key_fields = key_fields(&info.columns);
             }
             if state.table.is_none() {
                 state.table = Some(info.table.clone());
@@ -1262,6 +1292,35 @@ mod tests {
             matches!(&entries[0].kind, EntryKind::Schema { new_columns: c, .. } if c.len() == 3)
         );
         assert_eq!(target.columns(), new_columns);
+    }
+
+    #[tokio::test]
+    async fn initialising_a_live_target_with_other_columns_journals_the_change() {
+        let target = FanoutTarget::new();
+        ready(&target).await;
+        let t = table("public", "t");
+        // The same columns again (a restart of the pipeline): nothing to journal.
+        target.on_init(&t, &columns()).await.unwrap();
+        assert_eq!(target.entries_since(1, 10).unwrap().len(), 0);
+        // Other columns (a re-baseline after the table changed): rows after this
+        // follow them, so streams must get the change in sequence order.
+        let mut new_columns = columns();
+        new_columns.push(ColumnDefinition::new("age", "int8"));
+        target.on_init(&t, &new_columns).await.unwrap();
+        target
+            .on_insert(&t, &row! {"id" => 5, "name" => "e", "age" => 3})
+            .await
+            .unwrap();
+        let entries = target.entries_since(1, 10).unwrap();
+        assert!(
+            matches!(&entries[0].kind, EntryKind::Schema { old_columns, new_columns: c, .. }
+                if old_columns == &columns() && c == &new_columns),
+            "{entries:?}"
+        );
+        // The insert is a full row of the new columns: COMPACT sends it positionally.
+        assert!(entries[1].shape.new_full);
+        assert_eq!(target.columns(), new_columns);
+        assert_eq!(target.subscribe_head().borrow().to_owned(), 3);
     }
 
     #[tokio::test]

@@ -139,6 +139,14 @@ pub(crate) fn sync_request(client_id: &str) -> pb::SyncRequest {
     }
 }
 
+/// A request for the COMPACT row encoding (as laredo-client-fanout asks).
+pub(crate) fn compact_request(client_id: &str) -> pb::SyncRequest {
+    pb::SyncRequest {
+        row_encoding: pb::RowEncoding::Compact.into(),
+        ..sync_request(client_id)
+    }
+}
+
 /// What a replica has seen and holds.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ReplicaState {
@@ -157,8 +165,14 @@ pub(crate) struct ReplicaState {
     pub(crate) go_aways: Vec<pb::GoAway>,
     /// `Some(Ok)` when the stream ended cleanly, `Some(Err)` with its status.
     pub(crate) ended: Option<Result<(), tonic::Status>>,
-    /// Problems seen: out-of-order entries, a message before the handshake...
+    /// Problems seen: out-of-order entries, a message before the handshake, a row
+    /// that does not decode...
     pub(crate) violations: Vec<String>,
+    /// Reads rows; on COMPACT streams positional ones against the handshake's row
+    /// columns, then each schema change's.
+    pub(crate) decoder: laredo_proto::RowDecoder,
+    /// Journal rows received without column names.
+    pub(crate) positional_rows: usize,
 }
 
 impl ReplicaState {
@@ -167,14 +181,23 @@ impl ReplicaState {
             self.violations.push("message before the handshake".into());
         }
         match message {
-            Message::Handshake(h) => self.handshake = Some(h),
+            Message::Handshake(h) => {
+                if h.row_encoding() == pb::RowEncoding::Compact {
+                    self.decoder.set_positional_columns(
+                        h.row_columns.iter().map(|c| c.column_name.as_str()),
+                    );
+                } else {
+                    self.decoder = laredo_proto::RowDecoder::new();
+                }
+                self.handshake = Some(h);
+            }
             Message::SnapshotBegin(_) => {
                 self.rows.clear();
                 self.snapshot_rows.clear();
             }
             Message::SnapshotRows(batch) => {
                 for row in &batch.rows {
-                    let row = Row::try_from(row).unwrap();
+                    let row = Row::try_from(row).expect("snapshot rows carry names");
                     self.snapshot_rows.push(row.clone());
                     self.rows.insert(row.get_i64("id").unwrap(), row);
                 }
@@ -189,7 +212,18 @@ impl ReplicaState {
                     self.apply_entry(&entry);
                 }
             }
-            Message::SchemaChange(change) => self.advance(change.sequence, change.source_position),
+            Message::SchemaChange(change) => {
+                if self
+                    .handshake
+                    .as_ref()
+                    .is_some_and(|h| h.row_encoding() == pb::RowEncoding::Compact)
+                {
+                    self.decoder.set_positional_columns(
+                        change.new_columns.iter().map(|c| c.column_name.as_str()),
+                    );
+                }
+                self.advance(change.sequence, change.source_position);
+            }
             Message::Heartbeat(h) => self.heartbeats.push(h),
             Message::GoAway(g) => self.go_aways.push(g),
             Message::CaughtUp(c) => {
@@ -213,23 +247,40 @@ impl ReplicaState {
     }
 
     fn apply_entry(&mut self, entry: &pb::JournalEntry) {
-        let id = |row: &Option<laredo_proto::laredo::v1::Row>| {
-            row.as_ref()
-                .map(|r| Row::try_from(r).unwrap())
-                .map(|r| (r.get_i64("id").unwrap(), r))
-        };
+        let mut decoded = Vec::new();
+        for row in [&entry.old_values, &entry.new_values] {
+            let row = row.as_ref().and_then(|r| {
+                if r.columns.is_empty() && !r.values.is_empty() {
+                    self.positional_rows += 1;
+                }
+                match self.decoder.decode(r) {
+                    Ok(row) => Some(row),
+                    Err(e) => {
+                        self.violations
+                            .push(format!("entry {}: {e}", entry.sequence));
+                        None
+                    }
+                }
+            });
+            decoded.push(row);
+        }
+        let mut decoded = decoded.into_iter();
+        let (entry_old, entry_new) = (decoded.next().flatten(), decoded.next().flatten());
+        let id = |row: &Option<Row>| row.clone().map(|r| (r.get_i64("id").unwrap(), r));
         match entry.action() {
             laredo_proto::laredo::v1::ChangeAction::Insert
             | laredo_proto::laredo::v1::ChangeAction::Update => {
-                if let Some((old, _)) = id(&entry.old_values) {
+                if let Some((old, _)) = id(&entry_old) {
                     self.rows.remove(&old);
                 }
-                let (new, row) = id(&entry.new_values).unwrap();
-                self.rows.insert(new, row);
+                if let Some((new, row)) = id(&entry_new) {
+                    self.rows.insert(new, row);
+                }
             }
             laredo_proto::laredo::v1::ChangeAction::Delete => {
-                let (old, _) = id(&entry.old_values).unwrap();
-                self.rows.remove(&old);
+                if let Some((old, _)) = id(&entry_old) {
+                    self.rows.remove(&old);
+                }
             }
             laredo_proto::laredo::v1::ChangeAction::Truncate => self.rows.clear(),
             laredo_proto::laredo::v1::ChangeAction::Unspecified => {

@@ -5,7 +5,9 @@ use laredo_proto::laredo::replication::v1 as pb;
 use laredo_target_fanout::FanoutConfig;
 use laredo_test_support::wait_until;
 
-use crate::fixture::{Replica, Server, WAIT, assert_consecutive, by_id, item, items, sync_request};
+use crate::fixture::{
+    Replica, Server, WAIT, assert_consecutive, by_id, compact_request, item, items, sync_request,
+};
 
 /// Applies change `step` of a deterministic mix of inserts, updates and deletes.
 async fn change(server: &Server, step: i64) -> Position {
@@ -275,11 +277,22 @@ async fn a_replica_with_small_flow_control_windows_gets_every_row_and_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_change_reaches_replicas_live_and_on_a_resume_from_before_it() {
+async fn a_schema_change_reaches_named_replicas_live_and_on_a_resume_from_before_it() {
+    schema_change_live_and_on_a_resume(sync_request).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_reaches_compact_replicas_live_and_on_a_resume_from_before_it() {
+    // Positional rows must be read against the columns of their time, also by a
+    // replica that resumes from before the change.
+    schema_change_live_and_on_a_resume(compact_request).await;
+}
+
+async fn schema_change_live_and_on_a_resume(request: fn(&str) -> pb::SyncRequest) {
     let server = Server::start(FanoutConfig::default(), baseline()).await;
     let client = server.client().await;
-    let live = Replica::start(&client, sync_request("live")).await;
-    let resumer = Replica::start(&client, sync_request("resumer")).await;
+    let live = Replica::start(&client, request("live")).await;
+    let resumer = Replica::start(&client, request("resumer")).await;
     let mut last = Position::from_u64(0);
     for step in 0..10 {
         last = change(&server, step).await;
@@ -309,11 +322,12 @@ async fn a_schema_change_reaches_replicas_live_and_on_a_resume_from_before_it() 
     let expected = server.rows();
     assert_eq!(expected[&3].get_str("note"), Some("n3"));
 
-    let request = pb::SyncRequest {
+    let resume = pb::SyncRequest {
         last_known_sequence: before.last_sequence,
-        ..sync_request("resumer")
+        ..request("resumer")
     };
-    let resumed = Replica::resume(&client, request, before.clone()).await;
+    let compact = resume.row_encoding() == pb::RowEncoding::Compact;
+    let resumed = Replica::resume(&client, resume, before.clone()).await;
     for replica in [&live, &resumed] {
         replica
             .wait_rows("replica equals the target", || expected.clone())
@@ -322,7 +336,68 @@ async fn a_schema_change_reaches_replicas_live_and_on_a_resume_from_before_it() 
         assert!(state.violations.is_empty(), "{:?}", state.violations);
     }
     let state = resumed.snapshot();
-    assert_eq!(state.handshake.clone().unwrap().mode(), pb::SyncMode::Delta);
+    let handshake = state.handshake.clone().unwrap();
+    assert_eq!(handshake.mode(), pb::SyncMode::Delta);
     assert_consecutive(&state, before.last_sequence);
     assert_eq!(server.target.columns().len(), 5);
+    assert_eq!(handshake.columns.len(), 5, "the current columns");
+    if compact {
+        // Positional rows after the resume point follow the columns of that time.
+        assert_eq!(handshake.row_encoding(), pb::RowEncoding::Compact);
+        assert_eq!(handshake.row_columns.len(), 4);
+        assert!(state.positional_rows > 10, "{}", state.positional_rows);
+    } else {
+        assert!(handshake.row_columns.is_empty());
+        assert_eq!(state.positional_rows, 0);
+        assert_eq!(live.snapshot().positional_rows, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_and_compact_replicas_of_one_table_end_equal() {
+    // Both encodings read the same shared journal: each entry is encoded once per
+    // encoding, and neither stream may see the other's rows.
+    let server = Server::start(FanoutConfig::default(), baseline()).await;
+    let client = server.client().await;
+    let named = Replica::start(&client, sync_request("named")).await;
+    let compact = Replica::start(&client, compact_request("compact")).await;
+    let mut last = Position::from_u64(0);
+    for step in 0..200 {
+        last = change(&server, step).await;
+    }
+    server.applied(last).await;
+    let expected = server.rows();
+    for replica in [&named, &compact] {
+        replica
+            .wait_rows("replica equals the target", || expected.clone())
+            .await;
+        let state = replica.snapshot();
+        assert!(state.violations.is_empty(), "{:?}", state.violations);
+    }
+    assert_eq!(named.snapshot().positional_rows, 0);
+    assert!(compact.snapshot().positional_rows >= 120);
+
+    // The journal as each encoding sends it: COMPACT has no names on full rows and
+    // only the key in old rows.
+    let mut listing = client.clone();
+    let entries = listing
+        .list_journal_entries(pb::ListJournalEntriesRequest {
+            schema: "public".into(),
+            table: "items".into(),
+            after_sequence: 40,
+            limit: 200,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(entries.len(), 200);
+    for entry in &entries {
+        for row in [&entry.old_values, &entry.new_values].into_iter().flatten() {
+            assert_eq!(row.columns.len(), row.values.len(), "listing keeps names");
+        }
+        if entry.action() == laredo_proto::laredo::v1::ChangeAction::Update {
+            assert_eq!(entry.old_values.as_ref().unwrap().columns.len(), 4);
+        }
+    }
 }
