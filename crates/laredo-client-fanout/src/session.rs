@@ -24,6 +24,12 @@ enum End {
     },
     /// The table's primary key changed: start over without resume fields.
     Restart,
+    /// A journal entry did not decode: start over without resume fields, after the
+    /// backoff (a server that keeps sending such entries must not be hammered with
+    /// snapshot requests).
+    Undecodable {
+        error: String,
+    },
 }
 
 type Opening = Pin<Box<dyn Future<Output = Result<Opened, String>> + Send>>;
@@ -64,6 +70,19 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     s.snapshot_id.clear();
                 });
                 backoff = options.initial_backoff;
+            }
+            End::Undecodable { error } => {
+                tracing::warn!(endpoint = %address, %error, "an undecodable journal entry: taking a fresh snapshot");
+                inner.replica.update(|s| {
+                    s.last_seq = 0;
+                    s.last_position.clear();
+                    s.snapshot_id.clear();
+                });
+                tokio::select! {
+                    () = inner.cancel().cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(options.max_backoff);
             }
             End::Lost { error, progressed } => {
                 tracing::warn!(endpoint = %address, %error, "replication stream lost");
@@ -240,8 +259,7 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                 for entry in entries.entries {
                     if let Err(error) = apply(inner, &mut decoder, entry).await {
                         // Skipping the entry would leave the replica wrong for good.
-                        tracing::warn!(%error, "an undecodable journal entry: taking a fresh snapshot");
-                        return End::Restart;
+                        return End::Undecodable { error };
                     }
                 }
                 inner.ready.send_replace(true);

@@ -161,7 +161,7 @@ pub(crate) struct Journal {
     head_position: Option<Position>,
     before: Before,
     /// The sequences of the schema entries kept, oldest first.
-    schemas: VecDeque<u64>,
+    schemas: VecDeque<(u64, Vec<ColumnDefinition>)>,
 }
 
 impl Journal {
@@ -197,20 +197,36 @@ impl Journal {
         self.entries.get(idx)
     }
 
-    /// Appends an entry of the given `shape` ([`Shape::of`] against the table of the
-    /// time).
+    /// Appends a change entry of the given `shape` ([`Shape::of`] against the table of
+    /// the time).
     pub(crate) fn append(
         &mut self,
         position: Option<Position>,
         kind: EntryKind,
         shape: Shape,
     ) -> u64 {
+        debug_assert!(matches!(kind, EntryKind::Change { .. }));
+        self.push(position, kind, shape)
+    }
+
+    /// Appends a schema entry; `prior` are the target's columns up to it (which may
+    /// differ from the source's `old_columns`): the rows before it follow them.
+    pub(crate) fn append_schema(
+        &mut self,
+        position: Option<Position>,
+        kind: EntryKind,
+        prior: Vec<ColumnDefinition>,
+    ) -> u64 {
+        debug_assert!(matches!(kind, EntryKind::Schema { .. }));
+        let sequence = self.push(position, kind, Shape::default());
+        self.schemas.push_back((sequence, prior));
+        sequence
+    }
+
+    fn push(&mut self, position: Option<Position>, kind: EntryKind, shape: Shape) -> u64 {
         self.current += 1;
         if position.is_some() {
             self.head_position.clone_from(&position);
-        }
-        if matches!(kind, EntryKind::Schema { .. }) {
-            self.schemas.push_back(self.current);
         }
         self.entries.push_back(Arc::new(JournalEntry {
             sequence: self.current,
@@ -224,16 +240,15 @@ impl Journal {
         self.current
     }
 
-    /// The table's columns just after `sequence` when a schema change kept in the
-    /// journal came later (its old columns); `None`: the current columns. COMPACT
-    /// streams' positional rows after `sequence` follow these until the next schema
-    /// change.
+    /// The target's columns just after `sequence` when a schema entry kept in the
+    /// journal came later (the columns it replaced); `None`: the current columns.
+    /// COMPACT streams' positional rows after `sequence` follow these until the next
+    /// schema change.
     pub(crate) fn columns_after(&self, sequence: u64) -> Option<&[ColumnDefinition]> {
-        let next = self.schemas.iter().find(|&&s| s > sequence)?;
-        match &self.get(*next)?.kind {
-            EntryKind::Schema { old_columns, .. } => Some(old_columns),
-            EntryKind::Change { .. } => None,
-        }
+        self.schemas
+            .iter()
+            .find(|(s, _)| *s > sequence)
+            .map(|(_, prior)| prior.as_slice())
     }
 
     /// Stamps `position` on every entry that has none (the baseline rows).
@@ -378,7 +393,7 @@ impl Journal {
                 Some(position) => Before::At(position.clone()),
                 None => Before::Unknown,
             };
-            if self.schemas.front() == Some(&front.sequence) {
+            if self.schemas.front().map(|(s, _)| *s) == Some(front.sequence) {
                 self.schemas.pop_front();
             }
             self.entries.pop_front();

@@ -201,6 +201,7 @@ pub(crate) fn start(session: Session) -> RawSyncStream {
         capacity,
         queue: Arc::clone(&queue),
         head: session.target.subscribe_head(),
+        lag_tick: session.target.subscribe_lag_tick(),
         tx,
         kill: Arc::clone(&kill),
         session,
@@ -230,6 +231,8 @@ struct Producer {
     queue: Arc<Queue>,
     /// The journal's head sequence, updated by every append.
     head: tokio::sync::watch::Receiver<u64>,
+    /// The head in coarse steps (see `FanoutTarget::lag_step`).
+    lag_tick: tokio::sync::watch::Receiver<u64>,
     tx: mpsc::Sender<(usize, Outgoing)>,
     kill: Arc<Mutex<Option<Status>>>,
 }
@@ -596,7 +599,7 @@ impl Producer {
             let deadline = self.deadline;
             tokio::select! {
                 () = room => {}
-                _ = self.head.changed() => {}
+                _ = self.lag_tick.changed() => {}
                 () = self.tx.closed() => return Err(Stop::Ended("client left")),
                 () = record.cancel.cancelled() => return Err(Stop::Ended("disconnected by the server")),
                 () = sleep_until_some(deadline) => return Err(Stop::Ended("drain deadline passed")),

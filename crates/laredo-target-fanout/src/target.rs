@@ -239,19 +239,28 @@ impl State {
         row.key_bytes(&self.key_fields)
     }
 
-    /// Appends a change or schema entry, with its shape against the table now.
+    /// Appends a change entry (with its shape against the table now), or a schema
+    /// entry, whose new columns the target takes (the rows before it follow the
+    /// columns the target had, whatever the source says were the old ones).
     fn append(&mut self, position: Option<Position>, kind: EntryKind) -> u64 {
-        let shape = Shape::of(&kind, &self.columns, &self.key_fields);
-        self.journal.append(position, kind, shape)
+        match &kind {
+            EntryKind::Schema { new_columns, .. } => {
+                let new_columns = new_columns.clone();
+                let prior = self.take_columns(&new_columns);
+                self.journal.append_schema(position, kind, prior)
+            }
+            EntryKind::Change { .. } => {
+                let shape = Shape::of(&kind, &self.columns, &self.key_fields);
+                self.journal.append(position, kind, shape)
+            }
+        }
     }
 
     /// Takes new columns (and their key fields), re-keying the rows when the key
-    /// changed. Returns the schema entry to journal when there were columns before
-    /// and they differ: every later row follows the new columns, and streams must
-    /// learn that in sequence order.
-    fn set_columns(&mut self, columns: &[ColumnDefinition]) -> Option<EntryKind> {
+    /// changed; returns the columns before.
+    fn take_columns(&mut self, columns: &[ColumnDefinition]) -> Vec<ColumnDefinition> {
         let keys = key_fields(columns);
-        let old_columns = std::mem::replace(&mut self.columns, columns.to_vec());
+        let prior = std::mem::replace(&mut self.columns, columns.to_vec());
         if keys != self.key_fields {
             // Re-key the rows so later changes find them.
             let rows: Vec<Row> = self.rows.drain().map(|(_, row)| row).collect();
@@ -261,11 +270,17 @@ impl State {
                 self.rows.insert(key, row);
             }
         }
-        (!old_columns.is_empty() && old_columns != columns).then(|| EntryKind::Schema {
-            old_columns,
-            new_columns: columns.to_vec(),
-        })
+        prior
     }
+}
+
+/// Whether rows of `b` read like rows of `a`: the same column names, types and key, in
+/// the same order (other metadata, such as nullability or defaults, may differ).
+fn same_layout(a: &[ColumnDefinition], b: &[ColumnDefinition]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.name == b.name && a.type_name == b.type_name && a.primary_key == b.primary_key
+        })
 }
 
 /// The fields rows are keyed by: the primary key columns, else [`FALLBACK_KEY`].
@@ -392,6 +407,7 @@ impl FanoutTargetBuilder {
             state: RwLock::new(State::default()),
             pending_position: Mutex::new(None),
             head: watch::Sender::new(0),
+            lag_tick: watch::Sender::new(0),
             drain: watch::Sender::new(None),
             clients: Mutex::new(Registry::default()),
             scheduler: Mutex::new(None),
@@ -439,6 +455,10 @@ pub struct FanoutTarget {
     pending_position: Mutex<Option<Position>>,
     /// The journal's current sequence, published after each append.
     head: watch::Sender<u64>,
+    /// The head in steps of [`FanoutTarget::lag_step`]: what a stream whose client has
+    /// not taken its last message waits on to check how far behind it fell, without a
+    /// wake-up per append.
+    lag_tick: watch::Sender<u64>,
     drain: watch::Sender<Option<DrainInfo>>,
     clients: Mutex<Registry>,
     scheduler: Mutex<Option<JoinHandle<()>>>,
@@ -714,6 +734,28 @@ impl FanoutTarget {
         self.head.subscribe()
     }
 
+    pub(crate) fn subscribe_lag_tick(&self) -> watch::Receiver<u64> {
+        self.lag_tick.subscribe()
+    }
+
+    /// Entries per [`lag_tick`](Self::lag_tick) step: an eighth of a client's send
+    /// buffer, so a stalled client is found at most that many entries after it fell a
+    /// buffer behind.
+    fn lag_step(&self) -> u64 {
+        (self.config.client_buffer_max_size as u64 / 8).max(1)
+    }
+
+    /// Publishes the journal's head to the streams.
+    fn publish_head(&self, current: u64) {
+        self.head.send_replace(current);
+        let step = self.lag_step();
+        self.lag_tick.send_if_modified(|tick| {
+            let changed = *tick / step != current / step;
+            *tick = current;
+            changed
+        });
+    }
+
     pub(crate) fn subscribe_drain(&self) -> watch::Receiver<Option<DrainInfo>> {
         self.drain.subscribe()
     }
@@ -845,7 +887,7 @@ impl FanoutTarget {
             let pruned = self.prune_locked(&mut state, 1);
             (current, pruned)
         };
-        self.head.send_replace(current);
+        self.publish_head(current);
         self.report_pruned(pruned);
     }
 
@@ -930,15 +972,24 @@ impl SyncTarget for FanoutTarget {
         state.ready = false;
         // A live target initialised again (a re-baseline, a failed restore) with other
         // columns: journal the change, as a schema change would, so that streams read
-        // the rows after it against the new columns.
-        let head = state.set_columns(columns).map(|schema| {
-            let current = state.append(None, schema);
+        // the rows after it against the new columns. It takes the journal's position,
+        // so clients can still resume by position across it.
+        let head = if !state.columns.is_empty() && !same_layout(&state.columns, columns) {
+            let schema = EntryKind::Schema {
+                old_columns: state.columns.clone(),
+                new_columns: columns.to_vec(),
+            };
+            let position = state.journal.head_position().cloned();
+            let current = state.append(position, schema);
             let pruned = self.prune_locked(&mut state, 1);
-            (current, pruned)
-        });
+            Some((current, pruned))
+        } else {
+            state.take_columns(columns);
+            None
+        };
         drop(state);
         if let Some((current, pruned)) = head {
-            self.head.send_replace(current);
+            self.publish_head(current);
             self.report_pruned(pruned);
         }
         if !self.fixed_pipeline_id {
@@ -974,7 +1025,7 @@ impl SyncTarget for FanoutTarget {
             let pruned = self.prune_locked(&mut state, rows.len());
             (state.journal.current_sequence(), pruned)
         };
-        self.head.send_replace(current);
+        self.publish_head(current);
         self.report_pruned(pruned);
         Ok(())
     }
@@ -1069,14 +1120,11 @@ impl SyncTarget for FanoutTarget {
         old_columns: &[ColumnDefinition],
         new_columns: &[ColumnDefinition],
     ) -> SchemaChangeResponse {
-        self.append(|state| {
-            state.set_columns(new_columns);
-            // Journaled even when the target's columns were already these (the
-            // source's old columns are what it reports).
-            EntryKind::Schema {
-                old_columns: old_columns.to_vec(),
-                new_columns: new_columns.to_vec(),
-            }
+        // Journaled even when the target's columns were already these (taken by
+        // `on_init`): the entry records the columns the target had before it.
+        self.append(|_| EntryKind::Schema {
+            old_columns: old_columns.to_vec(),
+            new_columns: new_columns.to_vec(),
         });
         if self.is_ready() {
             self.take_snapshot();
@@ -1122,7 +1170,7 @@ impl SyncTarget for FanoutTarget {
             let snapshot = self.snapshot_locked(&mut state);
             (state.journal.current_sequence(), snapshot)
         };
-        self.head.send_replace(current);
+        self.publish_head(current);
         self.report_snapshot(&snapshot);
         self.start_scheduler();
         Ok(())
@@ -1321,6 +1369,94 @@ mod tests {
         assert!(entries[1].shape.new_full);
         assert_eq!(target.columns(), new_columns);
         assert_eq!(target.subscribe_head().borrow().to_owned(), 3);
+    }
+
+    #[tokio::test]
+    async fn rows_between_a_reinit_and_the_sources_schema_change_follow_the_targets_columns() {
+        // The engine may initialise the target with new columns before the source's
+        // schema change reaches it; the rows in between follow the new columns, and a
+        // COMPACT stream resuming among them must be told those, not the source's old
+        // ones (same length: a mix-up would decode without an error).
+        let target = FanoutTarget::new();
+        ready(&target).await;
+        let t = table("public", "t");
+        let renamed = vec![
+            ColumnDefinition::new("id", "int8").primary_key(1),
+            ColumnDefinition::new("title", "text"),
+        ];
+        target.on_init(&t, &renamed).await.unwrap();
+        target.set_change_position(&Position::from_u64(11));
+        target
+            .on_insert(&t, &row! {"id" => 5, "title" => "e"})
+            .await
+            .unwrap();
+        target.set_change_position(&Position::from_u64(12));
+        target.on_schema_change(&t, &columns(), &renamed).await;
+        target.set_change_position(&Position::from_u64(13));
+        target
+            .on_insert(&t, &row! {"id" => 6, "title" => "f"})
+            .await
+            .unwrap();
+        let entries = target.entries_since(1, 10).unwrap();
+        assert_eq!(entries.len(), 4);
+        // The re-init's entry takes the journal's position: resuming by position
+        // across it still works.
+        assert_eq!(entries[0].position, Some(Position::from_u64(10)));
+        assert!(entries[1].shape.new_full && entries[3].shape.new_full);
+        {
+            let journal = &target.state.read().journal;
+            assert_eq!(journal.columns_after(1), Some(columns().as_slice()));
+            assert_eq!(journal.columns_after(2), Some(renamed.as_slice()));
+            assert_eq!(journal.columns_after(3), Some(renamed.as_slice()));
+            assert_eq!(journal.columns_after(4), None);
+        }
+        // Metadata alone (nullability here) is no schema change.
+        let mut relaxed = renamed.clone();
+        relaxed[1].nullable = !relaxed[1].nullable;
+        target.on_init(&t, &relaxed).await.unwrap();
+        assert_eq!(target.entries_since(1, 10).unwrap().len(), 4);
+        assert_eq!(target.columns(), relaxed);
+    }
+
+    #[tokio::test]
+    async fn schema_bookkeeping_follows_pruning_and_reseeding() {
+        let target = FanoutTarget::with_config(FanoutConfig::default().journal_max_entries(2));
+        ready(&target).await;
+        let t = table("public", "t");
+        let mut wider = columns();
+        wider.push(ColumnDefinition::new("age", "int8"));
+        target.on_schema_change(&t, &columns(), &wider).await;
+        assert_eq!(
+            target.state.read().journal.columns_after(1),
+            Some(columns().as_slice())
+        );
+        for id in 2..10 {
+            target
+                .on_insert(&t, &row! {"id" => id, "name" => "x", "age" => id})
+                .await
+                .unwrap();
+        }
+        // The schema entry was pruned with the entries around it.
+        assert!(target.oldest_sequence() > 2);
+        assert_eq!(target.state.read().journal.columns_after(1), None);
+        target.on_schema_change(&t, &wider, &columns()).await;
+        assert!(target.state.read().journal.columns_after(2).is_some());
+        target
+            .restore_snapshot(
+                &TableSnapshotInfo {
+                    table: t.clone(),
+                    row_count: 1,
+                    columns: columns(),
+                    target_type: TYPE_NAME.to_string(),
+                    indexes: Vec::new(),
+                },
+                vec![SnapshotEntry {
+                    row: row! {"id" => 1, "name" => "a"},
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(target.state.read().journal.columns_after(0), None);
     }
 
     #[tokio::test]
