@@ -17,9 +17,11 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ClientBufferPolicy {
-    /// `drop_disconnect`: a live client whose buffer is full while it is more than a
-    /// buffer behind the journal's head is disconnected (`RESOURCE_EXHAUSTED`); it
-    /// reconnects and resumes (or re-snapshots). The engine never waits for a client.
+    /// `drop_disconnect`: a client whose buffer is full while it is more than a
+    /// buffer behind the journal's head (live), or a buffer further behind than when
+    /// its stream opened (catching up), is disconnected (`RESOURCE_EXHAUSTED`); it
+    /// reconnects and resumes (or re-snapshots). The engine never waits for a client,
+    /// and a stalled client does not pin the journal for long.
     #[default]
     DropDisconnect,
     /// `slow_down`: the client's stream waits for room; its journal pin keeps the

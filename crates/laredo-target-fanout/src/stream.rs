@@ -197,6 +197,10 @@ pub(crate) fn start(session: Session) -> RawSyncStream {
         last_sent: Instant::now(),
         go_away_sent: false,
         live: false,
+        behind_at_open: session
+            .opened
+            .current_sequence
+            .saturating_sub(session.opened.resume_from),
         deadline: None,
         capacity,
         queue: Arc::clone(&queue),
@@ -226,6 +230,8 @@ struct Producer {
     go_away_sent: bool,
     /// Caught up (the backlog was sent once).
     live: bool,
+    /// How far behind the head the stream started (its backlog to catch up).
+    behind_at_open: u64,
     deadline: Option<Instant>,
     capacity: usize,
     queue: Arc<Queue>,
@@ -577,17 +583,21 @@ impl Producer {
             if record.state() != ClientState::Backpressured {
                 record.set_state(ClientState::Backpressured);
             }
-            // The journal is the real buffer: a live client whose queue stays full while
-            // it falls more than a buffer behind the head is not keeping up.
+            // The journal is the real buffer: a client whose queue stays full while it
+            // falls more than a buffer behind the head (live), or a buffer further
+            // behind than it started (catching up), is not keeping up, and its pin would
+            // keep the journal from being pruned.
             let backlog = self
                 .session
                 .target
                 .current_sequence()
                 .saturating_sub(self.cursor);
-            if self.policy == ClientBufferPolicy::DropDisconnect
-                && self.live
-                && backlog > self.capacity as u64
-            {
+            let allowed = if self.live {
+                self.capacity as u64
+            } else {
+                self.behind_at_open.saturating_add(self.capacity as u64)
+            };
+            if self.policy == ClientBufferPolicy::DropDisconnect && backlog > allowed {
                 tracing::info!(client = %self.session.client_id, queued, backlog, "replication client too slow: disconnected");
                 return Err(Stop::Failed(
                     "send buffer full",

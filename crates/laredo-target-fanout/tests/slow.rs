@@ -69,6 +69,42 @@ async fn a_client_that_never_reads_is_disconnected_without_holding_others_back()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalled_while_catching_up_is_disconnected_and_releases_its_pin() {
+    // Catching up, a client is far behind by design; one that stops reading there must
+    // still go once it falls a buffer further behind, or its pin holds the journal.
+    let server = Server::start(FanoutConfig::default().client_buffer_max_size(256), []).await;
+    let mut last = Position::from_u64(0);
+    for id in 0..1000 {
+        last = server.source.emit_insert(items(), big(id)).await;
+    }
+    server.applied(last.clone()).await;
+    let client = connect(server.addr, |e| {
+        e.initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+    })
+    .await;
+    let request = laredo_proto::laredo::replication::v1::SyncRequest {
+        last_known_sequence: 1,
+        ..sync_request("stalled")
+    };
+    let _stream = client.clone().sync(request).await.unwrap().into_inner();
+    wait_until("the client is registered", WAIT, || {
+        server.target.client_count() == 1
+    })
+    .await;
+    // Never caught up: it stalls in the backlog.
+    assert_ne!(server.target.clients()[0].state, ClientState::Live);
+    for id in 1000..2500 {
+        last = server.source.emit_insert(items(), big(id)).await;
+    }
+    server.applied(last).await;
+    wait_until("the stalled client is dropped", WAIT, || {
+        server.target.client_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_slow_down_a_stalled_client_is_kept_and_pins_the_journal() {
     let config = FanoutConfig::default()
         .client_buffer_max_size(8)
