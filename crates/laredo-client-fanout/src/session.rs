@@ -24,9 +24,9 @@ enum End {
     },
     /// The table's primary key changed: start over without resume fields.
     Restart,
-    /// A journal entry did not decode: start over without resume fields, after the
-    /// backoff (a server that keeps sending such entries must not be hammered with
-    /// snapshot requests).
+    /// A snapshot row or journal entry did not decode: start over without resume
+    /// fields, after the backoff (a server that keeps sending such rows must not be
+    /// hammered with snapshot requests).
     Undecodable {
         error: String,
     },
@@ -72,7 +72,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 backoff = options.initial_backoff;
             }
             End::Undecodable { error } => {
-                tracing::warn!(endpoint = %address, %error, "an undecodable journal entry: taking a fresh snapshot");
+                tracing::warn!(endpoint = %address, %error, "an undecodable row: taking a fresh snapshot");
                 inner.replica.update(|s| {
                     s.last_seq = 0;
                     s.last_position.clear();
@@ -241,8 +241,12 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                 for row in &batch.rows {
                     match decoder.decode(row) {
                         Ok(row) => rows.push(row),
+                        // A replica without the row would be wrong until it is next
+                        // changed: try again with a fresh snapshot.
                         Err(e) => {
-                            tracing::warn!(error = %e, "skipping an undecodable snapshot row")
+                            return End::Undecodable {
+                                error: format!("snapshot row: {e}"),
+                            };
                         }
                     }
                 }

@@ -348,3 +348,186 @@ async fn a_schema_change_reaches_the_replica_and_later_rows_carry_the_new_column
     client.stop().await.unwrap();
     server.engine.stop().await.unwrap();
 }
+
+/// A scripted replication service for a fault the real one never produces: a COMPACT
+/// journal row that does not fit the columns its handshake announced. (The only fake
+/// server in these tests: the real service cannot be made to send such a row.)
+mod scripted {
+    use std::pin::Pin;
+
+    use laredo_core::ColumnDefinition;
+    use laredo_proto::laredo::replication::v1 as pb;
+    use laredo_proto::laredo::replication::v1::laredo_replication_service_server::{
+        LaredoReplicationService, LaredoReplicationServiceServer,
+    };
+    use laredo_proto::laredo::v1 as types;
+    use parking_lot::Mutex;
+    use tokio_stream::{Stream, StreamExt as _};
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    type Messages<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    /// Answers every `Sync` with a one-row snapshot and the insert of row 2; the first
+    /// stream's insert has one value too many, the second stream's snapshot row one
+    /// value too few.
+    #[derive(Default, Clone)]
+    pub(crate) struct Scripted {
+        pub(crate) requests: Arc<Mutex<Vec<pb::SyncRequest>>>,
+    }
+
+    fn message(message: pb::sync_response::Message) -> Result<pb::SyncResponse, Status> {
+        Ok(pb::SyncResponse {
+            message: Some(message),
+        })
+    }
+
+    #[tonic::async_trait]
+    impl LaredoReplicationService for Scripted {
+        type SyncStream = Messages<pb::SyncResponse>;
+        type FetchSnapshotStream = Messages<pb::FetchSnapshotResponse>;
+
+        async fn sync(
+            &self,
+            request: Request<pb::SyncRequest>,
+        ) -> Result<Response<Self::SyncStream>, Status> {
+            use pb::sync_response::Message as M;
+            let stream = {
+                let mut requests = self.requests.lock();
+                requests.push(request.into_inner());
+                requests.len()
+            };
+            let columns: Vec<types::ColumnDefinition> = [
+                ColumnDefinition::new("id", "int8").primary_key(1),
+                ColumnDefinition::new("name", "text"),
+            ]
+            .iter()
+            .map(types::ColumnDefinition::from)
+            .collect();
+            let mut inserted = types::Row::from(&row! {"id" => 2, "name" => "b"});
+            inserted.columns.clear();
+            if stream == 1 {
+                inserted.values.push(inserted.values[1].clone());
+            }
+            let mut snapshot_row = types::Row::from(&row! {"id" => 1, "name" => "a"});
+            if stream == 2 {
+                snapshot_row.values.pop();
+            }
+            let messages = vec![
+                message(M::Handshake(pb::Handshake {
+                    mode: pb::SyncMode::FullSnapshot.into(),
+                    server_current_sequence: 2,
+                    resume_from_sequence: 1,
+                    columns: columns.clone(),
+                    server_id: "scripted".into(),
+                    row_encoding: pb::RowEncoding::Compact.into(),
+                    row_columns: columns,
+                    ..Default::default()
+                })),
+                message(M::SnapshotBegin(pb::SnapshotBegin {
+                    snapshot_id: "s1".into(),
+                    sequence: 1,
+                    row_count: 1,
+                    ..Default::default()
+                })),
+                message(M::SnapshotRows(pb::SnapshotRows {
+                    rows: vec![snapshot_row],
+                })),
+                message(M::SnapshotEnd(pb::SnapshotEnd {
+                    snapshot_id: "s1".into(),
+                    sequence: 1,
+                    rows_sent: 1,
+                    ..Default::default()
+                })),
+                message(M::JournalEntries(pb::JournalEntries {
+                    entries: vec![pb::JournalEntry {
+                        sequence: 2,
+                        action: types::ChangeAction::Insert.into(),
+                        new_values: Some(inserted),
+                        ..Default::default()
+                    }],
+                })),
+            ];
+            let stream = tokio_stream::iter(messages).chain(tokio_stream::pending());
+            Ok(Response::new(Box::pin(stream)))
+        }
+
+        async fn list_snapshots(
+            &self,
+            _: Request<pb::ListSnapshotsRequest>,
+        ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+
+        async fn fetch_snapshot(
+            &self,
+            _: Request<pb::FetchSnapshotRequest>,
+        ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+
+        async fn get_replication_status(
+            &self,
+            _: Request<pb::GetReplicationStatusRequest>,
+        ) -> Result<Response<pb::GetReplicationStatusResponse>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+
+        async fn list_journal_entries(
+            &self,
+            _: Request<pb::ListJournalEntriesRequest>,
+        ) -> Result<Response<pb::ListJournalEntriesResponse>, Status> {
+            Err(Status::unimplemented("scripted"))
+        }
+    }
+
+    /// Serves `scripted` on a loopback port.
+    pub(crate) async fn serve(scripted: Scripted) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(LaredoReplicationServiceServer::new(scripted))
+                .serve_with_incoming(incoming),
+        );
+        addr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_row_is_not_skipped_the_replica_starts_over() {
+    let scripted = scripted::Scripted::default();
+    let addr = scripted::serve(scripted.clone()).await;
+    let client = FanoutClient::new(
+        options(&format!("http://{addr}")).heartbeat_timeout(Duration::from_secs(30)),
+    )
+    .unwrap();
+    client.start().await.unwrap();
+    // The first stream's insert does not decode, then the second stream's snapshot row:
+    // rather than skip them (a replica without a row for good), the client asks for a
+    // fresh snapshot each time, and the third stream applies.
+    wait_until("the replica holds both rows", WAIT, || {
+        by_id(client.all())
+            == by_id(vec![
+                row! {"id" => 1, "name" => "a"},
+                row! {"id" => 2, "name" => "b"},
+            ])
+    })
+    .await;
+    let requests = scripted.requests.lock().clone();
+    assert!(requests.len() >= 3, "{requests:?}");
+    assert_eq!(
+        requests[0].row_encoding(),
+        laredo_proto::laredo::replication::v1::RowEncoding::Compact
+    );
+    // Without resume fields: the replica's state before the bad row is not trusted.
+    for request in &requests[1..3] {
+        assert_eq!(request.last_known_sequence, 0);
+        assert!(request.last_snapshot_id.is_empty());
+        assert!(request.last_known_source_position.is_empty());
+    }
+    assert_eq!(client.stats().full_snapshots, 3);
+    client.stop().await.unwrap();
+}
