@@ -197,10 +197,7 @@ pub(crate) fn start(session: Session) -> RawSyncStream {
         last_sent: Instant::now(),
         go_away_sent: false,
         live: false,
-        behind_at_open: session
-            .opened
-            .current_sequence
-            .saturating_sub(session.opened.resume_from),
+        behind_at_catch_up: None,
         deadline: None,
         capacity,
         queue: Arc::clone(&queue),
@@ -230,8 +227,9 @@ struct Producer {
     go_away_sent: bool,
     /// Caught up (the backlog was sent once).
     live: bool,
-    /// How far behind the head the stream started (its backlog to catch up).
-    behind_at_open: u64,
+    /// How far behind the head the stream was when its journal catch-up began (after
+    /// the snapshot, if any); `None` before.
+    behind_at_catch_up: Option<u64>,
     deadline: Option<Instant>,
     capacity: usize,
     queue: Arc<Queue>,
@@ -264,6 +262,12 @@ impl Producer {
         if let Err(stop) = self.send_start().await {
             return stop;
         }
+        self.behind_at_catch_up = Some(
+            self.session
+                .target
+                .current_sequence()
+                .saturating_sub(self.cursor),
+        );
         let pending = drain.borrow_and_update().clone();
         if let Some(info) = pending
             && let Err(stop) = self.go_away(&info).await
@@ -585,19 +589,23 @@ impl Producer {
             }
             // The journal is the real buffer: a client whose queue stays full while it
             // falls more than a buffer behind the head (live), or a buffer further
-            // behind than it started (catching up), is not keeping up, and its pin would
-            // keep the journal from being pruned.
+            // behind than when its catch-up began, is not keeping up, and its pin would
+            // keep the journal from being pruned. Not while it takes its snapshot: the
+            // changes meanwhile are its catch-up, however many there are.
             let backlog = self
                 .session
                 .target
                 .current_sequence()
                 .saturating_sub(self.cursor);
             let allowed = if self.live {
-                self.capacity as u64
+                Some(self.capacity as u64)
             } else {
-                self.behind_at_open.saturating_add(self.capacity as u64)
+                self.behind_at_catch_up
+                    .map(|behind| behind.saturating_add(self.capacity as u64))
             };
-            if self.policy == ClientBufferPolicy::DropDisconnect && backlog > allowed {
+            if self.policy == ClientBufferPolicy::DropDisconnect
+                && allowed.is_some_and(|allowed| backlog > allowed)
+            {
                 tracing::info!(client = %self.session.client_id, queued, backlog, "replication client too slow: disconnected");
                 return Err(Stop::Failed(
                     "send buffer full",

@@ -105,6 +105,43 @@ async fn a_client_stalled_while_catching_up_is_disconnected_and_releases_its_pin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slow_to_take_its_snapshot_is_not_disconnected_for_the_changes_meanwhile() {
+    // The changes during a long snapshot transfer are the client's catch-up, however
+    // many: disconnecting it for them would make a big table's snapshot never finish.
+    let server = Server::start(
+        FanoutConfig::default().client_buffer_max_size(256),
+        (0..1000).map(big),
+    )
+    .await;
+    let mut stream = stalled(&server).await;
+    let mut last = Position::from_u64(0);
+    for id in 1000..2000 {
+        last = server.source.emit_insert(items(), big(id)).await;
+    }
+    server.applied(last).await;
+    // Only now does the client read: the snapshot, then every change, then `CaughtUp`.
+    let (mut rows, mut entries) = (0, 0);
+    loop {
+        let message = stream
+            .message()
+            .await
+            .expect("the stream stays up")
+            .expect("the stream stays open")
+            .message
+            .unwrap();
+        use laredo_proto::laredo::replication::v1::sync_response::Message as M;
+        match message {
+            M::SnapshotRows(batch) => rows += batch.rows.len(),
+            M::JournalEntries(batch) => entries += batch.entries.len(),
+            M::CaughtUp(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(rows, 1000);
+    assert_eq!(entries, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_slow_down_a_stalled_client_is_kept_and_pins_the_journal() {
     let config = FanoutConfig::default()
         .client_buffer_max_size(8)
