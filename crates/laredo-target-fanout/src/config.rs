@@ -18,8 +18,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 #[non_exhaustive]
 pub enum ClientBufferPolicy {
     /// `drop_disconnect`: a client whose buffer is full while it is more than a
-    /// buffer behind the journal's head (live), or a buffer further behind than when
-    /// its journal catch-up began (never while it takes a snapshot), is disconnected
+    /// buffer behind the journal's head (live), a buffer further behind than when its
+    /// journal catch-up began, or (while it takes a snapshot) more than
+    /// `journal.max_entries` plus a buffer behind, is disconnected
     /// (`RESOURCE_EXHAUSTED`); it
     /// reconnects and resumes (or re-snapshots). The engine never waits for a client,
     /// and a stalled client does not pin the journal for long.

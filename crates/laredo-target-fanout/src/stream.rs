@@ -590,22 +590,24 @@ impl Producer {
             // The journal is the real buffer: a client whose queue stays full while it
             // falls more than a buffer behind the head (live), or a buffer further
             // behind than when its catch-up began, is not keeping up, and its pin would
-            // keep the journal from being pruned. Not while it takes its snapshot: the
-            // changes meanwhile are its catch-up, however many there are.
+            // keep the journal from being pruned. While it takes its snapshot, the
+            // changes meanwhile are its catch-up: only more than the journal holds count.
             let backlog = self
                 .session
                 .target
                 .current_sequence()
                 .saturating_sub(self.cursor);
+            let capacity = self.capacity as u64;
             let allowed = if self.live {
-                Some(self.capacity as u64)
+                capacity
+            } else if let Some(behind) = self.behind_at_catch_up {
+                behind.saturating_add(capacity)
             } else {
-                self.behind_at_catch_up
-                    .map(|behind| behind.saturating_add(self.capacity as u64))
+                // Taking its snapshot, however slowly, until the changes meanwhile
+                // outgrow the journal's own limit (which only its pin still holds).
+                (self.session.target.config().journal_max_entries as u64).saturating_add(capacity)
             };
-            if self.policy == ClientBufferPolicy::DropDisconnect
-                && allowed.is_some_and(|allowed| backlog > allowed)
-            {
+            if self.policy == ClientBufferPolicy::DropDisconnect && backlog > allowed {
                 tracing::info!(client = %self.session.client_id, queued, backlog, "replication client too slow: disconnected");
                 return Err(Stop::Failed(
                     "send buffer full",

@@ -142,6 +142,33 @@ async fn a_client_slow_to_take_its_snapshot_is_not_disconnected_for_the_changes_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalled_in_its_snapshot_goes_once_the_changes_outgrow_the_journal() {
+    // A client that stops reading mid-snapshot would otherwise pin the journal for as
+    // long as its connection lives.
+    let server = Server::start(
+        FanoutConfig::default()
+            .client_buffer_max_size(256)
+            .journal_max_entries(300),
+        (0..1000).map(big),
+    )
+    .await;
+    let _stream = stalled(&server).await;
+    wait_until("the client is registered", WAIT, || {
+        server.target.client_count() == 1
+    })
+    .await;
+    let mut last = Position::from_u64(0);
+    for id in 1000..2000 {
+        last = server.source.emit_insert(items(), big(id)).await;
+    }
+    server.applied(last).await;
+    wait_until("the stalled client is dropped", WAIT, || {
+        server.target.client_count() == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_slow_down_a_stalled_client_is_kept_and_pins_the_journal() {
     let config = FanoutConfig::default()
         .client_buffer_max_size(8)
