@@ -227,47 +227,31 @@ impl RowDecoder {
     /// columns were set, [`ConversionError::DuplicateColumn`] when a name repeats, and
     /// [`ConversionError::Column`] when a value fails to convert.
     pub fn decode(&mut self, row: &wire::Row) -> Result<Row, ConversionError> {
-        if row.columns.is_empty() && !row.values.is_empty() {
-            return self.decode_positional(row);
-        }
-        if row.columns.len() != row.values.len() {
-            return Err(ConversionError::RowLength {
-                columns: row.columns.len(),
-                values: row.values.len(),
-            });
-        }
-        let layout = match &self.layout {
-            Some(layout) if same_names(layout, &row.columns) => Arc::clone(layout),
-            _ => {
-                check_unique(&row.columns)?;
-                let layout = RowLayout::new(&row.columns);
-                self.layout = Some(Arc::clone(&layout));
-                layout
+        let layout = if row.columns.is_empty() && !row.values.is_empty() {
+            Arc::clone(
+                self.positional
+                    .as_ref()
+                    .ok_or(ConversionError::UnknownColumns {
+                        values: row.values.len(),
+                    })?,
+            )
+        } else {
+            match &self.layout {
+                Some(layout) if same_names(layout, &row.columns) => Arc::clone(layout),
+                _ => {
+                    if row.columns.len() != row.values.len() {
+                        return Err(ConversionError::RowLength {
+                            columns: row.columns.len(),
+                            values: row.values.len(),
+                        });
+                    }
+                    check_unique(&row.columns)?;
+                    let layout = RowLayout::new(&row.columns);
+                    self.layout = Some(Arc::clone(&layout));
+                    layout
+                }
             }
         };
-        let values = row
-            .columns
-            .iter()
-            .zip(&row.values)
-            .map(|(column, value)| {
-                Value::try_from(value).map_err(|source| ConversionError::Column {
-                    column: column.clone(),
-                    source: Box::new(source),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Row::new(layout, values))
-    }
-}
-
-impl RowDecoder {
-    fn decode_positional(&self, row: &wire::Row) -> Result<Row, ConversionError> {
-        let layout = self
-            .positional
-            .as_ref()
-            .ok_or(ConversionError::UnknownColumns {
-                values: row.values.len(),
-            })?;
         if layout.len() != row.values.len() {
             return Err(ConversionError::RowLength {
                 columns: layout.len(),
@@ -285,7 +269,7 @@ impl RowDecoder {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Row::new(Arc::clone(layout), values))
+        Ok(Row::new(layout, values))
     }
 }
 

@@ -245,8 +245,7 @@ impl State {
     fn append(&mut self, position: Option<Position>, kind: EntryKind) -> u64 {
         match &kind {
             EntryKind::Schema { new_columns, .. } => {
-                let new_columns = new_columns.clone();
-                let prior = self.take_columns(&new_columns);
+                let prior = self.take_columns(new_columns);
                 self.journal.append_schema(position, kind, prior)
             }
             EntryKind::Change { .. } => {

@@ -246,39 +246,40 @@ impl ReplicaState {
         self.last_position = position;
     }
 
-    fn apply_entry(&mut self, entry: &pb::JournalEntry) {
-        let mut decoded = Vec::new();
-        for row in [&entry.old_values, &entry.new_values] {
-            let row = row.as_ref().and_then(|r| {
-                if r.columns.is_empty() && !r.values.is_empty() {
-                    self.positional_rows += 1;
-                }
-                match self.decoder.decode(r) {
-                    Ok(row) => Some(row),
-                    Err(e) => {
-                        self.violations
-                            .push(format!("entry {}: {e}", entry.sequence));
-                        None
-                    }
-                }
-            });
-            decoded.push(row);
+    /// Decodes a row of an entry: its id and the row, or a violation.
+    fn decode(
+        &mut self,
+        sequence: u64,
+        row: Option<&laredo_proto::laredo::v1::Row>,
+    ) -> Option<(i64, Row)> {
+        let row = row?;
+        if row.columns.is_empty() && !row.values.is_empty() {
+            self.positional_rows += 1;
         }
-        let mut decoded = decoded.into_iter();
-        let (entry_old, entry_new) = (decoded.next().flatten(), decoded.next().flatten());
-        let id = |row: &Option<Row>| row.clone().map(|r| (r.get_i64("id").unwrap(), r));
+        match self.decoder.decode(row) {
+            Ok(row) => Some((row.get_i64("id").unwrap(), row)),
+            Err(e) => {
+                self.violations.push(format!("entry {sequence}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn apply_entry(&mut self, entry: &pb::JournalEntry) {
+        let old = self.decode(entry.sequence, entry.old_values.as_ref());
+        let new = self.decode(entry.sequence, entry.new_values.as_ref());
         match entry.action() {
             laredo_proto::laredo::v1::ChangeAction::Insert
             | laredo_proto::laredo::v1::ChangeAction::Update => {
-                if let Some((old, _)) = id(&entry_old) {
+                if let Some((old, _)) = old {
                     self.rows.remove(&old);
                 }
-                if let Some((new, row)) = id(&entry_new) {
+                if let Some((new, row)) = new {
                     self.rows.insert(new, row);
                 }
             }
             laredo_proto::laredo::v1::ChangeAction::Delete => {
-                if let Some((old, _)) = id(&entry_old) {
+                if let Some((old, _)) = old {
                     self.rows.remove(&old);
                 }
             }

@@ -1,6 +1,7 @@
 //! Slow clients under `drop_disconnect` and `slow_down`.
 
 use laredo_core::{Position, row};
+use laredo_proto::laredo::replication::v1 as pb;
 use laredo_target_fanout::{ClientBufferPolicy, ClientState, FanoutConfig};
 use laredo_test_support::wait_until;
 
@@ -11,21 +12,36 @@ fn big(id: i64) -> laredo_core::Row {
     row! {"id" => id, "name" => "x".repeat(8 * 1024), "region" => "eu", "score" => id}
 }
 
-/// Opens a stream on a connection with small HTTP/2 windows and never reads it.
-async fn stalled(
+/// Opens a stream (client `stalled`) on a connection with small HTTP/2 windows and
+/// never reads it.
+async fn stalled(server: &Server) -> tonic::Streaming<pb::SyncResponse> {
+    stalled_with(server, sync_request("stalled")).await
+}
+
+async fn stalled_with(
     server: &Server,
-) -> tonic::Streaming<laredo_proto::laredo::replication::v1::SyncResponse> {
+    request: pb::SyncRequest,
+) -> tonic::Streaming<pb::SyncResponse> {
     let client = connect(server.addr, |e| {
         e.initial_stream_window_size(65_535)
             .initial_connection_window_size(65_535)
     })
     .await;
-    client
-        .clone()
-        .sync(sync_request("stalled"))
-        .await
-        .unwrap()
-        .into_inner()
+    client.clone().sync(request).await.unwrap().into_inner()
+}
+
+/// Inserts big rows `ids` and waits until the target applied them.
+async fn insert_big(server: &Server, ids: std::ops::Range<i64>) {
+    let mut last = Position::from_u64(0);
+    for id in ids {
+        last = server.source.emit_insert(items(), big(id)).await;
+    }
+    server.applied(last).await;
+}
+
+/// Waits until `n` clients are registered.
+async fn clients(server: &Server, what: &str, n: usize) {
+    wait_until(what, WAIT, || server.target.client_count() == n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,17 +50,9 @@ async fn a_client_that_never_reads_is_disconnected_without_holding_others_back()
     let client = server.client().await;
     let fast: Vec<Replica> = futures(&client, 3).await;
     let stalled = stalled(&server).await;
-    wait_until("four clients", WAIT, || server.target.client_count() == 4).await;
-
-    let mut last = Position::from_u64(0);
-    for id in 0..1000 {
-        last = server.source.emit_insert(items(), big(id)).await;
-    }
-    server.applied(last).await;
-    wait_until("the stalled client is dropped", WAIT, || {
-        server.target.client_count() == 3
-    })
-    .await;
+    clients(&server, "four clients", 4).await;
+    insert_big(&server, 0..1000).await;
+    clients(&server, "the stalled client is dropped", 3).await;
     let expected = server.rows();
     for replica in &fast {
         replica
@@ -73,35 +81,17 @@ async fn a_client_stalled_while_catching_up_is_disconnected_and_releases_its_pin
     // Catching up, a client is far behind by design; one that stops reading there must
     // still go once it falls a buffer further behind, or its pin holds the journal.
     let server = Server::start(FanoutConfig::default().client_buffer_max_size(256), []).await;
-    let mut last = Position::from_u64(0);
-    for id in 0..1000 {
-        last = server.source.emit_insert(items(), big(id)).await;
-    }
-    server.applied(last.clone()).await;
-    let client = connect(server.addr, |e| {
-        e.initial_stream_window_size(65_535)
-            .initial_connection_window_size(65_535)
-    })
-    .await;
-    let request = laredo_proto::laredo::replication::v1::SyncRequest {
+    insert_big(&server, 0..1000).await;
+    let request = pb::SyncRequest {
         last_known_sequence: 1,
         ..sync_request("stalled")
     };
-    let _stream = client.clone().sync(request).await.unwrap().into_inner();
-    wait_until("the client is registered", WAIT, || {
-        server.target.client_count() == 1
-    })
-    .await;
+    let _stream = stalled_with(&server, request).await;
+    clients(&server, "the client is registered", 1).await;
     // Never caught up: it stalls in the backlog.
     assert_ne!(server.target.clients()[0].state, ClientState::Live);
-    for id in 1000..2500 {
-        last = server.source.emit_insert(items(), big(id)).await;
-    }
-    server.applied(last).await;
-    wait_until("the stalled client is dropped", WAIT, || {
-        server.target.client_count() == 0
-    })
-    .await;
+    insert_big(&server, 1000..2500).await;
+    clients(&server, "the stalled client is dropped", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,11 +104,7 @@ async fn a_client_slow_to_take_its_snapshot_is_not_disconnected_for_the_changes_
     )
     .await;
     let mut stream = stalled(&server).await;
-    let mut last = Position::from_u64(0);
-    for id in 1000..2000 {
-        last = server.source.emit_insert(items(), big(id)).await;
-    }
-    server.applied(last).await;
+    insert_big(&server, 1000..2000).await;
     // Only now does the client read: the snapshot, then every change, then `CaughtUp`.
     let (mut rows, mut entries) = (0, 0);
     loop {
@@ -129,7 +115,7 @@ async fn a_client_slow_to_take_its_snapshot_is_not_disconnected_for_the_changes_
             .expect("the stream stays open")
             .message
             .unwrap();
-        use laredo_proto::laredo::replication::v1::sync_response::Message as M;
+        use pb::sync_response::Message as M;
         match message {
             M::SnapshotRows(batch) => rows += batch.rows.len(),
             M::JournalEntries(batch) => entries += batch.entries.len(),
@@ -153,19 +139,9 @@ async fn a_client_stalled_in_its_snapshot_goes_once_the_changes_outgrow_the_jour
     )
     .await;
     let _stream = stalled(&server).await;
-    wait_until("the client is registered", WAIT, || {
-        server.target.client_count() == 1
-    })
-    .await;
-    let mut last = Position::from_u64(0);
-    for id in 1000..2000 {
-        last = server.source.emit_insert(items(), big(id)).await;
-    }
-    server.applied(last).await;
-    wait_until("the stalled client is dropped", WAIT, || {
-        server.target.client_count() == 0
-    })
-    .await;
+    clients(&server, "the client is registered", 1).await;
+    insert_big(&server, 1000..2000).await;
+    clients(&server, "the stalled client is dropped", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,15 +152,11 @@ async fn under_slow_down_a_stalled_client_is_kept_and_pins_the_journal() {
         .journal_max_entries(10);
     let server = Server::start(config, []).await;
     let stalled = stalled(&server).await;
-    wait_until("one client", WAIT, || server.target.client_count() == 1).await;
+    clients(&server, "one client", 1).await;
     // 16 MiB of changes: far more than the HTTP/2 window, the server's send buffers
     // and the client's queue can absorb, so the client stays behind for good (with
     // 1.6 MiB the buffers could take it all and the client caught up).
-    let mut last = Position::from_u64(0);
-    for id in 0..2000 {
-        last = server.source.emit_insert(items(), big(id)).await;
-    }
-    server.applied(last).await;
+    insert_big(&server, 0..2000).await;
     wait_until("the stalled client is backpressured", WAIT, || {
         server.target.clients().first().map(|c| c.state) == Some(ClientState::Backpressured)
     })
@@ -197,7 +169,7 @@ async fn under_slow_down_a_stalled_client_is_kept_and_pins_the_journal() {
     );
     assert!(server.target.journal_len() > 10);
     drop(stalled);
-    wait_until("client gone", WAIT, || server.target.client_count() == 0).await;
+    clients(&server, "client gone", 0).await;
 }
 
 async fn futures(client: &crate::fixture::Client, n: usize) -> Vec<Replica> {

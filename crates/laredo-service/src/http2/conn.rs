@@ -982,27 +982,20 @@ where
         };
         outcome.progress = true;
         let (parts, body) = response.into_parts();
-        if body.is_end_stream() {
-            write_headers(
-                out.buf(),
-                id,
-                max_frame,
-                Some(parts.status.as_u16()),
-                &parts.headers,
-                true,
-            );
-            stream.state = StreamState::Done;
-            outcome.finished = true;
-            return outcome;
-        }
+        let end_stream = body.is_end_stream();
         write_headers(
             out.buf(),
             id,
             max_frame,
             Some(parts.status.as_u16()),
             &parts.headers,
-            false,
+            end_stream,
         );
+        if end_stream {
+            stream.state = StreamState::Done;
+            outcome.finished = true;
+            return outcome;
+        }
         stream.state = StreamState::Sending(body);
     }
     let StreamState::Sending(body) = &mut stream.state else {
