@@ -12,6 +12,20 @@ pub const DEFAULT_JOURNAL_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_CLIENT_BUFFER_MAX_SIZE: usize = 50_000;
 /// Default `heartbeat_interval`.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default `snapshot.retention.keep_count`: the newest snapshot (what new clients are
+/// served) and two older ones for clients resuming by snapshot id. Each snapshot holds
+/// a reference to every row of the table it was taken of, so this bounds how many
+/// generations of rows the target can keep alive.
+pub const DEFAULT_SNAPSHOT_KEEP_COUNT: usize = 3;
+/// Default `snapshot.retention.max_age`: as long as the journal's default age. An older
+/// snapshot can seldom be resumed from (the journal after it is gone), so keeping it
+/// only holds memory.
+pub const DEFAULT_SNAPSHOT_MAX_AGE: Duration = DEFAULT_JOURNAL_MAX_AGE;
+/// Default `max_clients`. Each client holds a send buffer (up to
+/// `client_buffer.max_size` entries), a task and an HTTP/2 stream; a thousand is well
+/// above a typical replica fleet and keeps an anonymous flood of `Sync` calls from
+/// holding unbounded memory. Raise it for bigger fleets (the fan-out bench runs 5,000).
+pub const DEFAULT_MAX_CLIENTS: usize = 1_000;
 
 /// What happens when a client's send buffer is full (`client_buffer.policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,9 +96,9 @@ impl FromStr for ClientBufferPolicy {
 /// | `journal.max_entries` | [`journal_max_entries`](Self::journal_max_entries) | 1,000,000 |
 /// | `journal.max_age` | [`journal_max_age`](Self::journal_max_age) | 24 h (zero: no age limit) |
 /// | `snapshot.interval` | [`snapshot_interval`](Self::snapshot_interval) | zero (off) |
-/// | `snapshot.retention.keep_count` | [`snapshot_keep_count`](Self::snapshot_keep_count) | 0 (unbounded) |
-/// | `snapshot.retention.max_age` | [`snapshot_max_age`](Self::snapshot_max_age) | zero (no age limit) |
-/// | `max_clients` | [`max_clients`](Self::max_clients) | 0 (unlimited) |
+/// | `snapshot.retention.keep_count` | [`snapshot_keep_count`](Self::snapshot_keep_count) | 3 (0: unbounded, explicitly) |
+/// | `snapshot.retention.max_age` | [`snapshot_max_age`](Self::snapshot_max_age) | 24 h (zero: no age limit, explicitly) |
+/// | `max_clients` | [`max_clients`](Self::max_clients) | 1,000 (0: unlimited, explicitly) |
 /// | `client_buffer.max_size` | [`client_buffer_max_size`](Self::client_buffer_max_size) | 50,000 entries |
 /// | `client_buffer.policy` | [`client_buffer_policy`](Self::client_buffer_policy) | `drop_disconnect` |
 /// | `heartbeat_interval` | [`heartbeat_interval`](Self::heartbeat_interval) | 5 s |
@@ -116,11 +130,15 @@ pub struct FanoutConfig {
     pub journal_max_age: Duration,
     /// `snapshot.interval`: in-memory snapshot cadence once ready (zero: off).
     pub snapshot_interval: Duration,
-    /// `snapshot.retention.keep_count`: snapshots kept (0: unbounded).
+    /// `snapshot.retention.keep_count`: snapshots kept, newest first (default 3; 0
+    /// keeps every snapshot, which only a deployment that drops them some other way
+    /// should set).
     pub snapshot_keep_count: usize,
-    /// `snapshot.retention.max_age`: older snapshots are dropped (zero: no limit).
+    /// `snapshot.retention.max_age`: snapshots older than this are dropped, except the
+    /// newest (default 24 h; zero: no age limit).
     pub snapshot_max_age: Duration,
-    /// `max_clients`: concurrent `Sync` streams (0: unlimited).
+    /// `max_clients`: concurrent `Sync` streams; one more is refused with
+    /// `RESOURCE_EXHAUSTED` naming the limit (default 1,000; 0: unlimited).
     pub max_clients: usize,
     /// `client_buffer.max_size`: entries queued per client (journal entries and
     /// snapshot rows; other messages count one).
@@ -137,9 +155,9 @@ impl Default for FanoutConfig {
             journal_max_entries: DEFAULT_JOURNAL_MAX_ENTRIES,
             journal_max_age: DEFAULT_JOURNAL_MAX_AGE,
             snapshot_interval: Duration::ZERO,
-            snapshot_keep_count: 0,
-            snapshot_max_age: Duration::ZERO,
-            max_clients: 0,
+            snapshot_keep_count: DEFAULT_SNAPSHOT_KEEP_COUNT,
+            snapshot_max_age: DEFAULT_SNAPSHOT_MAX_AGE,
+            max_clients: DEFAULT_MAX_CLIENTS,
             client_buffer_max_size: DEFAULT_CLIENT_BUFFER_MAX_SIZE,
             client_buffer_policy: ClientBufferPolicy::DropDisconnect,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -178,7 +196,8 @@ impl FanoutConfig {
         self
     }
 
-    /// `snapshot.retention.max_age`: older snapshots are dropped (zero: no limit).
+    /// `snapshot.retention.max_age`: older snapshots are dropped, except the newest
+    /// (zero: no limit).
     #[must_use]
     pub fn snapshot_max_age(mut self, age: Duration) -> Self {
         self.snapshot_max_age = age;
@@ -224,8 +243,9 @@ mod tests {
         assert_eq!(config.journal_max_entries, 1_000_000);
         assert_eq!(config.journal_max_age, Duration::from_secs(86_400));
         assert_eq!(config.snapshot_interval, Duration::ZERO);
-        assert_eq!(config.snapshot_keep_count, 0);
-        assert_eq!(config.max_clients, 0);
+        assert_eq!(config.snapshot_keep_count, 3);
+        assert_eq!(config.snapshot_max_age, Duration::from_secs(86_400));
+        assert_eq!(config.max_clients, 1_000);
         assert_eq!(config.client_buffer_max_size, 50_000);
         assert_eq!(
             config.client_buffer_policy,

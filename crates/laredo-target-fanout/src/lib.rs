@@ -14,8 +14,9 @@
 //!   still needs (its pin);
 //! - in-memory **snapshots** (the rows at a sequence), taken at baseline end, after a
 //!   truncate or schema change, for `FULL_SNAPSHOT` clients, at close, and every
-//!   `snapshot.interval`; kept per `snapshot.retention`;
-//! - the **clients** (at most `max_clients`) and the **drain** state.
+//!   `snapshot.interval`; kept per `snapshot.retention` (3 snapshots, 24 h by
+//!   default);
+//! - the **clients** (at most `max_clients`, 1,000 by default) and the **drain** state.
 //!
 //! [`ReplicationService`] serves `laredo.replication.v1.LaredoReplicationService` for
 //! every fan-out target of an engine; `proto/laredo/replication/v1/replication.proto`
@@ -27,10 +28,16 @@
 //!
 //! # Consistency contract
 //!
-//! - **Snapshot plus journal equals the state.** A `FULL_SNAPSHOT` stream's snapshot
-//!   is taken (or an up-to-date one reused) under the same write lock that orders
-//!   appends, together with the client's registration and journal pin at its sequence
-//!   S; the stream then sends every entry after S. No append can fall between the two.
+//! - **Snapshot plus journal equals the state.** A `FULL_SNAPSHOT` stream registers
+//!   with its journal pin under the same write lock that orders appends, at the
+//!   sequence S of a held snapshot it starts from (the newest, while the journal covers
+//!   it and fewer entries follow it than it has rows) or at the floor of the snapshot
+//!   build it waits for (whose rows are at S ≥ the floor, copied under the read lock);
+//!   the stream then sends every entry after S. No append can fall between the two.
+//! - **Bounded memory.** At most one snapshot build runs per target, shared by every
+//!   `FULL_SNAPSHOT` stream that opens while it runs; `snapshot.retention` bounds the
+//!   snapshots held; `max_clients` bounds the streams (one more gets
+//!   `RESOURCE_EXHAUSTED` naming `max_clients`).
 //! - **Strict sequence order, no gap, no duplicate within a stream.** Each stream has a
 //!   single cursor (the last sequence served) and reads the journal after it; the
 //!   target wakes streams through a watch channel after each append (no polling), so a
@@ -59,7 +66,8 @@
 //!
 //! [`FanoutConfig`] holds the target keys (FO-27): `journal.max_entries` (1,000,000),
 //! `journal.max_age` (24 h), `snapshot.interval` (off), `snapshot.retention.keep_count`
-//! (unbounded), `snapshot.retention.max_age` (none), `max_clients` (unlimited),
+//! (3; 0 is unbounded), `snapshot.retention.max_age` (24 h; zero is none),
+//! `max_clients` (1,000; 0 is unlimited),
 //! `client_buffer.max_size` (50,000), `client_buffer.policy` (`drop_disconnect`),
 //! `heartbeat_interval` (5 s).
 //!
@@ -152,7 +160,8 @@ mod target;
 
 pub use crate::config::{
     ClientBufferPolicy, DEFAULT_CLIENT_BUFFER_MAX_SIZE, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_JOURNAL_MAX_AGE, DEFAULT_JOURNAL_MAX_ENTRIES, FanoutConfig, UnknownPolicy,
+    DEFAULT_JOURNAL_MAX_AGE, DEFAULT_JOURNAL_MAX_ENTRIES, DEFAULT_MAX_CLIENTS,
+    DEFAULT_SNAPSHOT_KEEP_COUNT, DEFAULT_SNAPSHOT_MAX_AGE, FanoutConfig, UnknownPolicy,
 };
 pub use crate::journal::{EntryKind, JournalEntry};
 pub use crate::server::ReplicationServer;

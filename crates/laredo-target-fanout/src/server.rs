@@ -93,7 +93,12 @@ impl tonic::server::ServerStreamingService<wire::SyncRequest> for SyncMethod {
 
     fn call(&mut self, request: Request<wire::SyncRequest>) -> Self::Future {
         let service = self.0.clone();
-        Box::pin(async move { service.open_sync(request.into_inner()).map(Response::new) })
+        Box::pin(async move {
+            service
+                .open_sync(request.into_inner())
+                .await
+                .map(Response::new)
+        })
     }
 }
 

@@ -101,7 +101,10 @@ impl ReplicationService {
 
     /// Opens a `Sync` stream: resolves the table, registers the client and starts its
     /// producer.
-    pub(crate) fn open_sync(&self, request: wire::SyncRequest) -> Result<RawSyncStream, Status> {
+    pub(crate) async fn open_sync(
+        &self,
+        request: wire::SyncRequest,
+    ) -> Result<RawSyncStream, Status> {
         let served = self.resolve(&request.schema, &request.table)?;
         let filter = RowFilter::compile(&request.filters)?;
         let position = if request.last_known_source_position.is_empty() {
@@ -142,8 +145,16 @@ impl ReplicationService {
                 filters: request.filters.clone(),
                 compare: &compare,
             })
+            .await
             .map_err(|error| match error {
-                OpenError::MaxClients => Status::resource_exhausted("max clients reached"),
+                OpenError::MaxClients(max) => Status::resource_exhausted(format!(
+                    "the fan-out target for {} serves max_clients = {max} clients already",
+                    served.table
+                )),
+                OpenError::SnapshotFailed => Status::unavailable(format!(
+                    "the snapshot of {} could not be built; retry",
+                    served.table
+                )),
                 OpenError::Draining => Status::unavailable(format!(
                     "the fan-out target for {} is draining",
                     served.table
@@ -203,7 +214,7 @@ impl LaredoReplicationService for ReplicationService {
         &self,
         request: Request<wire::SyncRequest>,
     ) -> Result<Response<Self::SyncStream>, Status> {
-        let raw = self.open_sync(request.into_inner())?;
+        let raw = self.open_sync(request.into_inner()).await?;
         Ok(Response::new(SyncStream::new(raw)))
     }
 

@@ -351,22 +351,28 @@ impl Producer {
             return Ok(());
         };
         let position = snapshot.position().map(|p| text(p)).unwrap_or_default();
-        let rows: Vec<&laredo_core::Row> = snapshot
+        // Counted in a first pass rather than collected: a list of the matching rows
+        // per stream would cost every client a pointer per row of the table.
+        let filter = &self.session.filter;
+        let row_count = snapshot
             .rows()
             .iter()
-            .filter(|row| self.session.filter.matches_row(row))
-            .collect();
+            .filter(|row| filter.matches_row(row))
+            .count();
         self.send(Message::SnapshotBegin(wire::SnapshotBegin {
             snapshot_id: snapshot.id().to_string(),
             sequence: snapshot.sequence(),
-            row_count: rows.len() as u64,
+            row_count: row_count as u64,
             source_position: position.clone(),
             ..Default::default()
         }))
         .await?;
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for row in &rows {
+        for row in snapshot.rows() {
+            if !self.session.filter.matches_row(row) {
+                continue;
+            }
             bytes += row.raw_size();
             batch.push(encode::row(row));
             if batch.len() >= SNAPSHOT_BATCH_ROWS || bytes >= BATCH_BYTES {
@@ -383,7 +389,7 @@ impl Producer {
         self.send(Message::SnapshotEnd(wire::SnapshotEnd {
             snapshot_id: snapshot.id().to_string(),
             sequence: snapshot.sequence(),
-            rows_sent: rows.len() as u64,
+            rows_sent: row_count as u64,
             source_position: position.clone(),
         }))
         .await?;

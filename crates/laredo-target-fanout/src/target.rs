@@ -4,8 +4,18 @@
 //! the snapshots. An apply takes it for writing, changes the rows and appends the
 //! journal entry together, prunes, then (after releasing it) publishes the new head
 //! sequence on a watch channel that wakes every stream. Opening a stream takes the same
-//! write lock to choose its mode, take or pick its snapshot and register its journal
-//! pin, so no append can fall between "the snapshot is at S" and "entries after S".
+//! write lock to choose its mode, pick its snapshot and register its journal pin, so no
+//! append can fall between "the snapshot is at S" and "entries after S".
+//!
+//! A `FULL_SNAPSHOT` stream is served the newest snapshot while the journal still
+//! covers it and no more entries follow it than it has rows (catching up is then
+//! cheaper than a copy). Otherwise a snapshot is *built*: at most one at a time, on a
+//! blocking thread, copying the rows under the **read** lock (appends wait, streams
+//! keep reading). The build pins the journal after the sequence it started at (its
+//! floor); every `FULL_SNAPSHOT` stream that opens meanwhile registers at that floor and
+//! waits for the same build, then resumes after the build's sequence, which is at
+//! least the floor. So a flood of `Sync` calls costs one copy of the table, not one
+//! each, and the write lock is never held for a copy.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering as AtomicOrdering};
@@ -218,6 +228,15 @@ impl Registry {
     }
 }
 
+/// A snapshot being built (see the module docs).
+struct Build {
+    /// The journal's sequence when the build started: its rows are at this sequence or
+    /// later, and the journal after it is kept while the build runs.
+    floor: u64,
+    /// The snapshot, once built; dropped without one if the build failed.
+    done: watch::Sender<Option<Arc<FanoutSnapshot>>>,
+}
+
 #[derive(Default)]
 struct State {
     table: Option<TableIdentifier>,
@@ -227,6 +246,10 @@ struct State {
     journal: Journal,
     /// Newest first.
     snapshots: VecDeque<Arc<FanoutSnapshot>>,
+    /// The snapshot build in flight, when any (at most one).
+    building: Option<Arc<Build>>,
+    /// Appends since the snapshots' ages were last checked.
+    appended_since_snapshot_check: usize,
     ready: bool,
     /// Entries appended since pruning last looked at the clients' pins.
     appended_since_prune: usize,
@@ -307,8 +330,11 @@ pub(crate) struct OpenRequest<'a> {
 /// Why a stream could not open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenError {
-    MaxClients,
+    /// `max_clients` (the value) streams are open.
+    MaxClients(usize),
     Draining,
+    /// The snapshot build the stream waited for failed.
+    SnapshotFailed,
 }
 
 /// A registered stream and where it starts.
@@ -410,6 +436,9 @@ impl FanoutTargetBuilder {
             drain: watch::Sender::new(None),
             clients: Mutex::new(Registry::default()),
             scheduler: Mutex::new(None),
+            snapshots_taken: AtomicU64::new(0),
+            #[cfg(test)]
+            build_gate: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -418,6 +447,10 @@ impl FanoutTargetBuilder {
 /// How often pruning looks at the clients' pins at the least, however few entries
 /// were appended.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// Appends between two checks of the snapshots' ages (`snapshot.retention.max_age`);
+/// snapshots are also checked whenever one is taken or a stream opens.
+const SNAPSHOT_AGE_CHECK_EVERY: usize = 1024;
 
 /// Entries appended between two looks at the clients' pins: 1/64 of
 /// `journal.max_entries`, at most 4,096 (1 for journals under 128 entries).
@@ -461,6 +494,11 @@ pub struct FanoutTarget {
     drain: watch::Sender<Option<DrainInfo>>,
     clients: Mutex<Registry>,
     scheduler: Mutex<Option<JoinHandle<()>>>,
+    /// Snapshots taken (copies of the rows) since the target was built.
+    snapshots_taken: AtomicU64,
+    /// Tests: a snapshot build waits for a message on this before it copies the rows.
+    #[cfg(test)]
+    build_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     me: Weak<FanoutTarget>,
 }
 
@@ -625,6 +663,16 @@ impl FanoutTarget {
         snapshot
     }
 
+    /// The number of snapshots taken (copies of the rows made) since the target was
+    /// built: at baseline end, truncate, schema change, close, restore, every
+    /// `snapshot.interval`, and the builds for `FULL_SNAPSHOT` clients, which share one
+    /// build among every client that asks while it runs.
+    pub fn snapshots_taken(&self) -> u64 {
+        self.snapshots_taken.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Takes a snapshot under the write lock, unless the newest is already at the
+    /// journal's head with the same columns.
     fn snapshot_locked(&self, state: &mut State) -> Arc<FanoutSnapshot> {
         let sequence = state.journal.current_sequence();
         if let Some(newest) = state.snapshots.front()
@@ -633,10 +681,19 @@ impl FanoutTarget {
         {
             return Arc::clone(newest);
         }
+        let snapshot = Arc::new(self.copy_rows(state));
+        self.keep_snapshot(state, Arc::clone(&snapshot));
+        snapshot
+    }
+
+    /// A snapshot of the rows at the journal's head (the caller holds a lock).
+    fn copy_rows(&self, state: &State) -> FanoutSnapshot {
+        let sequence = state.journal.current_sequence();
         let created_at = SystemTime::now();
         let rows: Vec<Row> = state.rows.values().cloned().collect();
         let size_bytes = rows.iter().map(|r| r.raw_size() as u64).sum();
-        let snapshot = Arc::new(FanoutSnapshot {
+        self.snapshots_taken.fetch_add(1, AtomicOrdering::Relaxed);
+        FanoutSnapshot {
             id: format!("fanout-{sequence}-{}", unix_millis(created_at)),
             sequence,
             position: state.journal.head_position().cloned(),
@@ -644,22 +701,104 @@ impl FanoutTarget {
             columns: state.columns.clone(),
             rows,
             size_bytes,
-        });
-        state.snapshots.push_front(Arc::clone(&snapshot));
+        }
+    }
+
+    /// Adds `snapshot` to the held ones (newest first, by sequence) and applies the
+    /// retention.
+    fn keep_snapshot(&self, state: &mut State, snapshot: Arc<FanoutSnapshot>) {
+        let at = state
+            .snapshots
+            .iter()
+            .position(|s| s.sequence <= snapshot.sequence)
+            .unwrap_or(state.snapshots.len());
+        state.snapshots.insert(at, snapshot);
+        self.retain_snapshots(state, SystemTime::now());
+    }
+
+    /// Applies `snapshot.retention`: at most `keep_count` snapshots (0: any number),
+    /// none older than `max_age` (zero: any age) except the newest, which serves new
+    /// clients.
+    fn retain_snapshots(&self, state: &mut State, now: SystemTime) {
+        state.appended_since_snapshot_check = 0;
         let keep = self.config.snapshot_keep_count;
         if keep > 0 {
             state.snapshots.truncate(keep);
         }
         let max_age = self.config.snapshot_max_age;
-        if !max_age.is_zero() {
-            state.snapshots.retain(|s| {
-                Arc::ptr_eq(s, &snapshot)
-                    || created_at
-                        .duration_since(s.created_at)
-                        .is_ok_and(|age| age <= max_age)
-            });
+        if max_age.is_zero() {
+            return;
         }
-        snapshot
+        let newest = state.snapshots.front().map(|s| s.sequence);
+        state.snapshots.retain(|s| {
+            Some(s.sequence) == newest
+                || now
+                    .duration_since(s.created_at)
+                    .is_ok_and(|age| age <= max_age)
+        });
+    }
+
+    /// Starts a snapshot build (see the module docs) unless one is in flight; returns
+    /// the build in flight.
+    fn start_build(&self, state: &mut State) -> Arc<Build> {
+        if let Some(build) = &state.building {
+            return Arc::clone(build);
+        }
+        let build = Arc::new(Build {
+            floor: state.journal.current_sequence(),
+            done: watch::Sender::new(None),
+        });
+        state.building = Some(Arc::clone(&build));
+        let target = self
+            .me
+            .upgrade()
+            .expect("a target in use is held by an Arc");
+        let running = Arc::clone(&build);
+        // Detached on purpose: the build must finish for every client waiting on it,
+        // whichever of them goes away; they see its end through `done`.
+        drop(tokio::task::spawn_blocking(move || {
+            target.run_build(&running);
+        }));
+        build
+    }
+
+    /// Copies the rows under the read lock, keeps the snapshot, ends the build and
+    /// hands the snapshot to the clients waiting on it.
+    fn run_build(&self, build: &Arc<Build>) {
+        /// Ends the build even if the copy panics (its clients then get an error).
+        struct Finish<'a>(&'a FanoutTarget, &'a Arc<Build>);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state.write();
+                if state
+                    .building
+                    .as_ref()
+                    .is_some_and(|b| Arc::ptr_eq(b, self.1))
+                {
+                    state.building = None;
+                }
+            }
+        }
+        let finish = Finish(self, build);
+        #[cfg(test)]
+        self.wait_build_gate();
+        let snapshot = Arc::new(self.copy_rows(&self.state.read()));
+        {
+            let mut state = self.state.write();
+            self.keep_snapshot(&mut state, Arc::clone(&snapshot));
+            state.building = None;
+        }
+        drop(finish);
+        build.done.send_replace(Some(Arc::clone(&snapshot)));
+        self.report_snapshot(&snapshot);
+    }
+
+    #[cfg(test)]
+    fn wait_build_gate(&self) {
+        let gate = self.build_gate.lock().take();
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
     }
 
     fn report_snapshot(&self, snapshot: &FanoutSnapshot) {
@@ -778,8 +917,67 @@ impl FanoutTarget {
     }
 
     /// Registers a stream and chooses its mode (FO-15) under the write lock, so no
-    /// change lands between the choice and the pin.
-    pub(crate) fn open(&self, request: OpenRequest<'_>) -> Result<Opened, OpenError> {
+    /// change lands between the choice and the pin; a `FULL_SNAPSHOT` stream that needs
+    /// a new snapshot then waits for the build in flight (see the module docs).
+    ///
+    /// # Cancel safety
+    /// Dropping the future while it waits for a build unregisters the client; the
+    /// build goes on for the others.
+    pub(crate) async fn open(&self, request: OpenRequest<'_>) -> Result<Opened, OpenError> {
+        let (mut opened, building) = self.register(request)?;
+        if let Some(observer) = &self.observer {
+            observer.on_fanout_client_connected(
+                &self.label(),
+                &opened.guard.record.client_id,
+                opened.mode,
+            );
+        }
+        let Some(mut done) = building else {
+            return Ok(opened);
+        };
+        let snapshot = match done.wait_for(Option::is_some).await {
+            Ok(snapshot) => snapshot.clone().expect("waited for a snapshot"),
+            Err(_) => {
+                opened.guard.set_reason("snapshot build failed");
+                return Err(OpenError::SnapshotFailed);
+            }
+        };
+        // The build's rows are at its floor (the client's pin) or later.
+        opened.guard.record.advance(snapshot.sequence);
+        let state = self.state.read();
+        opened.resume_from = snapshot.sequence;
+        opened.current_sequence = state.journal.current_sequence();
+        opened.oldest_sequence = state.journal.oldest_sequence();
+        opened.columns = snapshot.columns.clone();
+        opened.row_columns = state
+            .journal
+            .columns_after(snapshot.sequence)
+            .map_or_else(|| state.columns.clone(), <[_]>::to_vec);
+        drop(state);
+        opened.snapshot = Some(snapshot);
+        Ok(opened)
+    }
+
+    /// The newest snapshot when a `FULL_SNAPSHOT` stream may start from it: it has the
+    /// current columns and is at the head, or the journal covers it and no more entries
+    /// follow it than it has rows.
+    fn reusable_snapshot(state: &State) -> Option<Arc<FanoutSnapshot>> {
+        let newest = state.snapshots.front()?;
+        let current = state.journal.current_sequence();
+        let behind = current.saturating_sub(newest.sequence);
+        let usable = newest.columns == state.columns
+            && (behind == 0
+                || (state.journal.covers(newest.sequence) && behind <= newest.rows.len() as u64));
+        usable.then(|| Arc::clone(newest))
+    }
+
+    /// Registers a stream; for a `FULL_SNAPSHOT` stream whose snapshot is being built,
+    /// also returns where the snapshot will arrive.
+    #[expect(clippy::type_complexity, reason = "private, one caller")]
+    fn register(
+        &self,
+        request: OpenRequest<'_>,
+    ) -> Result<(Opened, Option<watch::Receiver<Option<Arc<FanoutSnapshot>>>>), OpenError> {
         let target = self
             .me
             .upgrade()
@@ -791,7 +989,7 @@ impl FanoutTarget {
         let mut registry = self.clients.lock();
         let max = self.config.max_clients;
         if max > 0 && registry.clients.len() >= max {
-            return Err(OpenError::MaxClients);
+            return Err(OpenError::MaxClients(max));
         }
         let journal = &state.journal;
         let by_position = request
@@ -810,7 +1008,7 @@ impl FanoutTarget {
                     .cloned()
             })
             .flatten();
-        let mut taken = None;
+        let mut building = None;
         let (mode, resume_from, snapshot) = if let Some(seq) = by_position {
             (SyncMode::Delta, seq, None)
         } else if let Some(seq) = by_sequence {
@@ -822,13 +1020,14 @@ impl FanoutTarget {
                 Some(snapshot),
             )
         } else {
-            let fresh = state.snapshots.front().map(|s| s.sequence)
-                != Some(state.journal.current_sequence());
-            let snapshot = self.snapshot_locked(&mut state);
-            if fresh {
-                taken = Some(Arc::clone(&snapshot));
+            self.retain_snapshots(&mut state, SystemTime::now());
+            if let Some(snapshot) = Self::reusable_snapshot(&state) {
+                (SyncMode::FullSnapshot, snapshot.sequence, Some(snapshot))
+            } else {
+                let build = self.start_build(&mut state);
+                building = Some(build.done.subscribe());
+                (SyncMode::FullSnapshot, build.floor, None)
             }
-            (SyncMode::FullSnapshot, snapshot.sequence, Some(snapshot))
         };
         let record = Arc::new(ClientRecord {
             client_id: request.client_id,
@@ -863,17 +1062,7 @@ impl FanoutTarget {
                 .map_or_else(|| state.columns.clone(), <[_]>::to_vec),
         };
         drop(state);
-        if let Some(snapshot) = taken {
-            self.report_snapshot(&snapshot);
-        }
-        if let Some(observer) = &self.observer {
-            observer.on_fanout_client_connected(
-                &self.label(),
-                &opened.guard.record.client_id,
-                mode,
-            );
-        }
-        Ok(opened)
+        Ok((opened, building))
     }
 
     /// Appends under the write lock, prunes, then publishes the head.
@@ -884,6 +1073,10 @@ impl FanoutTarget {
             let kind = apply(&mut state);
             let current = state.append(position, kind);
             let pruned = self.prune_locked(&mut state, 1);
+            state.appended_since_snapshot_check += 1;
+            if state.appended_since_snapshot_check >= SNAPSHOT_AGE_CHECK_EVERY {
+                self.retain_snapshots(&mut state, SystemTime::now());
+            }
             (current, pruned)
         };
         self.publish_head(current);
@@ -918,7 +1111,14 @@ impl FanoutTarget {
         }
         state.appended_since_prune = 0;
         state.last_prune = Some(now);
-        let pin = self.clients.lock().lowest_pin();
+        let clients = self.clients.lock().lowest_pin();
+        // A snapshot build in flight keeps the journal after its floor for the clients
+        // that will start from it.
+        let building = state.building.as_ref().map(|b| b.floor);
+        let pin = match (clients, building) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let journal = &mut state.journal;
         let dropped = journal.prune(max_entries, max_age, pin);
         (dropped > 0).then(|| (dropped, journal.oldest_sequence()))

@@ -19,7 +19,10 @@ async fn max_clients_reached_is_resource_exhausted() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(refused.message(), "max clients reached");
+    assert_eq!(
+        refused.message(),
+        "the fan-out target for public.items serves max_clients = 1 clients already"
+    );
     drop(first);
     wait_until("slot freed", WAIT, || server.target.client_count() == 0).await;
     let again = Replica::start(&client, sync_request("second")).await;
