@@ -1658,6 +1658,187 @@ mod tests {
         assert_eq!(target.state.read().journal.columns_after(0), None);
     }
 
+    fn full_snapshot_request(client_id: &str) -> OpenRequest<'static> {
+        fn compare(a: &Position, b: &Position) -> std::cmp::Ordering {
+            a.as_u64().cmp(&b.as_u64())
+        }
+        OpenRequest {
+            client_id: client_id.to_string(),
+            last_known_sequence: 0,
+            last_known_position: None,
+            last_snapshot_id: "",
+            filters: Vec::new(),
+            compare: &compare,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_opening_during_a_snapshot_build_share_it() {
+        let target = FanoutTarget::new();
+        ready(&target).await;
+        let t = table("public", "t");
+        // More changes than rows: the baseline's snapshot is not reused.
+        for id in 2..6 {
+            target.on_insert(&t, &row! {"id" => id}).await.unwrap();
+        }
+        let taken = target.snapshots_taken();
+        let (release, gate) = std::sync::mpsc::channel();
+        *target.build_gate.lock() = Some(gate);
+        let mut opening = Vec::new();
+        for n in 0..20 {
+            let target = Arc::clone(&target);
+            opening.push(tokio::spawn(async move {
+                target
+                    .open(full_snapshot_request(&format!("c{n}")))
+                    .await
+                    .map_err(|_| "refused")
+            }));
+        }
+        laredo_test_support::wait_until("every stream waits", Duration::from_secs(10), || {
+            target.client_count() == 20
+        })
+        .await;
+        // Changes while the build waits: they land before its copy, which takes them.
+        for id in 6..9 {
+            target.on_insert(&t, &row! {"id" => id}).await.unwrap();
+        }
+        assert!(
+            target.state.read().building.is_some(),
+            "one build in flight"
+        );
+        release.send(()).unwrap();
+        let mut ids = std::collections::HashSet::new();
+        for opening in opening {
+            let opened = opening.await.unwrap().unwrap();
+            let snapshot = opened.snapshot.clone().unwrap();
+            assert_eq!(snapshot.sequence(), target.current_sequence());
+            assert_eq!(opened.resume_from, snapshot.sequence());
+            assert_eq!(opened.guard.record.sequence(), snapshot.sequence());
+            assert_eq!(snapshot.rows().len(), 8);
+            ids.insert(snapshot.id().to_string());
+        }
+        assert_eq!(ids.len(), 1, "one snapshot for every stream: {ids:?}");
+        assert_eq!(target.snapshots_taken(), taken + 1, "one build");
+        assert!(target.state.read().building.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_build_pins_the_journal_after_its_floor() {
+        let target = FanoutTarget::with_config(FanoutConfig::default().journal_max_entries(2));
+        ready(&target).await;
+        let t = table("public", "t");
+        for id in 2..6 {
+            target.on_insert(&t, &row! {"id" => id}).await.unwrap();
+        }
+        let (release, gate) = std::sync::mpsc::channel();
+        *target.build_gate.lock() = Some(gate);
+        let opening = {
+            let target = Arc::clone(&target);
+            tokio::spawn(async move {
+                let opened = target.open(full_snapshot_request("c")).await;
+                opened.map(|o| o.resume_from).map_err(|_| "refused")
+            })
+        };
+        laredo_test_support::wait_until("the stream waits", Duration::from_secs(10), || {
+            target.client_count() == 1
+        })
+        .await;
+        let floor = target.current_sequence();
+        for id in 6..20 {
+            target.on_insert(&t, &row! {"id" => id}).await.unwrap();
+        }
+        assert!(
+            target.oldest_sequence() <= floor + 1,
+            "entries after the floor ({floor}) kept, oldest {}",
+            target.oldest_sequence()
+        );
+        release.send(()).unwrap();
+        assert_eq!(opening.await.unwrap(), Ok(target.current_sequence()));
+    }
+
+    #[tokio::test]
+    async fn a_full_snapshot_stream_reuses_the_newest_snapshot_while_catching_up_is_cheaper() {
+        let target = FanoutTarget::new();
+        let t = table("public", "t");
+        target.on_init(&t, &columns()).await.unwrap();
+        let rows: Vec<Row> = (1..=10)
+            .map(|id| row! {"id" => id, "name" => "a"})
+            .collect();
+        target.on_baseline_rows(&t, &rows).await.unwrap();
+        target.on_baseline_complete(&t).await.unwrap();
+        let baseline = target.snapshots()[0].clone();
+        for id in 11..=20 {
+            target.on_insert(&t, &row! {"id" => id}).await.unwrap();
+        }
+        let opened = target.open(full_snapshot_request("a")).await.ok().unwrap();
+        assert_eq!(
+            opened.snapshot.unwrap().id(),
+            baseline.id(),
+            "10 behind, 10 rows"
+        );
+        assert_eq!(opened.resume_from, baseline.sequence());
+        target.on_insert(&t, &row! {"id" => 21}).await.unwrap();
+        let opened = target.open(full_snapshot_request("b")).await.ok().unwrap();
+        let snapshot = opened.snapshot.unwrap();
+        assert_eq!(
+            snapshot.sequence(),
+            target.current_sequence(),
+            "11 behind: rebuilt"
+        );
+        assert_eq!(snapshot.rows().len(), 21);
+    }
+
+    #[tokio::test]
+    async fn snapshot_retention_keeps_three_by_default() {
+        let target = FanoutTarget::new();
+        ready(&target).await;
+        let t = table("public", "t");
+        for id in 2..8 {
+            target.on_insert(&t, &row! {"id" => id}).await.unwrap();
+            target.take_snapshot();
+        }
+        let sequences: Vec<u64> = target.snapshots().iter().map(|s| s.sequence()).collect();
+        assert_eq!(sequences, [7, 6, 5]);
+    }
+
+    /// Makes every held snapshot but the newest `age` old.
+    fn age_snapshots(target: &FanoutTarget, age: Duration) {
+        let mut state = target.state.write();
+        let newest = state.snapshots.front().map(|s| s.sequence);
+        for snapshot in &mut state.snapshots {
+            if Some(snapshot.sequence) == newest {
+                continue;
+            }
+            let old = FanoutSnapshot {
+                id: snapshot.id.clone(),
+                sequence: snapshot.sequence,
+                position: snapshot.position.clone(),
+                created_at: SystemTime::now() - age,
+                columns: snapshot.columns.clone(),
+                rows: snapshot.rows.clone(),
+                size_bytes: snapshot.size_bytes,
+            };
+            *snapshot = Arc::new(old);
+        }
+    }
+
+    #[tokio::test]
+    async fn snapshots_older_than_a_day_are_dropped_by_default_as_changes_arrive() {
+        let target = FanoutTarget::new();
+        ready(&target).await;
+        let t = table("public", "t");
+        target.on_insert(&t, &row! {"id" => 2}).await.unwrap();
+        target.take_snapshot();
+        assert_eq!(target.snapshots().len(), 2);
+        age_snapshots(&target, Duration::from_secs(25 * 3600));
+        // No snapshot is taken: the changes alone drop the old one.
+        for id in 3..(3 + SNAPSHOT_AGE_CHECK_EVERY as i64) {
+            target.on_insert(&t, &row! {"id" => id}).await.unwrap();
+        }
+        let sequences: Vec<u64> = target.snapshots().iter().map(|s| s.sequence()).collect();
+        assert_eq!(sequences, [2], "the day-old baseline snapshot is gone");
+    }
+
     #[tokio::test]
     async fn drain_is_idempotent() {
         let target = FanoutTarget::new();
