@@ -230,7 +230,8 @@ pub struct FanoutTargetConfig {
     pub journal: JournalConfig,
     /// In-memory snapshots served to clients.
     pub snapshot: FanoutSnapshotConfig,
-    /// Client cap for this target; 0 means unlimited.
+    /// Client cap for this target; default 1,000; 0 means unlimited. One more client
+    /// is refused with `RESOURCE_EXHAUSTED` naming `max_clients`.
     pub max_clients: u32,
     /// Per-client send queue.
     pub client_buffer: ClientBufferConfig,
@@ -247,7 +248,7 @@ impl Default for FanoutTargetConfig {
         Self {
             journal: JournalConfig::default(),
             snapshot: FanoutSnapshotConfig::default(),
-            max_clients: 0,
+            max_clients: 1_000,
             client_buffer: ClientBufferConfig::default(),
             heartbeat_interval: Duration::from_secs(5),
             archive: None,
@@ -289,15 +290,25 @@ pub struct FanoutSnapshotConfig {
 }
 
 /// Fan-out `snapshot.retention`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct FanoutRetentionConfig {
-    /// Snapshots kept; 0 (default) means unbounded.
+    /// Snapshots kept, newest first; default 3; 0 means unbounded (set explicitly).
     pub keep_count: u32,
-    /// Age limit; 0 (default) means none.
+    /// Age limit (the newest snapshot is always kept); default 24h; 0 means none (set
+    /// explicitly).
     #[serde(with = "serde_duration")]
     pub max_age: Duration,
+}
+
+impl Default for FanoutRetentionConfig {
+    fn default() -> Self {
+        Self {
+            keep_count: 3,
+            max_age: Duration::from_secs(24 * 3_600),
+        }
+    }
 }
 
 /// What a full client queue does (`client_buffer.policy`).

@@ -96,7 +96,12 @@ fn fanout_and_http_defaults() {
     assert_eq!(fanout.journal.max_entries, 1_000_000);
     assert_eq!(fanout.journal.max_age, Duration::from_secs(86_400));
     assert_eq!(fanout.snapshot.interval, Duration::ZERO);
-    assert_eq!(fanout.max_clients, 0);
+    assert_eq!(fanout.snapshot.retention.keep_count, 3);
+    assert_eq!(
+        fanout.snapshot.retention.max_age,
+        Duration::from_secs(86_400)
+    );
+    assert_eq!(fanout.max_clients, 1_000);
     assert_eq!(fanout.client_buffer.max_size, 50_000);
     assert_eq!(
         fanout.client_buffer.policy,

@@ -396,7 +396,8 @@ fn server_main() {
         for id in 1..=rows {
             source.add_row(items.clone(), bench_row(id, 0));
         }
-        let mut config = FanoutConfig::default();
+        // The bench connects up to 5,000 clients: past the default cap.
+        let mut config = FanoutConfig::default().max_clients(0);
         if let Some(entries) = std::env::var("LAREDO_FANOUT_BENCH_JOURNAL")
             .ok()
             .and_then(|v| v.parse().ok())
