@@ -87,6 +87,7 @@ mod index;
 mod indexed;
 mod key;
 mod listener;
+mod order;
 mod store;
 
 pub use crate::compiled::{CompiledTarget, CompiledTargetBuilder};
@@ -95,3 +96,4 @@ pub use crate::indexed::{
 };
 pub use crate::key::IntoKey;
 pub use crate::listener::ListenerHandle;
+pub use crate::order::{sort_key, write_sort_key};

@@ -7,6 +7,8 @@
 //! column can have (it starts with NUL) and hidden from reads; rows written later leave
 //! it out, and a column added again under the same name gets a new position.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
@@ -15,6 +17,7 @@ use laredo_core::{IndexDefinition, Row, RowLayout, Value};
 use crate::codec;
 use crate::index::{Index, Slots, key_hash};
 use crate::indexed::PRIMARY_INDEX;
+use crate::order;
 
 /// The slab holds `u32::MAX - 1` rows at most (`u32::MAX` marks "no slot").
 const MAX_ROWS: usize = u32::MAX as usize - 1;
@@ -56,6 +59,9 @@ pub(crate) struct Store {
     encode_buf: Vec<u8>,
     key_buf: Vec<u8>,
     old_key_buf: Vec<u8>,
+    /// The store keys in sort order ([`order`]) → slot, once an ordered read asked for
+    /// it ([`Store::enable_order`]); kept current by every write from then on.
+    ordered: Option<BTreeMap<Box<[u8]>, u32>>,
 }
 
 /// Writes the canonical key of `row` for the stored columns at `positions`; `map` gives
@@ -96,7 +102,65 @@ impl Store {
             encode_buf: Vec::new(),
             key_buf: Vec::new(),
             old_key_buf: Vec::new(),
+            ordered: None,
         }
+    }
+
+    /// Whether the ordered index is kept.
+    pub(crate) fn is_ordered(&self) -> bool {
+        self.ordered.is_some()
+    }
+
+    /// Builds the ordered index of the store keys (once; writes keep it current).
+    pub(crate) fn enable_order(&mut self) {
+        if self.ordered.is_some() {
+            return;
+        }
+        let mut ordered = BTreeMap::new();
+        for (slot, bytes) in self.slots.iter().enumerate() {
+            let (Some(bytes), Ok(slot)) = (bytes, u32::try_from(slot)) else {
+                continue;
+            };
+            if let Some(key) = self.stored_sort_key(bytes) {
+                ordered.insert(key, slot);
+            }
+        }
+        self.ordered = Some(ordered);
+    }
+
+    /// The sort key of a stored row's store key.
+    fn stored_sort_key(&self, bytes: &[u8]) -> Option<Box<[u8]>> {
+        let layout = self.layout.as_ref()?;
+        let mut values = Vec::with_capacity(layout.len());
+        if let Err(e) = codec::decode(bytes, layout.len(), &mut values) {
+            tracing::error!(error = %e, "stored row cannot be decoded");
+            return None;
+        }
+        let mut key = Vec::new();
+        order::write_sort_key(
+            self.primary.positions().iter().map(|&p| {
+                values
+                    .get(p)
+                    .and_then(Option::as_ref)
+                    .unwrap_or(&Value::Null)
+            }),
+            &mut key,
+        );
+        Some(key.into_boxed_slice())
+    }
+
+    /// Up to `limit` rows whose store key sorts after `after` (a sort key), in order.
+    /// Reads only those rows: `None` when the ordered index is not kept.
+    pub(crate) fn rows_after(&self, after: Option<&[u8]>, limit: usize) -> Option<Vec<Row>> {
+        let ordered = self.ordered.as_ref()?;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Some(
+            ordered
+                .range::<[u8], _>((lower, Bound::Unbounded))
+                .take(limit)
+                .filter_map(|(_, &slot)| self.row_at(slot))
+                .collect(),
+        )
     }
 
     /// Sets the store key, the lookup fields (`None`: the store key) and the secondary
@@ -427,6 +491,20 @@ impl Store {
         };
         *len += 1;
         primary.insert_absent(hash, slot);
+        if let Some(ordered) = self.ordered.as_mut() {
+            let mut key = Vec::new();
+            order::write_sort_key(
+                primary.positions().iter().map(|&p| {
+                    let value = match map {
+                        None => row.value(p),
+                        Some(map) => map.get(p).copied().flatten().and_then(|rp| row.value(rp)),
+                    };
+                    value.unwrap_or(&Value::Null)
+                }),
+                &mut key,
+            );
+            ordered.insert(key.into_boxed_slice(), slot);
+        }
         for index in lookup.iter_mut().chain(indexes.iter_mut()) {
             row_key(row, index.positions(), map, key_buf);
             index.insert(slots, key_hash(hasher, key_buf), slot, key_buf);
@@ -455,6 +533,12 @@ impl Store {
             stored_key(&bytes, index, key_buf);
             index.remove(key_hash(hasher, key_buf), slot);
         }
+        if self.ordered.is_some()
+            && let Some(key) = self.stored_sort_key(&bytes)
+            && let Some(ordered) = self.ordered.as_mut()
+        {
+            ordered.remove(&key);
+        }
         self.row_bytes -= bytes.len();
         self.free.push(slot);
         self.len -= 1;
@@ -463,6 +547,9 @@ impl Store {
 
     /// Removes every row and frees the memory; the next row sets the layout afresh.
     pub(crate) fn clear(&mut self) {
+        if let Some(ordered) = self.ordered.as_mut() {
+            ordered.clear();
+        }
         self.slots = Vec::new();
         self.free = Vec::new();
         self.len = 0;
@@ -517,5 +604,11 @@ impl Store {
             + self.free.capacity() * size_of::<u32>()
             + self.row_bytes
             + self.all_indexes().map(Index::heap_size).sum::<usize>()
+            + self.ordered.as_ref().map_or(0, |ordered| {
+                ordered
+                    .keys()
+                    .map(|key| key.len() + size_of::<Box<[u8]>>() + size_of::<u32>())
+                    .sum()
+            })
     }
 }

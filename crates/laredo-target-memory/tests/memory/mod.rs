@@ -3,6 +3,7 @@ mod concurrency;
 mod indexes;
 mod init;
 mod listeners;
+mod ordered;
 mod schema;
 mod snapshot;
 mod support;
