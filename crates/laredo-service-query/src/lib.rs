@@ -14,7 +14,7 @@
 //! | `Lookup` | the lookup index (no `index_name`) or a named index, first match |
 //! | `LookupAll` | every row of a key in a named index (`(primary)` is the lookup index) |
 //! | `GetRow` | by primary key, one value per key column |
-//! | `ListRows` | pages in primary-key order; the token names the last key sent |
+//! | `ListRows` | pages in primary-key order; the token names the last key sent; a page reads only its rows (an ordered index); `page_size` clamped to [`MAX_PAGE_SIZE`] |
 //! | `CountRows` | the row count |
 //! | `Subscribe` | live changes, optionally after the current rows and a `replay_complete` marker |
 //!
@@ -26,7 +26,8 @@
 //!
 //! Status codes: `INVALID_ARGUMENT` for a missing schema or table, a missing index
 //! name, a key with the wrong number of values (the message names the expected
-//! fields), a malformed value or page token, or an ambiguous table; `NOT_FOUND` for an
+//! fields), a malformed value or page token, a page token longer than
+//! [`MAX_PAGE_TOKEN_LEN`] (checked before parsing), or an ambiguous table; `NOT_FOUND` for an
 //! unknown table, source or index (the message lists the known indexes); `UNAVAILABLE`
 //! while a target is not initialised; `INTERNAL` for a serialized compiled row without
 //! its key columns.
@@ -99,6 +100,6 @@ mod service;
 mod subscription;
 mod table;
 
-pub use crate::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use crate::page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_LEN};
 pub use crate::service::{Error, QueryService, SOURCE_METADATA_KEY};
 pub use crate::subscription::{SUBSCRIBER_BUFFER, SubscribeStream};

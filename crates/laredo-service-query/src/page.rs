@@ -13,10 +13,17 @@
 //! A token is the key's values as a wire `ValueList`, protobuf-encoded behind a version
 //! byte, in lowercase hex. Clients treat it as opaque.
 //!
-//! Cost: the in-memory targets have no ordered scan, so each page reads a copy of
-//! every row (O(n)) and sorts only the page (O(n + page log page)). Fine for tables of
-//! up to a few hundred thousand rows per request; an ordered index in the target
-//! would make a page O(page).
+//! Cost: an [`IndexedTarget`](laredo_target_memory::IndexedTarget) pages through its
+//! ordered index of the keys (built on the first `ListRows`, then kept current by its
+//! writes): a page seeks to the token's key and reads only its own rows, O(log n +
+//! page) work and O(page) memory whatever the table's size. The order is the byte order
+//! of `laredo_target_memory::sort_key`, which agrees with [`compare_keys`]. A compiled
+//! target has no such index: each page reads a copy of every object (O(n)) and sorts
+//! only the page.
+//!
+//! Limits: a page holds at most [`MAX_PAGE_SIZE`] rows (a larger `page_size` is clamped
+//! to it); a token longer than [`MAX_PAGE_TOKEN_LEN`] characters is refused with
+//! `INVALID_ARGUMENT` naming the limit before it is parsed.
 
 use std::cmp::Ordering;
 
@@ -27,8 +34,14 @@ use prost::Message;
 /// Rows per page when the request asks for 0.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 
-/// The largest page served; larger requests are capped to it.
+/// The largest page served; a larger `page_size` is clamped to it (the response then
+/// has this many rows and a `next_page_token`).
 pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// The longest page token accepted, in characters: room for a key of about 4 KiB of
+/// values (PostgreSQL's btree entries are at most about 2.7 KiB). A longer token is
+/// refused with `INVALID_ARGUMENT` naming this limit, before it is parsed.
+pub const MAX_PAGE_TOKEN_LEN: usize = 8 * 1024;
 
 /// The first byte of every token; a later token format gets another.
 const TOKEN_VERSION: u8 = 1;
@@ -36,6 +49,12 @@ const TOKEN_VERSION: u8 = 1;
 /// A page token that does not decode into a key of the table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TokenError {
+    /// Longer than [`MAX_PAGE_TOKEN_LEN`].
+    #[error("longer than the page token limit ({len} > {MAX_PAGE_TOKEN_LEN} characters)")]
+    TooLong {
+        /// The token's length.
+        len: usize,
+    },
     /// Not lowercase hex of even length.
     #[error("not a page token")]
     Encoding,
@@ -78,6 +97,9 @@ pub(crate) fn encode_token(key: &[Value]) -> String {
 
 /// The key named by `token`, checked to have `arity` values.
 pub(crate) fn decode_token(token: &str, arity: usize) -> Result<Vec<Value>, TokenError> {
+    if token.len() > MAX_PAGE_TOKEN_LEN {
+        return Err(TokenError::TooLong { len: token.len() });
+    }
     let bytes = from_hex(token).ok_or(TokenError::Encoding)?;
     let (&version, payload) = bytes.split_first().ok_or(TokenError::Encoding)?;
     if version != TOKEN_VERSION {

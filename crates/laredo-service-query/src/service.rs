@@ -303,15 +303,29 @@ impl LaredoQueryService for QueryService {
             })?;
             Some(key)
         };
-        let rows = served.rows();
-        let total_count = rows.len() as u64;
         let table = format!("{}.{}", request.schema, request.table);
-        let page = page::select_page(
-            rows,
-            after.as_deref(),
-            page_size(request.page_size),
-            |row| row_key(&table, &fields, row),
-        )?;
+        let size = page_size(request.page_size);
+        let key_of = |row: &Row| row_key(&table, &fields, row);
+        // One row past the page tells whether more follow.
+        let (page, total_count) = match served.rows_in_key_order(after.as_deref(), size + 1) {
+            Some(mut rows) => {
+                let more = rows.len() > size;
+                rows.truncate(size);
+                let next = match rows.last() {
+                    Some(last) if more => Some(key_of(last)?),
+                    _ => None,
+                };
+                (page::Page { rows, next }, served.count())
+            }
+            None => {
+                let rows = served.rows();
+                let total = rows.len() as u64;
+                (
+                    page::select_page(rows, after.as_deref(), size, key_of)?,
+                    total,
+                )
+            }
+        };
         Ok(Response::new(wire::ListRowsResponse {
             rows: page.rows.iter().map(wire::Row::from).collect(),
             next_page_token: page

@@ -41,6 +41,13 @@ pub(crate) trait QueryTable: Send + Sync {
     /// Every row (order unspecified).
     fn rows(&self) -> Vec<Row>;
 
+    /// Up to `limit` rows in key order (see `page`) whose key is after `after`, or
+    /// `None` when the table has no ordered index (the caller then selects the page
+    /// from [`QueryTable::rows`]).
+    fn rows_in_key_order(&self, _after: Option<&[Value]>, _limit: usize) -> Option<Vec<Row>> {
+        None
+    }
+
     /// The number of rows.
     fn count(&self) -> u64;
 
@@ -162,6 +169,10 @@ impl QueryTable for IndexedTable {
 
     fn rows(&self) -> Vec<Row> {
         self.target.all()
+    }
+
+    fn rows_in_key_order(&self, after: Option<&[Value]>, limit: usize) -> Option<Vec<Row>> {
+        Some(self.target.rows_in_key_order(after, limit))
     }
 
     fn count(&self) -> u64 {

@@ -2,7 +2,8 @@
 
 use laredo_core::{ChangeEvent, Position, row};
 use laredo_proto::laredo::v1 as pb;
-use laredo_service_query::DEFAULT_PAGE_SIZE;
+use laredo_service_query::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_LEN};
+use laredo_target_memory::IndexedTarget;
 use tonic::Code;
 
 use crate::fixture::{
@@ -169,4 +170,52 @@ async fn an_invalid_page_token_is_rejected() {
         status.message(),
         "invalid page_token: page token has 2 key value(s), the table key has 1"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_page_token_is_refused_naming_the_limit() {
+    let mut f = fixture(1..=10).await;
+    // A 2 MB token: version byte, then what could be a huge numeric key.
+    let token = format!("01{}", "3".repeat(2 * 1024 * 1024));
+    let refused = f
+        .client
+        .list_rows(list_rows(&users(), 10, &token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(
+        refused.message(),
+        format!(
+            "invalid page_token: longer than the page token limit ({} > {MAX_PAGE_TOKEN_LEN} characters)",
+            token.len()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_size_over_the_cap_is_clamped_to_it() {
+    let mut f = fixture(1..=1_500).await;
+    let first = page(&mut f.client, 1_000_000, "").await;
+    assert_eq!(first.rows.len(), MAX_PAGE_SIZE);
+    assert_eq!(ids(&first), (1..=1_000).collect::<Vec<_>>());
+    let rest = page(&mut f.client, 1_000_000, &first.next_page_token).await;
+    assert_eq!(ids(&rest), (1_001..=1_500).collect::<Vec<_>>());
+    assert_eq!(rest.next_page_token, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_reads_only_its_rows_however_large_the_table() {
+    let mut f = fixture(1..=20_000).await;
+    let target = f
+        .engine
+        .get_target::<IndexedTarget>("main", &users())
+        .unwrap();
+    // The first page builds the ordered index of the keys (once).
+    let first = page(&mut f.client, 10, "").await;
+    assert_eq!(first.total_count, 20_000);
+    let before = target.rows_read();
+    let second = page(&mut f.client, 10, &first.next_page_token).await;
+    assert_eq!(ids(&second), (11..=20).collect::<Vec<_>>());
+    let read = target.rows_read() - before;
+    assert!(read <= 11, "a page of 10 read {read} rows of 20,000");
 }

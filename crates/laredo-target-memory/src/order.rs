@@ -190,7 +190,7 @@ mod tests {
         let same = [Value::Int64(7), Value::Float64(7.0), Value::numeric("7.00")];
         for a in &same {
             assert_eq!(
-                sort_key(&[a.clone()]),
+                sort_key(std::slice::from_ref(a)),
                 sort_key(&[Value::Int64(7)]),
                 "{a:?}"
             );
