@@ -151,6 +151,11 @@ pub(crate) fn demo(root: &Path, args: &[String]) -> Result<()> {
         .args(["--set", &format!("grpc.port={}", ports.grpc)])
         .args(["--set", &format!("fanout.grpc.port={}", ports.fanout)])
         .args(["--set", &format!("health.http_port={}", ports.health)])
+        // demo.conf is insecure (no tokens): here, on loopback only.
+        .args(["--set", "grpc.bind=127.0.0.1"])
+        .args(["--set", "fanout.grpc.bind=127.0.0.1"])
+        .args(["--set", "health.bind=127.0.0.1"])
+        .args(["--set", "observability.metrics.bind=127.0.0.1"])
         // The metrics port is not shown; a free one avoids a clash with a local 9090.
         .args(["--set", "observability.metrics.port=0"])
         .args(["--set", "observability.logging.level=warn"])

@@ -15,12 +15,19 @@ fn states(server: &crate::support::Server) -> Vec<PipelineState> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_command_without_the_token_is_unauthenticated() {
+async fn an_admin_command_without_the_admin_token_is_refused() {
     let server = server(1).await;
-    let out = server.run(&["pause"]).await;
+    let out = server.run_anonymous(&["pause"]).await;
     assert_eq!(
         out.failed(),
         "error: /laredo.v1.LaredoOAMService/PauseSync is an admin method: send the admin token as \"authorization: Bearer <token>\" (UNAUTHENTICATED)\n"
+    );
+    assert_eq!(states(&server), [PipelineState::Streaming; 2]);
+
+    let read = server.run(&["pause"]).await;
+    assert_eq!(
+        read.failed(),
+        "error: /laredo.v1.LaredoOAMService/PauseSync is an admin method: the token has the read role only (PERMISSION_DENIED)\n"
     );
     assert_eq!(states(&server), [PipelineState::Streaming; 2]);
 

@@ -50,6 +50,7 @@ async fn fanout() -> Fanout {
         .unwrap();
     let server = GrpcServer::builder(engine.clone())
         .listen("127.0.0.1:0".parse().unwrap())
+        .insecure(true)
         .add_service(ReplicationService::new(engine.clone()).into_server())
         .bind()
         .await

@@ -26,6 +26,8 @@ pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// The server's admin token.
 pub(crate) const TOKEN: &str = "cli-test-token";
+/// The server's read token, which commands send unless told otherwise.
+pub(crate) const READ_TOKEN: &str = "cli-read-token";
 
 /// `public.users(id int8 pk, name, team, email)`: lookup fields `email`, a non-unique
 /// index `by_team`, a unique index `by_name`.
@@ -72,19 +74,31 @@ impl Server {
 
     /// Runs `laredo -a <this server> args...` to completion.
     pub(crate) async fn run(&self, args: &[&str]) -> Run {
+        run(&self.token_args(args, READ_TOKEN), args).await
+    }
+
+    /// Runs it without any token.
+    pub(crate) async fn run_anonymous(&self, args: &[&str]) -> Run {
         run(&self.address_args(), args).await
+    }
+
+    /// The address flags, and `--token token` unless `args` bring their own.
+    fn token_args(&self, args: &[&str], token: &str) -> Vec<String> {
+        let mut global = self.address_args();
+        if !args.contains(&"--token") {
+            global.extend(["--token".to_string(), token.to_string()]);
+        }
+        global
     }
 
     /// Runs it with the admin token.
     pub(crate) async fn run_admin(&self, args: &[&str]) -> Run {
-        let mut global = self.address_args();
-        global.extend(["--token".to_string(), TOKEN.to_string()]);
-        run(&global, args).await
+        run(&self.token_args(args, TOKEN), args).await
     }
 
     /// Starts `laredo -a <this server> args...` with piped output.
     pub(crate) fn spawn(&self, args: &[&str]) -> Spawned {
-        let mut child = command(&self.address_args(), args)
+        let mut child = command(&self.token_args(args, READ_TOKEN), args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -192,6 +206,7 @@ async fn serve_with(source: Arc<TestSource>, snapshots: Option<SnapshotOptions>)
         .add_service(OamService::new(engine.clone(), events).into_server())
         .add_service(QueryService::new(engine.clone()).into_server())
         .admin_token(TOKEN)
+        .read_token(READ_TOKEN)
         .bind()
         .await
         .unwrap();

@@ -57,10 +57,9 @@ impl Server {
         engine.start().await.unwrap();
         assert!(engine.await_ready(WAIT).await);
         let service = ReplicationService::new(engine.clone());
-        // Served as laredo-server serves the fan-out port: the lean HTTP/2 transport.
         let server = laredo_service::GrpcServer::builder(engine.clone())
             .listen("127.0.0.1:0".parse().unwrap())
-            .transport(laredo_service::Transport::Lean)
+            .insecure(true)
             .add_service(service.clone().into_server())
             .bind()
             .await

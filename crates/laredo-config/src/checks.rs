@@ -108,6 +108,24 @@ pub(crate) fn root(map: &Obj, _path: &KeyPath, errors: &mut Vec<ConfigError>) {
         }
         seen.push((key, port));
     }
+    for key in [
+        "grpc.bind",
+        "fanout.grpc.bind",
+        "health.bind",
+        "observability.metrics.bind",
+    ] {
+        if let Some(bind) = get(map, key).and_then(Value::as_str)
+            && bind.parse::<std::net::IpAddr>().is_err()
+        {
+            errors.push(ConfigError::at(
+                key,
+                format!(
+                    "{bind:?} is not an IP address (\"0.0.0.0\" for every interface, \
+                     \"127.0.0.1\" for loopback, \"::\")"
+                ),
+            ));
+        }
+    }
 }
 
 /// `tables[N]`: at least one target.

@@ -23,6 +23,10 @@ use crate::table::{TableConfig, TargetKind};
 #[serde(default)]
 #[non_exhaustive]
 pub struct LaredoConfig {
+    /// Serve the gRPC ports without authentication when no token is configured.
+    /// Default false: without any token laredo-server refuses to start. Meant for a
+    /// laptop or the demo; every start then logs a warning.
+    pub insecure: bool,
     /// Sources by id.
     pub sources: BTreeMap<String, SourceConfig>,
     /// Tables and their targets; one pipeline per target.

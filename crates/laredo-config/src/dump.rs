@@ -9,6 +9,10 @@ pub const REDACTED: &str = "***";
 
 fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
+    // Where a secret is read from is not itself secret.
+    if key.ends_with("_file") || key.ends_with("_files") || key.ends_with("_path") {
+        return false;
+    }
     key == "connection"
         || key == "auth_header"
         || key == "authorization"
@@ -22,11 +26,8 @@ pub(crate) fn redact(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
-                if is_secret_key(key) && !child.is_object() && !child.is_array() {
-                    let empty = child.is_null() || child.as_str().is_some_and(str::is_empty);
-                    if !empty {
-                        *child = Value::String(REDACTED.to_owned());
-                    }
+                if is_secret_key(key) && !child.is_object() {
+                    redact_secret(child);
                 } else {
                     redact(child);
                 }
@@ -34,6 +35,16 @@ pub(crate) fn redact(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(redact),
         _ => {}
+    }
+}
+
+/// A secret value, or each item of a list of secrets (several tokens).
+fn redact_secret(value: &mut Value) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(redact_secret),
+        Value::Null => {}
+        Value::String(s) if s.is_empty() => {}
+        other => *other = Value::String(REDACTED.to_owned()),
     }
 }
 

@@ -69,11 +69,11 @@ pub use crate::load::{
     CONFIG_ENV_VAR, DEFAULT_CONF_DIR, DEFAULT_CONFIG_PATH, DEFAULT_INIT_DIR, LoadOptions,
 };
 pub use crate::server::{
-    DEFAULT_FANOUT_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEALTH_PORT, DEFAULT_METRICS_PORT,
-    FanoutConfig, FanoutGrpcConfig, FanoutTransport, GrpcAuthConfig, GrpcConfig, GrpcWebConfig,
-    HealthConfig, LogFormat, LogLevel, LoggingConfig, MetricsConfig, MetricsKind,
-    ObservabilityConfig, OtelConfig, OtelExporter, RestoreMismatch, ShutdownConfig, SnapshotConfig,
-    SnapshotRetentionConfig, TlsConfig,
+    DEFAULT_BIND, DEFAULT_FANOUT_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEALTH_PORT,
+    DEFAULT_METRICS_PORT, FanoutConfig, FanoutGrpcConfig, GrpcAuthConfig, GrpcConfig,
+    GrpcLimitsConfig, GrpcWebConfig, HealthConfig, LogFormat, LogLevel, LoggingConfig,
+    MetricsConfig, MetricsKind, ObservabilityConfig, OtelConfig, OtelExporter, RestoreMismatch,
+    ShutdownConfig, SnapshotConfig, SnapshotRetentionConfig, TlsConfig,
 };
 pub use crate::source::{
     ArchiveSourceConfig, DEFAULT_PUBLISH, DEFAULT_SLOT_NAME, KinesisSourceConfig, PgSourceConfig,

@@ -504,9 +504,30 @@ const SNAPSHOT: Node = Node::Object(&Obj {
     check: Some(crate::checks::snapshot),
 });
 
+/// `grpc.limits` and `fanout.grpc.limits`.
+const LIMITS: Node = Node::Object(&Obj {
+    fields: &[
+        opt("max_connections", POSITIVE),
+        opt("max_concurrent_streams", POSITIVE),
+        opt("max_header_list_size", POSITIVE),
+        opt("max_message_size", POSITIVE),
+        opt("keepalive_interval", POSITIVE_DURATION),
+        opt("keepalive_timeout", POSITIVE_DURATION),
+        opt("max_pending_accept_reset_streams", POSITIVE),
+        opt("max_local_error_reset_streams", POSITIVE),
+        opt("max_cancelled_calls", POSITIVE),
+        opt("request_timeout", POSITIVE_DURATION),
+        opt("idle_timeout", POSITIVE_DURATION),
+        opt("tcp_keepalive", POSITIVE_DURATION),
+    ],
+    check: None,
+});
+
 const GRPC: Node = Node::Object(&Obj {
     fields: &[
         opt("port", PORT),
+        opt("bind", NON_EMPTY_STR),
+        opt("limits", LIMITS),
         opt(
             "tls",
             Node::Object(&Obj {
@@ -523,6 +544,23 @@ const GRPC: Node = Node::Object(&Obj {
             Node::Object(&Obj {
                 fields: &[
                     opt("admin_token", NON_EMPTY_STR),
+                    opt(
+                        "admin_tokens",
+                        Node::Scalar(Kind::StrList { non_empty: false }),
+                    ),
+                    opt(
+                        "admin_token_files",
+                        Node::Scalar(Kind::StrList { non_empty: false }),
+                    ),
+                    opt("read_token", NON_EMPTY_STR),
+                    opt(
+                        "read_tokens",
+                        Node::Scalar(Kind::StrList { non_empty: false }),
+                    ),
+                    opt(
+                        "read_token_files",
+                        Node::Scalar(Kind::StrList { non_empty: false }),
+                    ),
                     opt(
                         "admin_methods",
                         Node::Scalar(Kind::StrList { non_empty: false }),
@@ -554,10 +592,8 @@ const FANOUT: Node = Node::Object(&Obj {
         Node::Object(&Obj {
             fields: &[
                 opt("port", PORT),
-                opt(
-                    "transport",
-                    Node::Scalar(Kind::Enum(&["auto", "lean", "standard"])),
-                ),
+                opt("bind", NON_EMPTY_STR),
+                opt("limits", LIMITS),
             ],
             check: None,
         }),
@@ -568,6 +604,7 @@ const FANOUT: Node = Node::Object(&Obj {
 const HEALTH: Node = Node::Object(&Obj {
     fields: &[
         opt("http_port", PORT),
+        opt("bind", NON_EMPTY_STR),
         opt("readiness_path", NON_EMPTY_STR),
         opt("liveness_path", NON_EMPTY_STR),
         opt("startup_path", NON_EMPTY_STR),
@@ -583,6 +620,7 @@ const OBSERVABILITY: Node = Node::Object(&Obj {
                 fields: &[
                     opt("type", Node::Scalar(Kind::Enum(&["prometheus", "otel"]))),
                     opt("port", PORT),
+                    opt("bind", NON_EMPTY_STR),
                     opt("path", NON_EMPTY_STR),
                     opt(
                         "otel",
@@ -627,6 +665,7 @@ const SHUTDOWN: Node = Node::Object(&Obj {
 /// The whole configuration.
 pub(crate) const ROOT: Node = Node::Object(&Obj {
     fields: &[
+        opt("insecure", BOOL),
         opt("sources", Node::Map(&SOURCE)),
         opt("tables", Node::List(&TABLE)),
         opt("snapshot", SNAPSHOT),

@@ -92,28 +92,42 @@ pub struct SnapshotRetentionConfig {
     pub max_age: Option<Duration>,
 }
 
-/// `grpc`: the OAM + Query listener.
+/// Default bind address of every listener: all interfaces.
+pub const DEFAULT_BIND: &str = "0.0.0.0";
+
+fn default_bind() -> String {
+    DEFAULT_BIND.to_owned()
+}
+
+/// `grpc`: the OAM + Query listener, and the settings the fan-out listener shares
+/// (TLS, auth, gRPC-Web).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct GrpcConfig {
     /// Default 4001. 0 picks a free port.
     pub port: u16,
+    /// Address to listen on; default `0.0.0.0` (every interface).
+    pub bind: String,
     /// TLS from PEM files.
     pub tls: TlsConfig,
-    /// Bearer-token protection of admin methods.
+    /// Bearer-token roles (`admin`, `read`).
     pub auth: GrpcAuthConfig,
     /// gRPC-Web and CORS for browsers.
     pub web: GrpcWebConfig,
+    /// Limits of this port; unset keys take the defaults.
+    pub limits: GrpcLimitsConfig,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
             port: DEFAULT_GRPC_PORT,
+            bind: default_bind(),
             tls: TlsConfig::default(),
             auth: GrpcAuthConfig::default(),
             web: GrpcWebConfig::default(),
+            limits: GrpcLimitsConfig::default(),
         }
     }
 }
@@ -131,19 +145,38 @@ pub struct TlsConfig {
     pub key_path: PathBuf,
 }
 
-/// `grpc.auth`.
+/// `grpc.auth`: tokens of the two roles, for both gRPC ports. An `admin` token may
+/// call every method; a `read` token every method but the admin ones. Without any
+/// token the server refuses to start unless `insecure = true`. Tokens are redacted in
+/// dumps.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct GrpcAuthConfig {
-    /// Token required as `authorization: Bearer <token>` on admin methods; `None`
-    /// leaves them open. Redacted in dumps.
+    /// One admin token (also `LAREDO_GRPC_AUTH_ADMIN_TOKEN`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
-    /// Method paths (`/package.Service/Method`, or `/package.Service/` for a whole
-    /// service) that need the token; `None` means the OAM methods that change state.
+    /// More admin tokens (rotation: old and new side by side).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_tokens: Vec<String>,
+    /// Files holding one admin token each (a mounted secret); read at startup, surrounding
+    /// whitespace trimmed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_token_files: Vec<PathBuf>,
+    /// One read token (also `LAREDO_GRPC_AUTH_READ_TOKEN`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin_methods: Option<Vec<String>>,
+    pub read_token: Option<String>,
+    /// More read tokens.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub read_tokens: Vec<String>,
+    /// Files holding one read token each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub read_token_files: Vec<PathBuf>,
+    /// Method paths (`/package.Service/Method`, or `/package.Service/` for a whole
+    /// service) that need the admin role in addition to the OAM methods that change
+    /// state.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_methods: Vec<String>,
 }
 
 /// `grpc.web`.
@@ -157,6 +190,66 @@ pub struct GrpcWebConfig {
     pub cors_allowed_origins: Vec<String>,
 }
 
+/// `grpc.limits` and `fanout.grpc.limits`: what one port allows a client. Unset keys
+/// take the port's defaults (see docs/configuration.md); every limit answers with a
+/// gRPC status naming it or ends the offending connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct GrpcLimitsConfig {
+    /// Connections open at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Calls (HTTP/2 streams) open at once per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Largest request header block, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_header_list_size: Option<u32>,
+    /// Largest request message, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<usize>,
+    /// HTTP/2 ping interval.
+    #[serde(
+        with = "serde_duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may go unanswered.
+    #[serde(
+        with = "serde_duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub keepalive_timeout: Option<Duration>,
+    /// Streams a client may reset before the server took them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_accept_reset_streams: Option<usize>,
+    /// Streams the server may reset for a client's protocol errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_local_error_reset_streams: Option<usize>,
+    /// Calls a client may cancel per connection within 10 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cancelled_calls: Option<u32>,
+    /// How long a unary call may take.
+    #[serde(
+        with = "serde_duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_timeout: Option<Duration>,
+    /// A connection with no call for this long is closed.
+    #[serde(
+        with = "serde_duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive idle time and probe interval.
+    #[serde(
+        with = "serde_duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tcp_keepalive: Option<Duration>,
+}
+
 /// `fanout`: the replication listener, shared by every fan-out target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -166,38 +259,28 @@ pub struct FanoutConfig {
     pub grpc: FanoutGrpcConfig,
 }
 
-/// `fanout.grpc`.
+/// `fanout.grpc`: the replication listener's own address and limits; TLS, auth and
+/// gRPC-Web come from `grpc`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
 pub struct FanoutGrpcConfig {
     /// Default 4002; started only when a `replication-fanout` target exists.
     pub port: u16,
-    /// The HTTP/2 implementation serving the port; default `auto`.
-    pub transport: FanoutTransport,
+    /// Address to listen on; default `0.0.0.0`.
+    pub bind: String,
+    /// Limits of this port; unset keys take the fan-out port's defaults.
+    pub limits: GrpcLimitsConfig,
 }
 
 impl Default for FanoutGrpcConfig {
     fn default() -> Self {
         Self {
             port: DEFAULT_FANOUT_PORT,
-            transport: FanoutTransport::Auto,
+            bind: default_bind(),
+            limits: GrpcLimitsConfig::default(),
         }
     }
-}
-
-/// The HTTP/2 implementation of the replication listener (`fanout.grpc.transport`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum FanoutTransport {
-    /// `lean`, unless `grpc.tls.enabled` or `grpc.web.enabled` needs `standard`.
-    #[default]
-    Auto,
-    /// laredo's own cleartext HTTP/2: a few KiB per idle client.
-    Lean,
-    /// tonic's (hyper and h2): TLS and gRPC-Web; about 30 KiB per idle client.
-    Standard,
 }
 
 /// `health`: the HTTP probe endpoints.
@@ -207,6 +290,8 @@ pub enum FanoutTransport {
 pub struct HealthConfig {
     /// Default 8080.
     pub http_port: u16,
+    /// Address to listen on; default `0.0.0.0`.
+    pub bind: String,
     /// Default `/health/ready`.
     pub readiness_path: String,
     /// Default `/health/live`.
@@ -219,6 +304,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             http_port: DEFAULT_HEALTH_PORT,
+            bind: default_bind(),
             readiness_path: "/health/ready".to_owned(),
             liveness_path: "/health/live".to_owned(),
             startup_path: "/health/startup".to_owned(),
@@ -259,6 +345,8 @@ pub struct MetricsConfig {
     pub kind: MetricsKind,
     /// Dedicated metrics port; default 9090 (`/metrics` is also on the health port).
     pub port: u16,
+    /// Address the metrics port listens on; default `0.0.0.0`.
+    pub bind: String,
     /// Default `/metrics`.
     pub path: String,
     /// OpenTelemetry settings, used when `type = otel`.
@@ -270,6 +358,7 @@ impl Default for MetricsConfig {
         Self {
             kind: MetricsKind::default(),
             port: DEFAULT_METRICS_PORT,
+            bind: default_bind(),
             path: "/metrics".to_owned(),
             otel: OtelConfig::default(),
         }

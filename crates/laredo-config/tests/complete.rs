@@ -278,17 +278,46 @@ fn server_blocks() {
         config.grpc.auth.admin_token.as_deref(),
         Some("s3cret-token")
     );
+    let auth = &config.grpc.auth;
+    assert_eq!(auth.admin_tokens, ["next-admin-token"]);
     assert_eq!(
-        config.grpc.auth.admin_methods.as_deref(),
-        Some(&["/laredo.v1.LaredoOAMService/".to_owned()][..])
+        auth.admin_token_files,
+        [PathBuf::from("/run/secrets/laredo-admin")]
     );
+    assert_eq!(auth.read_tokens, ["reader-token-1", "reader-token-2"]);
+    assert_eq!(
+        auth.read_token_files,
+        [PathBuf::from("/run/secrets/laredo-read")]
+    );
+    assert_eq!(auth.admin_methods, ["/laredo.v1.LaredoQueryService/"]);
+    assert_eq!(config.grpc.bind, "127.0.0.1");
+    let limits = &config.grpc.limits;
+    assert_eq!(limits.max_connections, Some(2048));
+    assert_eq!(limits.max_concurrent_streams, Some(64));
+    assert_eq!(limits.max_header_list_size, Some(8192));
+    assert_eq!(limits.max_message_size, Some(1_048_576));
+    assert_eq!(limits.keepalive_interval, Some(Duration::from_secs(15)));
+    assert_eq!(limits.keepalive_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(limits.max_pending_accept_reset_streams, Some(10));
+    assert_eq!(limits.max_local_error_reset_streams, Some(100));
+    assert_eq!(limits.max_cancelled_calls, Some(50));
+    assert_eq!(limits.request_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(limits.idle_timeout, Some(Duration::from_secs(120)));
+    assert_eq!(limits.tcp_keepalive, Some(Duration::from_secs(30)));
     assert!(config.grpc.web.enabled);
     assert_eq!(
         config.grpc.web.cors_allowed_origins,
         ["https://console.internal"]
     );
     assert_eq!(config.fanout.grpc.port, 5002);
-    assert_eq!(config.fanout.grpc.transport, FanoutTransport::Standard);
+    assert_eq!(config.fanout.grpc.bind, "::");
+    assert_eq!(config.fanout.grpc.limits.max_connections, Some(20_000));
+    assert_eq!(
+        config.fanout.grpc.limits.idle_timeout,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(config.fanout.grpc.limits.max_concurrent_streams, None);
+    assert_eq!(config.health.bind, "10.0.0.5");
     assert_eq!(config.health.http_port, 8081);
     assert_eq!(config.health.readiness_path, "/ready");
     assert_eq!(config.health.liveness_path, "/live");

@@ -13,7 +13,19 @@ fn server_defaults() {
     assert!(!config.grpc.tls.enabled);
     assert_eq!(config.grpc.auth.admin_token, None);
     assert_eq!(config.fanout.grpc.port, 4002);
-    assert_eq!(config.fanout.grpc.transport, FanoutTransport::Auto);
+    assert!(!config.insecure);
+    assert!(config.grpc.auth.admin_tokens.is_empty());
+    assert!(config.grpc.auth.read_tokens.is_empty());
+    assert!(config.grpc.auth.admin_methods.is_empty());
+    assert_eq!(config.grpc.limits, GrpcLimitsConfig::default());
+    for bind in [
+        &config.grpc.bind,
+        &config.fanout.grpc.bind,
+        &config.health.bind,
+        &config.observability.metrics.bind,
+    ] {
+        assert_eq!(bind, DEFAULT_BIND);
+    }
     assert_eq!(config.health.http_port, 8080);
     assert_eq!(config.health.readiness_path, "/health/ready");
     assert_eq!(config.health.liveness_path, "/health/live");

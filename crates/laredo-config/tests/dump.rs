@@ -11,6 +11,13 @@ fn secrets_are_redacted() {
     assert_eq!(json["sources"]["pg_main"]["connection"], "***");
     assert_eq!(json["tables"][0]["targets"][3]["auth_header"], "***");
     assert_eq!(json["grpc"]["auth"]["admin_token"], "***");
+    assert_eq!(json["grpc"]["auth"]["admin_tokens"][0], "***");
+    assert_eq!(json["grpc"]["auth"]["read_tokens"][1], "***");
+    // Where a token is read from is no secret.
+    assert_eq!(
+        json["grpc"]["auth"]["admin_token_files"][0],
+        "/run/secrets/laredo-admin"
+    );
     // Not secrets: left alone.
     assert_eq!(json["sources"]["pg_main"]["slot_name"], "laredo_orders");
     assert_eq!(
@@ -18,7 +25,13 @@ fn secrets_are_redacted() {
         "https://sink.internal/laredo"
     );
     for text in [config.to_json_string(), config.to_hocon_string()] {
-        for secret in ["hunter2", "sink-secret", "s3cret-token"] {
+        for secret in [
+            "hunter2",
+            "sink-secret",
+            "s3cret-token",
+            "next-admin-token",
+            "reader-token-2",
+        ] {
             assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
         }
     }

@@ -81,12 +81,32 @@ fn exact_structural_messages() {
 }
 
 #[test]
-fn an_unknown_fanout_transport_names_the_choices() {
-    let errors =
-        error_lines(LoadOptions::new().text(format!("{MINIMAL}\nfanout.grpc.transport = fast")));
+fn a_bind_address_that_is_no_ip_address_is_named() {
+    let errors = error_lines(LoadOptions::new().text(format!(
+        "{MINIMAL}\ngrpc.bind = localhost\nhealth.bind = \"10.0.0.300\""
+    )));
     assert_eq!(
         errors,
-        [r#"fanout.grpc.transport: expected one of "auto", "lean", "standard", found "fast""#]
+        [
+            r#"grpc.bind: "localhost" is not an IP address ("0.0.0.0" for every interface, "127.0.0.1" for loopback, "::")"#,
+            r#"health.bind: "10.0.0.300" is not an IP address ("0.0.0.0" for every interface, "127.0.0.1" for loopback, "::")"#,
+        ]
+    );
+}
+
+#[test]
+fn a_zero_limit_is_refused_with_its_key() {
+    let errors = error_lines(LoadOptions::new().text(format!(
+        "{MINIMAL}\nfanout.grpc.limits.max_connections = 0\ngrpc.limits.idle_timeout = 0s"
+    )));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("grpc.limits.idle_timeout:"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with("fanout.grpc.limits.max_connections:"),
+        "{errors:?}"
     );
 }
 

@@ -147,6 +147,13 @@ impl Cli {
         let config = LaredoConfig::load(self.load_options())
             .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let mut errors = crate::build::unsupported(&config);
+        let tokens = match crate::auth::tokens(&config) {
+            Ok(tokens) => tokens,
+            Err(problems) => {
+                errors.extend(problems);
+                crate::auth::Tokens::default()
+            }
+        };
         let mut warnings = crate::preflight::advice(&config);
         let safety = crate::preflight::safety(&config);
         if self.validate == ValidateMode::None {
@@ -155,7 +162,11 @@ impl Cli {
             errors.extend(safety);
         }
         if errors.is_empty() {
-            Ok(Checked { config, warnings })
+            Ok(Checked {
+                config,
+                tokens,
+                warnings,
+            })
         } else {
             Err(errors)
         }
@@ -165,6 +176,8 @@ impl Cli {
 /// A configuration that passed the checks, and what they found worth saying.
 pub(crate) struct Checked {
     pub(crate) config: LaredoConfig,
+    /// The tokens of the gRPC ports, files read.
+    pub(crate) tokens: crate::auth::Tokens,
     pub(crate) warnings: Vec<String>,
 }
 

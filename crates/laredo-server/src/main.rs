@@ -30,6 +30,7 @@
 //! default) the server then connects to each source and checks its tables before the
 //! engine starts. Logs go to stderr as JSON lines, or text with `--log-format text`.
 
+mod auth;
 mod build;
 mod cli;
 mod http;

@@ -12,16 +12,16 @@
 //! then the replication server, then the HTTP servers, then the engine (which takes the
 //! shutdown snapshot when configured). Exit 0, or 1 on a failure or timeout.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use laredo_config::{FanoutTransport, LaredoConfig};
+use laredo_config::{GrpcLimitsConfig, LaredoConfig};
 use laredo_core::{CompositeObserver, Engine, EngineObserver};
-use laredo_service::{GrpcServer, Transport};
+use laredo_service::{GrpcServer, Limits};
 use laredo_service_oam::{OamService, StatusEvents};
 use laredo_service_query::QueryService;
 use laredo_target_fanout::{DrainReason, ReplicationService};
@@ -30,6 +30,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Tokens;
 use crate::cli::{Checked, Cli, LogFormat, print_errors};
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -55,7 +56,11 @@ pub(crate) fn main(cli: &Cli) -> ExitCode {
         print_errors(&[error]);
         return ExitCode::FAILURE;
     }
-    let Checked { config, warnings } = match cli.load_config() {
+    let Checked {
+        config,
+        tokens,
+        warnings,
+    } = match cli.load_config() {
         Ok(checked) => checked,
         Err(errors) => {
             print_errors(&errors);
@@ -82,7 +87,7 @@ pub(crate) fn main(cli: &Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli, config)) {
+    match runtime.block_on(serve(cli, config, tokens)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(errors)) => {
             print_errors(&errors);
@@ -110,52 +115,106 @@ where
     })
 }
 
-fn any_addr(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))
+/// The listen address of a port: its `bind` (checked by the configuration) and `port`.
+fn listen_addr(bind: &str, port: u16) -> SocketAddr {
+    let ip = bind
+        .parse::<IpAddr>()
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    SocketAddr::new(ip, port)
 }
 
-async fn bind_http(port: u16, key: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(any_addr(port))
+async fn bind_http(bind: &str, port: u16, key: &str) -> anyhow::Result<TcpListener> {
+    let addr = listen_addr(bind, port);
+    TcpListener::bind(addr)
         .await
-        .with_context(|| format!("{key}: cannot listen on port {port}"))
+        .with_context(|| format!("{key}: cannot listen on {addr}"))
+}
+
+/// Default limits of the OAM + Query port.
+fn grpc_defaults() -> Limits {
+    Limits::default()
+}
+
+/// Default limits of the fan-out port: one long-lived connection per replica, each
+/// with a stream or two.
+fn fanout_defaults() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_connections = 10_000;
+    limits.max_concurrent_streams = 16;
+    limits
+}
+
+/// Largest request message unless `limits.max_message_size` says otherwise.
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// The configured limits over a port's defaults.
+fn limits(config: &GrpcLimitsConfig, defaults: Limits) -> Limits {
+    let mut limits = defaults;
+    if let Some(v) = config.max_connections {
+        limits.max_connections = v;
+    }
+    if let Some(v) = config.max_concurrent_streams {
+        limits.max_concurrent_streams = v;
+    }
+    if let Some(v) = config.max_header_list_size {
+        limits.max_header_list_size = v;
+    }
+    if let Some(v) = config.keepalive_interval {
+        limits.keepalive_interval = Some(v);
+    }
+    if let Some(v) = config.keepalive_timeout {
+        limits.keepalive_timeout = v;
+    }
+    if let Some(v) = config.max_pending_accept_reset_streams {
+        limits.max_pending_accept_reset_streams = v;
+    }
+    if let Some(v) = config.max_local_error_reset_streams {
+        limits.max_local_error_reset_streams = v;
+    }
+    if let Some(v) = config.max_cancelled_calls {
+        limits.max_cancelled_calls = v;
+    }
+    if let Some(v) = config.request_timeout {
+        limits.request_timeout = v;
+    }
+    if let Some(v) = config.idle_timeout {
+        limits.idle_timeout = v;
+    }
+    if let Some(v) = config.tcp_keepalive {
+        limits.tcp_keepalive = Some(v);
+    }
+    limits
 }
 
 fn grpc_builder(
     config: &LaredoConfig,
+    tokens: &Tokens,
     engine: &Engine,
-    port: u16,
+    addr: SocketAddr,
+    limits: Limits,
 ) -> laredo_service::GrpcServerBuilder {
     let grpc = &config.grpc;
     let mut builder = GrpcServer::builder(engine.clone())
-        .listen(any_addr(port))
+        .listen(addr)
+        .limits(limits)
+        .insecure(config.insecure)
+        .admin_methods(grpc.auth.admin_methods.clone())
         .drain_timeout(config.shutdown.drain_timeout)
         .grpc_web(grpc.web.enabled)
         .cors_allowed_origins(grpc.web.cors_allowed_origins.clone());
     if grpc.tls.enabled {
         builder = builder.tls(grpc.tls.cert_path.clone(), grpc.tls.key_path.clone());
     }
-    if let Some(token) = &grpc.auth.admin_token {
+    for token in &tokens.admin {
         builder = builder.admin_token(token.clone());
     }
-    if let Some(methods) = &grpc.auth.admin_methods {
-        builder = builder.admin_methods(methods.clone());
+    for token in &tokens.read {
+        builder = builder.read_token(token.clone());
     }
     builder
 }
 
-/// The fan-out port holds thousands of long-lived streams: by default (`auto`) it is
-/// served by the lean HTTP/2 transport, unless TLS or gRPC-Web (which only the standard
-/// one has) is on. `lean` with either is a configuration error reported at bind.
-fn fanout_transport(config: &LaredoConfig) -> Transport {
-    match config.fanout.grpc.transport {
-        FanoutTransport::Lean => Transport::Lean,
-        FanoutTransport::Standard => Transport::Standard,
-        _ if config.grpc.tls.enabled || config.grpc.web.enabled => Transport::Standard,
-        _ => Transport::Lean,
-    }
-}
-
-async fn serve(cli: &Cli, config: LaredoConfig) -> Result<(), Failure> {
+async fn serve(cli: &Cli, config: LaredoConfig, tokens: Tokens) -> Result<(), Failure> {
     // Before anything else, so an early SIGTERM is a clean shutdown, not a kill.
     let mut signals = Signals::new().context("installing signal handlers")?;
     let metrics = Metrics::new();
@@ -174,26 +233,64 @@ async fn serve(cli: &Cli, config: LaredoConfig) -> Result<(), Failure> {
     let has_fanout = config.has_fanout_target();
 
     // Bind everything before the engine starts.
-    let health_listener = bind_http(config.health.http_port, "health.http_port").await?;
+    let health_listener = bind_http(
+        &config.health.bind,
+        config.health.http_port,
+        "health.http_port",
+    )
+    .await?;
     let metrics_listener = bind_http(
+        &config.observability.metrics.bind,
         config.observability.metrics.port,
         "observability.metrics.port",
     )
     .await?;
-    let grpc_server = grpc_builder(&config, &engine, config.grpc.port)
-        .add_service(OamService::new(engine.clone(), Arc::clone(&events)).into_server())
-        .add_service(QueryService::new(engine.clone()).into_server())
-        .bind()
-        .await
-        .context("grpc")?;
+    let grpc_limits = &config.grpc.limits;
+    let max_message = grpc_limits
+        .max_message_size
+        .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+    let grpc_server = grpc_builder(
+        &config,
+        &tokens,
+        &engine,
+        listen_addr(&config.grpc.bind, config.grpc.port),
+        limits(grpc_limits, grpc_defaults()),
+    )
+    .add_service(
+        OamService::new(engine.clone(), Arc::clone(&events))
+            .into_server()
+            .max_decoding_message_size(max_message),
+    )
+    .add_service(
+        QueryService::new(engine.clone())
+            .into_server()
+            .max_decoding_message_size(max_message),
+    )
+    .bind()
+    .await
+    .context("grpc")?;
     let fanout_server = if has_fanout {
+        let fanout = &config.fanout.grpc;
+        let max_message = fanout
+            .limits
+            .max_message_size
+            .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
         Some(
-            grpc_builder(&config, &engine, config.fanout.grpc.port)
-                .transport(fanout_transport(&config))
-                .add_service(ReplicationService::new(engine.clone()).into_server())
-                .bind()
-                .await
-                .context("fanout.grpc")?,
+            grpc_builder(
+                &config,
+                &tokens,
+                &engine,
+                listen_addr(&fanout.bind, fanout.port),
+                limits(&fanout.limits, fanout_defaults()),
+            )
+            .add_service(
+                ReplicationService::new(engine.clone())
+                    .into_server()
+                    .max_decoding_message_size(max_message),
+            )
+            .bind()
+            .await
+            .context("fanout.grpc")?,
         )
     } else {
         None
@@ -218,22 +315,20 @@ async fn serve(cli: &Cli, config: LaredoConfig) -> Result<(), Failure> {
     let fanout_stop = CancellationToken::new();
     let health_task = spawn_server(
         "health",
-        axum::serve(
+        crate::http::serve(
             health_listener,
             crate::http::health_router(&config, Arc::clone(&health)),
-        )
-        .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-        .into_future(),
+            http_stop.clone(),
+        ),
         &fatal,
     );
     let metrics_task = spawn_server(
         "metrics",
-        axum::serve(
+        crate::http::serve(
             metrics_listener,
             crate::http::metrics_router(&config, Arc::clone(&health)),
-        )
-        .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-        .into_future(),
+            http_stop.clone(),
+        ),
         &fatal,
     );
     let grpc_task = spawn_server(

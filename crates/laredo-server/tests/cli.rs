@@ -27,6 +27,7 @@ sources.pg {{ type = postgresql, connection = "postgresql://laredo:hunter2@127.0
 tables = [{{ source = pg, schema = public, table = users,
             targets = [{{ type = indexed-memory, lookup_fields = [id] }}] }}]
 grpc.port = 0
+grpc.auth.admin_token = test-admin-token
 fanout.grpc.port = 0
 health.http_port = 0
 observability.metrics.port = 0
@@ -92,6 +93,52 @@ shutdown.timeout = forever
         ],
         "{out:?}"
     );
+    assert_never_connected(&db);
+}
+
+#[test]
+fn without_a_token_or_insecure_the_server_refuses_to_start_naming_the_key() {
+    let db = fake_database();
+    let port = db.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+sources.pg {{ type = postgresql, connection = "postgresql://laredo@127.0.0.1:{port}/app" }}
+tables = [{{ source = pg, schema = public, table = users,
+            targets = [{{ type = indexed-memory, lookup_fields = [id] }}] }}]
+grpc.auth.read_token_files = ["{missing}"]
+"#,
+        missing = dir.path().join("missing-token").display()
+    );
+    let config = write_config(dir.path(), &text);
+    for args in [&["--config"][..], &["validate", "--config"][..]] {
+        let out = run_with_timeout(binary().args(args).arg(&config));
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let lines = stderr_lines(&out);
+        assert!(
+            lines[0].starts_with(&format!(
+                "grpc.auth.read_token_files[0]: cannot read {}",
+                dir.path().join("missing-token").display()
+            )),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("grpc.auth: no token is configured")
+                && lines[1].contains("grpc.auth.admin_token")
+                && lines[1].contains("LAREDO_GRPC_AUTH_ADMIN_TOKEN")
+                && lines[1].contains("insecure = true"),
+            "{lines:?}"
+        );
+    }
+    // A token from a file is enough to pass the check.
+    let token = dir.path().join("missing-token");
+    std::fs::write(&token, "a-read-token\n").unwrap();
+    let out = run_with_timeout(
+        binary()
+            .args(["validate", "--validate", "structural", "--config"])
+            .arg(&config),
+    );
+    assert!(out.status.success(), "{out:?}");
     assert_never_connected(&db);
 }
 

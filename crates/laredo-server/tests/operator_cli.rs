@@ -18,7 +18,8 @@ use parking_lot::Mutex;
 use serde_json::Value as Json;
 
 use crate::support::{
-    Server, WAIT, table_users, users_config_with_targets, users_db, wait_for, write_config,
+    ADMIN_TOKEN, Server, WAIT, table_users, users_config_with_targets, users_db, wait_for,
+    write_config,
 };
 
 /// How long one CLI command may run.
@@ -61,6 +62,7 @@ impl Laredo {
             .env_remove("LAREDO_ADDRESS")
             .env_remove("LAREDO_FANOUT_ADDRESS")
             .env_remove("LAREDO_TOKEN")
+            .args(["--token", ADMIN_TOKEN])
             .args(["--address", &self.grpc])
             .args(["--fanout-address", &self.fanout])
             .args(args)

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use laredo_test_support::PgCluster;
 
 use crate::support::{
-    Server, WAIT, binary, http_get, metric, users_config, users_config_with_targets, users_db,
-    wait_for, wait_served_equals_table, write_config,
+    READ_TOKEN, Server, WAIT, binary, http_get, metric, users_config, users_config_with_targets,
+    users_db, wait_for, wait_served_equals_table, write_config,
 };
 
 const PIPELINE: &str = "pg:public.users:indexed-memory";
@@ -135,6 +135,69 @@ async fn serves_a_table_with_probes_and_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_ports_need_tokens_and_bound_message_sizes() {
+    use laredo_proto::laredo::replication::v1::SyncRequest;
+    use laredo_proto::laredo::replication::v1::laredo_replication_service_client::LaredoReplicationServiceClient;
+    use laredo_proto::laredo::v1::CountRowsRequest;
+    use laredo_proto::laredo::v1::laredo_query_service_client::LaredoQueryServiceClient;
+
+    let pg = PgCluster::shared();
+    let db = users_db(pg, "auth", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let targets = "{ type = indexed-memory, lookup_fields = [id] }, { type = replication-fanout }";
+    let extra = "grpc.limits.max_message_size = 1024";
+    let config = write_config(
+        dir.path(),
+        &users_config_with_targets(pg, &db, targets, extra),
+    );
+    let server = Server::start(&config);
+    server.wait_ready();
+
+    // No token: Query and fan-out Sync are refused.
+    let plain = |addr: std::net::SocketAddr| async move {
+        tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let status = LaredoQueryServiceClient::new(plain(server.addrs.grpc).await)
+        .count_rows(CountRowsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let fanout = server.addrs.fanout.expect("a replication listener");
+    let status = LaredoReplicationServiceClient::new(plain(fanout).await)
+        .sync(SyncRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    // With the read token: served, but a message over grpc.limits.max_message_size is not.
+    let mut query = server.query().await;
+    let count = query
+        .count_rows(CountRowsRequest {
+            schema: "public".into(),
+            table: "users".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(count.into_inner().count, 3);
+    let status = query
+        .count_rows(CountRowsRequest {
+            schema: "s".repeat(4096),
+            table: "users".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("max_message_size") && status.message().contains("1024"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_write_load_exits_cleanly() {
     let pg = PgCluster::shared();
     let db = users_db(pg, "sigterm", 10);
@@ -257,12 +320,8 @@ async fn shutdown_drains_fanout_clients_and_a_second_signal_skips_the_grace() {
     server.wait_ready();
 
     let fanout = server.addrs.fanout.expect("a replication listener");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{fanout}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = LaredoReplicationServiceClient::new(channel);
+    let mut client =
+        LaredoReplicationServiceClient::new(crate::support::authed(fanout, READ_TOKEN).await);
     let mut stream = client
         .sync(SyncRequest {
             schema: "public".into(),

@@ -56,6 +56,36 @@ pub(crate) fn users_db(pg: &PgCluster, prefix: &str, rows: u32) -> String {
     db
 }
 
+/// The admin token of the test configurations.
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token";
+/// The read token of the test configurations.
+pub(crate) const READ_TOKEN: &str = "test-read-token";
+
+/// A channel whose calls carry a bearer token.
+pub(crate) type Authed = tonic::service::interceptor::InterceptedService<
+    Channel,
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+>;
+
+/// A channel to `addr` whose calls send `token`.
+pub(crate) async fn authed(addr: SocketAddr, token: &'static str) -> Authed {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    tonic::service::interceptor::InterceptedService::new(
+        channel,
+        Box::new(move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+            Ok(request)
+        }),
+    )
+}
+
 /// A config for `users` of `db` into an indexed-memory target, every listener on a
 /// free port. `extra` is appended (HOCON: later keys win).
 pub(crate) fn users_config(pg: &PgCluster, db: &str, extra: &str) -> String {
@@ -88,6 +118,7 @@ tables = [{{
   targets = [{targets}]
 }}]
 grpc.port = 0
+grpc.auth {{ admin_token = "{ADMIN_TOKEN}", read_token = "{READ_TOKEN}" }}
 fanout.grpc.port = 0
 health.http_port = 0
 observability.metrics.port = 0
@@ -227,14 +258,9 @@ impl Server {
         wait_for("readiness 200", WAIT, || self.get("/health/ready").0 == 200);
     }
 
-    /// A Query service client.
-    pub(crate) async fn query(&self) -> LaredoQueryServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addrs.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        LaredoQueryServiceClient::new(channel)
+    /// A Query service client sending the read token.
+    pub(crate) async fn query(&self) -> LaredoQueryServiceClient<Authed> {
+        LaredoQueryServiceClient::new(authed(self.addrs.grpc, READ_TOKEN).await)
     }
 }
 
@@ -281,7 +307,7 @@ pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Every row of `public.users` through ListRows, as `id|name` lines sorted by id.
-pub(crate) async fn served_users(query: &mut LaredoQueryServiceClient<Channel>) -> Vec<String> {
+pub(crate) async fn served_users(query: &mut LaredoQueryServiceClient<Authed>) -> Vec<String> {
     let mut rows = Vec::new();
     let mut token = String::new();
     loop {

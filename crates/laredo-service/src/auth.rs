@@ -1,11 +1,18 @@
-//! Bearer-token protection of admin methods: a tower layer in front of the routes that
-//! looks at the request path (`/package.Service/Method`) and, for an admin method,
-//! demands `authorization: Bearer <token>`.
+//! Bearer-token roles: a tower layer in front of the routes that looks at the request
+//! path (`/package.Service/Method`) and demands `authorization: Bearer <token>` with a
+//! token of the role the method needs.
+//!
+//! - **admin** methods ([`OAM_ADMIN_METHODS`] and any configured in addition) need an
+//!   admin token;
+//! - every other method (Query, fan-out `Sync`, the OAM reads, reflection) needs a read
+//!   or an admin token;
+//! - the health service stays open, for probes.
 //!
 //! It is a layer rather than a tonic interceptor because interceptors do not see the
 //! request path. It runs inside the gRPC-Web translation, so browsers get the rejection
-//! as a gRPC-Web status, and the token is compared in constant time (`subtle`), so a
-//! caller cannot learn it byte by byte from response times.
+//! as a gRPC-Web status. Tokens are compared in constant time (`subtle`) against every
+//! configured token, so a caller learns neither a token byte by byte nor which token
+//! came close.
 
 use std::collections::HashSet;
 use std::future::{Ready, ready};
@@ -40,51 +47,72 @@ pub const OAM_ADMIN_METHODS: &[&str] = &[
     "/laredo.v1.LaredoOAMService/StopReplay",
 ];
 
-/// Which methods are admin methods and the token they need.
-pub(crate) struct AdminPolicy {
-    token: Vec<u8>,
-    methods: HashSet<String>,
-    /// Entries ending in `/`: every method of that service.
-    service_prefixes: Vec<String>,
+/// The role a method needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Open to anyone: the health service.
+    Open,
+    /// A read or an admin token.
+    Read,
+    /// An admin token.
+    Admin,
 }
 
-impl std::fmt::Debug for AdminPolicy {
+/// The health service: open, so probes need no token.
+const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// The tokens of each role and which methods are admin methods.
+pub(crate) struct AuthPolicy {
+    admin_tokens: Vec<Vec<u8>>,
+    read_tokens: Vec<Vec<u8>>,
+    admin_methods: HashSet<String>,
+    /// Entries ending in `/`: every method of that service.
+    admin_services: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminPolicy")
-            .field("token", &"***")
-            .field("methods", &self.methods)
-            .field("service_prefixes", &self.service_prefixes)
+        f.debug_struct("AuthPolicy")
+            .field("admin_tokens", &self.admin_tokens.len())
+            .field("read_tokens", &self.read_tokens.len())
+            .field("admin_methods", &self.admin_methods)
+            .field("admin_services", &self.admin_services)
             .finish()
     }
 }
 
-impl AdminPolicy {
-    /// Validates the token and the method paths, pushing every problem to `errors`.
+impl AuthPolicy {
+    /// Validates the tokens and the extra admin method paths, pushing every problem to
+    /// `errors`. The admin methods are [`OAM_ADMIN_METHODS`] plus `extra_admin_methods`.
     pub(crate) fn new(
-        token: &str,
-        methods: &[String],
+        admin_tokens: &[String],
+        read_tokens: &[String],
+        extra_admin_methods: &[String],
         errors: &mut Vec<ConfigError>,
     ) -> Option<Self> {
         let mut valid = true;
-        if token.is_empty() {
-            errors.push(ConfigError::at("admin_token", "must not be empty"));
-            valid = false;
-        } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            // It travels in an HTTP header after "Bearer ": visible ASCII only.
-            errors.push(ConfigError::at(
-                "admin_token",
-                "must be visible ASCII without spaces",
-            ));
-            valid = false;
+        for (key, tokens) in [("admin_token", admin_tokens), ("read_token", read_tokens)] {
+            for (idx, token) in tokens.iter().enumerate() {
+                let key = format!("{key}[{idx}]");
+                if token.is_empty() {
+                    errors.push(ConfigError::at(key, "must not be empty"));
+                    valid = false;
+                } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    // It travels in an HTTP header after "Bearer ": visible ASCII only.
+                    errors.push(ConfigError::at(key, "must be visible ASCII without spaces"));
+                    valid = false;
+                }
+            }
         }
-        let mut exact = HashSet::new();
-        let mut service_prefixes = Vec::new();
-        for (idx, method) in methods.iter().enumerate() {
+        let mut admin_methods: HashSet<String> =
+            OAM_ADMIN_METHODS.iter().map(|m| (*m).to_string()).collect();
+        let mut admin_services = Vec::new();
+        for (idx, method) in extra_admin_methods.iter().enumerate() {
             match method_path_kind(method) {
                 Some(PathKind::Method) => {
-                    exact.insert(method.clone());
+                    admin_methods.insert(method.clone());
                 }
-                Some(PathKind::Service) => service_prefixes.push(method.clone()),
+                Some(PathKind::Service) => admin_services.push(method.clone()),
                 None => {
                     errors.push(ConfigError::at(
                         format!("admin_methods[{idx}]"),
@@ -98,46 +126,84 @@ impl AdminPolicy {
             }
         }
         valid.then(|| Self {
-            token: token.as_bytes().to_vec(),
-            methods: exact,
-            service_prefixes,
+            admin_tokens: admin_tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            read_tokens: read_tokens.iter().map(|t| t.as_bytes().to_vec()).collect(),
+            admin_methods,
+            admin_services,
         })
     }
 
     pub(crate) fn method_count(&self) -> usize {
-        self.methods.len() + self.service_prefixes.len()
+        self.admin_methods.len() + self.admin_services.len()
     }
 
-    fn is_admin(&self, path: &str) -> bool {
-        self.methods.contains(path)
+    pub(crate) fn token_counts(&self) -> (usize, usize) {
+        (self.admin_tokens.len(), self.read_tokens.len())
+    }
+
+    pub(crate) fn role_of(&self, path: &str) -> Role {
+        if path.starts_with(HEALTH_PREFIX) {
+            Role::Open
+        } else if self.admin_methods.contains(path)
             || self
-                .service_prefixes
+                .admin_services
                 .iter()
                 .any(|prefix| path.starts_with(prefix.as_str()))
+        {
+            Role::Admin
+        } else {
+            Role::Read
+        }
+    }
+
+    /// The role `token` has, looking at every token (constant time per token).
+    fn role_of_token(&self, token: &[u8]) -> Option<Role> {
+        let matches = |tokens: &[Vec<u8>]| {
+            tokens.iter().fold(subtle::Choice::from(0), |found, t| {
+                found | t.as_slice().ct_eq(token)
+            })
+        };
+        let admin = bool::from(matches(&self.admin_tokens));
+        let read = bool::from(matches(&self.read_tokens));
+        if admin {
+            Some(Role::Admin)
+        } else if read {
+            Some(Role::Read)
+        } else {
+            None
+        }
     }
 
     /// `Ok` when the request may go on.
     fn check<B>(&self, request: &http::Request<B>) -> Result<(), Status> {
         let path = request.uri().path();
-        if !self.is_admin(path) {
-            return Ok(());
-        }
+        let needed = self.role_of(path);
+        let what = match needed {
+            Role::Open => return Ok(()),
+            Role::Admin => "an admin method: send the admin token",
+            Role::Read => "protected: send a read or admin token",
+        };
         let Some(header) = request.headers().get(http::header::AUTHORIZATION) else {
             return Err(Status::unauthenticated(format!(
-                "{path} is an admin method: send the admin token as \"authorization: Bearer <token>\""
+                "{path} is {what} as \"authorization: Bearer <token>\""
             )));
         };
         let Some(token) = bearer_token(header.as_bytes()) else {
             return Err(Status::unauthenticated(format!(
-                "{path} is an admin method: the authorization header must be \"Bearer <token>\""
+                "{path} is {what}: the authorization header must be \"Bearer <token>\""
             )));
         };
-        if bool::from(token.ct_eq(&self.token)) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated(format!(
-                "{path} is an admin method: the bearer token is not the admin token"
-            )))
+        match (needed, self.role_of_token(token)) {
+            (_, Some(Role::Admin)) | (Role::Read, Some(Role::Read)) => Ok(()),
+            (_, Some(_)) => Err(Status::permission_denied(format!(
+                "{path} is an admin method: the token has the read role only"
+            ))),
+            (Role::Admin, None) => Err(Status::unauthenticated(format!(
+                "{path} is an admin method: the bearer token is not an admin token"
+            ))),
+            (_, None) => Err(Status::unauthenticated(format!(
+                "{path} is protected: the bearer token is not a known token"
+            ))),
         }
     }
 }
@@ -180,37 +246,38 @@ fn bearer_token(header: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Layer that applies an [`AdminPolicy`]; without one it lets everything through.
+/// Layer that applies an [`AuthPolicy`]; without one (insecure mode) it lets everything
+/// through.
 #[derive(Debug, Clone)]
-pub(crate) struct AdminAuthLayer {
-    policy: Option<Arc<AdminPolicy>>,
+pub(crate) struct AuthLayer {
+    policy: Option<Arc<AuthPolicy>>,
 }
 
-impl AdminAuthLayer {
-    pub(crate) fn new(policy: Option<Arc<AdminPolicy>>) -> Self {
+impl AuthLayer {
+    pub(crate) fn new(policy: Option<Arc<AuthPolicy>>) -> Self {
         Self { policy }
     }
 }
 
-impl<S> Layer<S> for AdminAuthLayer {
-    type Service = AdminAuth<S>;
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AdminAuth {
+        Auth {
             inner,
             policy: self.policy.clone(),
         }
     }
 }
 
-/// The service made by [`AdminAuthLayer`].
+/// The service made by [`AuthLayer`].
 #[derive(Debug, Clone)]
-pub(crate) struct AdminAuth<S> {
+pub(crate) struct Auth<S> {
     inner: S,
-    policy: Option<Arc<AdminPolicy>>,
+    policy: Option<Arc<AuthPolicy>>,
 }
 
-impl<S, ReqBody> Service<http::Request<ReqBody>> for AdminAuth<S>
+impl<S, ReqBody> Service<http::Request<ReqBody>> for Auth<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<Body>>,
 {
@@ -233,7 +300,7 @@ where
                 tracing::warn!(
                     method = request.uri().path(),
                     reason = status.message(),
-                    "admin call rejected"
+                    "call rejected"
                 );
                 Either::Left(ready(Ok(status.into_http())))
             }
@@ -245,10 +312,18 @@ where
 mod tests {
     use super::*;
 
-    fn policy(methods: &[&str]) -> AdminPolicy {
-        let methods: Vec<String> = methods.iter().map(|m| (*m).to_string()).collect();
+    const ADMIN: &str = "adm1n";
+    const READ: &str = "r3ad";
+
+    fn policy(extra: &[&str]) -> AuthPolicy {
+        let extra: Vec<String> = extra.iter().map(|m| (*m).to_string()).collect();
         let mut errors = Vec::new();
-        let policy = AdminPolicy::new("tok3n", &methods, &mut errors);
+        let policy = AuthPolicy::new(
+            &[ADMIN.to_string(), "second-admin".to_string()],
+            &[READ.to_string()],
+            &extra,
+            &mut errors,
+        );
         assert!(errors.is_empty(), "{errors:?}");
         policy.unwrap()
     }
@@ -265,45 +340,71 @@ mod tests {
         result.err().map(|s| s.code())
     }
 
+    const RESET: &str = "/laredo.v1.LaredoOAMService/ResetSource";
+    const QUERY: &str = "/laredo.v1.LaredoQueryService/CountRows";
+
     #[test]
-    fn open_methods_need_no_token() {
-        let p = policy(&["/a.S/Admin"]);
-        assert_eq!(code(p.check(&request("/a.S/Read", None))), None);
+    fn health_is_open() {
+        let p = policy(&[]);
+        assert_eq!(
+            code(p.check(&request("/grpc.health.v1.Health/Check", None))),
+            None
+        );
     }
 
     #[test]
-    fn admin_methods_need_the_token() {
-        let p = policy(&["/a.S/Admin"]);
+    fn read_methods_need_a_read_or_admin_token() {
+        let p = policy(&[]);
         let unauthenticated = Some(tonic::Code::Unauthenticated);
-        assert_eq!(code(p.check(&request("/a.S/Admin", None))), unauthenticated);
+        assert_eq!(code(p.check(&request(QUERY, None))), unauthenticated);
         assert_eq!(
-            code(p.check(&request("/a.S/Admin", Some("Bearer nope")))),
+            code(p.check(&request(QUERY, Some("Bearer nope")))),
             unauthenticated
         );
         assert_eq!(
-            code(p.check(&request("/a.S/Admin", Some("Bearer tok3")))),
+            code(p.check(&request(QUERY, Some("Bearer r3a")))),
             unauthenticated
         );
+        assert_eq!(code(p.check(&request(QUERY, Some("Bearer r3ad")))), None);
+        assert_eq!(code(p.check(&request(QUERY, Some("Bearer adm1n")))), None);
         assert_eq!(
-            code(p.check(&request("/a.S/Admin", Some("Basic tok3n")))),
-            unauthenticated
-        );
-        assert_eq!(
-            code(p.check(&request("/a.S/Admin", Some("Bearer tok3n")))),
-            None
-        );
-        assert_eq!(
-            code(p.check(&request("/a.S/Admin", Some("bearer  tok3n")))),
+            code(p.check(&request(QUERY, Some("bearer  second-admin")))),
             None
         );
     }
 
     #[test]
-    fn a_service_path_covers_all_its_methods() {
-        let p = policy(&["/a.S/"]);
-        assert!(p.is_admin("/a.S/Anything"));
-        assert!(!p.is_admin("/a.Sx/Anything"));
-        assert!(!p.is_admin("/b.S/Anything"));
+    fn admin_methods_need_an_admin_token() {
+        let p = policy(&[]);
+        let unauthenticated = Some(tonic::Code::Unauthenticated);
+        assert_eq!(code(p.check(&request(RESET, None))), unauthenticated);
+        assert_eq!(
+            code(p.check(&request(RESET, Some("Basic adm1n")))),
+            unauthenticated
+        );
+        assert_eq!(
+            code(p.check(&request(RESET, Some("Bearer adm1")))),
+            unauthenticated
+        );
+        assert_eq!(
+            code(p.check(&request(RESET, Some("Bearer r3ad")))),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(code(p.check(&request(RESET, Some("Bearer adm1n")))), None);
+        assert_eq!(
+            code(p.check(&request(RESET, Some("Bearer second-admin")))),
+            None
+        );
+    }
+
+    #[test]
+    fn extra_admin_methods_add_to_the_defaults() {
+        let p = policy(&["/a.S/", "/b.T/Write"]);
+        assert_eq!(p.role_of("/a.S/Anything"), Role::Admin);
+        assert_eq!(p.role_of("/b.T/Write"), Role::Admin);
+        assert_eq!(p.role_of("/b.T/Read"), Role::Read);
+        assert_eq!(p.role_of("/a.Sx/Anything"), Role::Read);
+        assert_eq!(p.role_of(RESET), Role::Admin, "the defaults stay");
     }
 
     #[test]
@@ -314,21 +415,24 @@ mod tests {
             "/x".to_string(),
         ];
         let mut errors = Vec::new();
-        assert!(AdminPolicy::new("", &methods, &mut errors).is_none());
+        assert!(
+            AuthPolicy::new(
+                &[String::new()],
+                &["has space".to_string()],
+                &methods,
+                &mut errors
+            )
+            .is_none()
+        );
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
             messages,
             [
-                "admin_token: must not be empty",
+                "admin_token[0]: must not be empty",
+                "read_token[0]: must be visible ASCII without spaces",
                 "admin_methods[0]: \"ReloadTable\" is not a method path (\"/package.Service/Method\") or a service path (\"/package.Service/\")",
                 "admin_methods[2]: \"/x\" is not a method path (\"/package.Service/Method\") or a service path (\"/package.Service/\")",
             ]
-        );
-        let mut errors = Vec::new();
-        assert!(AdminPolicy::new("has space", &[], &mut errors).is_none());
-        assert_eq!(
-            errors[0].to_string(),
-            "admin_token: must be visible ASCII without spaces"
         );
     }
 

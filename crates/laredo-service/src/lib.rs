@@ -15,23 +15,30 @@
 //!   [`laredo_proto::FILE_DESCRIPTOR_SET`] and the health service's descriptor, so
 //!   `grpcurl` needs no proto files. It lists the hosted services, health and
 //!   reflection.
-//! - **Admin methods**: with an [admin token](GrpcServerBuilder::admin_token), calls to
-//!   the [admin methods](GrpcServerBuilder::admin_methods) (by default
-//!   [`OAM_ADMIN_METHODS`], the OAM methods that change something) need
-//!   `authorization: Bearer <token>`, compared in constant time; others answer
-//!   `UNAUTHENTICATED`. Every other method is open.
+//! - **Roles** (secure by default): [admin tokens](GrpcServerBuilder::admin_token) may
+//!   call every method; [read tokens](GrpcServerBuilder::read_token) every method but
+//!   the [admin methods](GrpcServerBuilder::admin_methods) ([`OAM_ADMIN_METHODS`], the
+//!   OAM methods that change something, plus any configured). Calls send
+//!   `authorization: Bearer <token>`, compared in constant time; a missing or unknown
+//!   token answers `UNAUTHENTICATED`, a read token on an admin method
+//!   `PERMISSION_DENIED`. The health service stays open for probes. Without any token
+//!   [`bind`](GrpcServerBuilder::bind) refuses to start unless
+//!   [`insecure`](GrpcServerBuilder::insecure) is set explicitly, which opens every
+//!   method and logs a warning at every start.
 //! - **gRPC-Web** ([`grpc_web`](GrpcServerBuilder::grpc_web)): HTTP/1.1 and
 //!   `application/grpc-web(-text)` requests are translated by `tonic-web`, with CORS for
-//!   browsers (any origin unless [restricted](GrpcServerBuilder::cors_allowed_origins)).
+//!   browsers (only the [listed origins](GrpcServerBuilder::cors_allowed_origins); none by
+//!   default).
 //! - **TLS** ([`tls`](GrpcServerBuilder::tls), feature `tls`): certificate chain and
 //!   key from PEM files, TLS 1.2 or 1.3. A file that cannot be read or parsed, or a key
 //!   that does not match the certificate, fails [`bind`](GrpcServerBuilder::bind) with
 //!   an error naming the file; the server never falls back to plaintext.
-//! - **Transport** ([`transport`](GrpcServerBuilder::transport)): tonic's HTTP/2 stack
-//!   by default; [`Transport::Lean`] serves cleartext HTTP/2 with this crate's own
-//!   implementation, which holds a few KiB per idle connection instead of about 30 KiB
-//!   and suits ports with thousands of long-lived streams (the replication fan-out). It
-//!   has neither TLS nor gRPC-Web.
+//! - **Limits** ([`limits`](GrpcServerBuilder::limits)): connections per port, streams
+//!   per connection, header size, HTTP/2 keepalive, the rapid-reset guards (resets
+//!   before accept, protocol-error resets, cancelled calls per connection), a timeout on
+//!   unary calls, an idle timeout and TCP keepalive, each with a sound default (see
+//!   [`Limits`]). Hitting one answers a gRPC status naming it, or ends the offending
+//!   connection, while other clients keep being served.
 //! - **Shutdown**: when the future given to [`serve`](GrpcServer::serve) completes, the
 //!   health statuses go to `NOT_SERVING`, the listener closes, and in-flight calls get
 //!   the [drain timeout](GrpcServerBuilder::drain_timeout) to finish before their
@@ -45,7 +52,7 @@
 //! use std::time::Duration;
 //!
 //! use laredo_core::{Engine, PipelineOptions, table};
-//! use laredo_service::GrpcServer;
+//! use laredo_service::{GrpcServer, Limits};
 //! use laredo_service_oam::{OamService, StatusEvents};
 //! use laredo_source_test::TestSource;
 //! use laredo_target_memory::IndexedTarget;
@@ -65,6 +72,8 @@
 //!     .listen("127.0.0.1:0".parse()?)
 //!     .add_service(OamService::new(engine.clone(), events).into_server())
 //!     .admin_token("s3cret")
+//!     .read_token("r3ad")
+//!     .limits(Limits::default())
 //!     .grpc_web(true)
 //!     .drain_timeout(Duration::from_secs(10))
 //!     .bind()
@@ -83,10 +92,11 @@
 //! ```
 
 mod auth;
+mod calls;
 mod connection;
 mod error;
 mod health;
-mod http2;
+mod limits;
 mod server;
 #[cfg(feature = "tls")]
 mod tls;
@@ -94,7 +104,8 @@ mod web;
 
 pub use crate::auth::OAM_ADMIN_METHODS;
 pub use crate::error::Error;
+pub use crate::limits::Limits;
 pub use crate::server::{
     DEFAULT_ADDR, DEFAULT_DRAIN_TIMEOUT, DEFAULT_READINESS_POLL_INTERVAL, GrpcServer,
-    GrpcServerBuilder, Transport,
+    GrpcServerBuilder,
 };

@@ -1,8 +1,9 @@
 //! [`GrpcServerBuilder`] collects the services and settings; [`GrpcServer`] is the bound
 //! server, and [`GrpcServer::serve`] runs it until shutdown.
 //!
-//! Request path, outermost first: CORS and gRPC-Web translation (when enabled), the
-//! admin-token check, then tonic's router to the service. Shutdown, in order: health
+//! Request path, outermost first: call tracking (the connection's idle timer and
+//! cancelled calls, the connection limit's answer, the request timeout), CORS and
+//! gRPC-Web translation (when enabled), the token check, then tonic's router to the service. Shutdown, in order: health
 //! NOT_SERVING, the listener closes and HTTP/2 connections get GOAWAY (tonic's graceful
 //! shutdown), in-flight calls run until the drain deadline, then the remaining
 //! connections are closed.
@@ -18,19 +19,18 @@ use std::time::Duration;
 use laredo_core::{ConfigError, ConfigErrors, Engine};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic::transport::server::TcpConnectInfo;
-use tower::{Layer, Service};
+use tower::Service;
 
-use crate::auth::{AdminAuthLayer, AdminPolicy, OAM_ADMIN_METHODS};
+use crate::auth::{AuthLayer, AuthPolicy};
+use crate::calls::CallTrackingLayer;
 use crate::connection;
 use crate::error::Error;
 use crate::health::{self, Health};
-use crate::http2;
+use crate::limits::Limits;
 #[cfg(feature = "tls")]
 use crate::tls::{self, TlsFiles};
 use crate::web;
@@ -53,23 +53,6 @@ const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 const REFLECTION_V1_SERVICE: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA_SERVICE: &str = "grpc.reflection.v1alpha.ServerReflection";
 
-/// The HTTP/2 implementation that serves a [`GrpcServer`]'s connections.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Transport {
-    /// tonic's transport (hyper and h2): HTTP/2, HTTP/1.1 for gRPC-Web, TLS. Its
-    /// buffers take about 40 KiB per connection, idle or not.
-    #[default]
-    Standard,
-    /// laredo's own lean HTTP/2 server: cleartext HTTP/2 with prior knowledge (what
-    /// gRPC clients speak without TLS), a few KiB per idle connection and less CPU per
-    /// message. For ports that hold thousands of long-lived streams, such as the
-    /// replication fan-out. Neither TLS nor gRPC-Web: [`bind`](GrpcServerBuilder::bind)
-    /// reports either with it as a configuration error. Server-side `grpc-timeout`
-    /// deadlines are not enforced on it.
-    Lean,
-}
-
 /// Builds a [`GrpcServer`]; start with [`GrpcServer::builder`].
 pub struct GrpcServerBuilder {
     engine: Engine,
@@ -79,14 +62,16 @@ pub struct GrpcServerBuilder {
     addr: SocketAddr,
     #[cfg(feature = "tls")]
     tls: Option<TlsFiles>,
-    admin_token: Option<String>,
-    admin_methods: Option<Vec<String>>,
+    admin_tokens: Vec<String>,
+    read_tokens: Vec<String>,
+    admin_methods: Vec<String>,
+    insecure: bool,
     grpc_web: bool,
     cors_origins: Vec<String>,
     drain_timeout: Duration,
     readiness_poll_interval: Duration,
     descriptor_sets: Vec<&'static [u8]>,
-    transport: Transport,
+    limits: Limits,
 }
 
 impl fmt::Debug for GrpcServerBuilder {
@@ -98,13 +83,15 @@ impl fmt::Debug for GrpcServerBuilder {
         #[cfg(feature = "tls")]
         debug.field("tls", &self.tls);
         debug
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("admin_tokens", &self.admin_tokens.len())
+            .field("read_tokens", &self.read_tokens.len())
             .field("admin_methods", &self.admin_methods)
+            .field("insecure", &self.insecure)
             .field("grpc_web", &self.grpc_web)
             .field("cors_origins", &self.cors_origins)
             .field("drain_timeout", &self.drain_timeout)
             .field("readiness_poll_interval", &self.readiness_poll_interval)
-            .field("transport", &self.transport)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -119,8 +106,10 @@ impl GrpcServerBuilder {
             addr: DEFAULT_ADDR,
             #[cfg(feature = "tls")]
             tls: None,
-            admin_token: None,
-            admin_methods: None,
+            admin_tokens: Vec::new(),
+            read_tokens: Vec::new(),
+            admin_methods: Vec::new(),
+            insecure: false,
             grpc_web: false,
             cors_origins: Vec::new(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -129,7 +118,7 @@ impl GrpcServerBuilder {
                 laredo_proto::FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
             ],
-            transport: Transport::Standard,
+            limits: Limits::default(),
         }
     }
 
@@ -179,25 +168,44 @@ impl GrpcServerBuilder {
         self
     }
 
-    /// Protects the [admin methods](Self::admin_methods) with this bearer token: a call
-    /// needs `authorization: Bearer <token>` or fails with `UNAUTHENTICATED`. Without a
-    /// token every method is open.
+    /// Adds a token of the **admin** role: a call with `authorization: Bearer <token>`
+    /// may call every method. Call it again for more tokens (rotation: the old and the
+    /// new one both work until the old one is removed).
     pub fn admin_token(mut self, token: impl Into<String>) -> Self {
-        self.admin_token = Some(token.into());
+        self.admin_tokens.push(token.into());
         self
     }
 
-    /// The method paths that need the [admin token](Self::admin_token), replacing the
-    /// default [`OAM_ADMIN_METHODS`]. An entry is a method path
-    /// (`/laredo.v1.LaredoOAMService/ReloadTable`) or a service path ending in `/`
-    /// (`/laredo.v1.LaredoOAMService/`: all its methods). Setting this without a token
-    /// is a configuration error, as the methods would stay open.
+    /// Adds a token of the **read** role: every method but the
+    /// [admin methods](Self::admin_methods) (Query, fan-out `Sync`, the OAM reads,
+    /// reflection). Call it again for more tokens.
+    pub fn read_token(mut self, token: impl Into<String>) -> Self {
+        self.read_tokens.push(token.into());
+        self
+    }
+
+    /// Method paths that need the admin role **in addition to** [`OAM_ADMIN_METHODS`]
+    /// (the OAM methods that change something). An entry is a method path
+    /// (`/laredo.v1.LaredoQueryService/ListRows`) or a service path ending in `/`
+    /// (`/laredo.v1.LaredoQueryService/`: all its methods).
+    ///
+    /// [`OAM_ADMIN_METHODS`]: crate::OAM_ADMIN_METHODS
     pub fn admin_methods<I>(mut self, methods: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.admin_methods = Some(methods.into_iter().map(Into::into).collect());
+        self.admin_methods
+            .extend(methods.into_iter().map(Into::into));
+        self
+    }
+
+    /// Serves every method without authentication when no token is configured. Off by
+    /// default: [`bind`](Self::bind) then refuses a server without any token. Meant for
+    /// a laptop or a demo; every start logs a warning. Tokens that are configured are
+    /// still enforced.
+    pub fn insecure(mut self, insecure: bool) -> Self {
+        self.insecure = insecure;
         self
     }
 
@@ -209,9 +217,9 @@ impl GrpcServerBuilder {
         self
     }
 
-    /// Restricts gRPC-Web CORS to these origins (`https://console.example.com`); by
-    /// default any origin may call. Credentials are never implied: the admin token is
-    /// sent explicitly by the caller.
+    /// The origins (`https://console.example.com`) whose browsers may call over gRPC-Web
+    /// (CORS). None by default: an empty list allows no origin. Credentials are never
+    /// implied: the token is sent explicitly by the caller.
     pub fn cors_allowed_origins<I>(mut self, origins: I) -> Self
     where
         I: IntoIterator,
@@ -236,9 +244,9 @@ impl GrpcServerBuilder {
         self
     }
 
-    /// The HTTP/2 implementation to serve with ([`Transport::Standard`] by default).
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+    /// The port's [`Limits`] ([`Limits::default`] unless told otherwise).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -267,24 +275,18 @@ impl GrpcServerBuilder {
                 format!("{name} is added more than once or is a built-in service"),
             ));
         }
-        let admin = self.admin_policy(&mut errors);
+        let auth = self.auth_policy(&mut errors);
         let cors_origins = self.cors_origins(&mut errors);
-        if self.transport == Transport::Lean {
-            if self.grpc_web {
-                errors.push(ConfigError::at(
-                    "transport",
-                    "the lean transport serves HTTP/2 only: gRPC-Web needs the standard transport",
-                ));
-            }
-            #[cfg(feature = "tls")]
-            if self.tls.is_some() {
-                errors.push(ConfigError::at(
-                    "transport",
-                    "the lean transport serves cleartext only: TLS needs the standard transport",
-                ));
-            }
-        }
-        let server = Server::builder().accept_http1(self.grpc_web);
+        self.limits.check(&mut errors);
+        let limits = &self.limits;
+        let server = Server::builder()
+            .accept_http1(self.grpc_web)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_size)
+            .http2_keepalive_interval(limits.keepalive_interval)
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
+            .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams));
         #[cfg(feature = "tls")]
         let server = match &self.tls {
             Some(files) => tls::configure(server, files, &mut errors).await,
@@ -325,34 +327,39 @@ impl GrpcServerBuilder {
             local_addr,
             health,
             service_names: self.service_names,
-            admin,
+            auth,
             grpc_web: self.grpc_web,
             cors_origins,
             #[cfg(feature = "tls")]
             tls: self.tls.is_some(),
             drain_timeout: self.drain_timeout,
             readiness_poll_interval: self.readiness_poll_interval,
-            transport: self.transport,
+            limits: self.limits,
         })
     }
 
-    fn admin_policy(&self, errors: &mut Vec<ConfigError>) -> Option<Arc<AdminPolicy>> {
-        match (&self.admin_token, &self.admin_methods) {
-            (Some(token), Some(methods)) => AdminPolicy::new(token, methods, errors),
-            (Some(token), None) => {
-                let defaults: Vec<String> =
-                    OAM_ADMIN_METHODS.iter().map(|m| (*m).to_string()).collect();
-                AdminPolicy::new(token, &defaults, errors)
-            }
-            (None, Some(_)) => {
+    fn auth_policy(&self, errors: &mut Vec<ConfigError>) -> Option<Arc<AuthPolicy>> {
+        if self.admin_tokens.is_empty() && self.read_tokens.is_empty() {
+            if !self.insecure {
+                errors.push(ConfigError::at(
+                    "admin_token",
+                    "no token is configured: set an admin token (and read tokens), or set \
+                     insecure to serve every method, ResetSource included, to anyone",
+                ));
+            } else if !self.admin_methods.is_empty() {
                 errors.push(ConfigError::at(
                     "admin_methods",
-                    "set without admin_token: the admin methods would be open",
+                    "set without any token: the admin methods would be open",
                 ));
-                None
             }
-            (None, None) => None,
+            return None;
         }
+        AuthPolicy::new(
+            &self.admin_tokens,
+            &self.read_tokens,
+            &self.admin_methods,
+            errors,
+        )
         .map(Arc::new)
     }
 
@@ -436,14 +443,14 @@ pub struct GrpcServer {
     local_addr: SocketAddr,
     health: Health,
     service_names: Vec<&'static str>,
-    admin: Option<Arc<AdminPolicy>>,
+    auth: Option<Arc<AuthPolicy>>,
     grpc_web: bool,
     cors_origins: Vec<http::HeaderValue>,
     #[cfg(feature = "tls")]
     tls: bool,
     drain_timeout: Duration,
     readiness_poll_interval: Duration,
-    transport: Transport,
+    limits: Limits,
 }
 
 impl fmt::Debug for GrpcServer {
@@ -451,10 +458,10 @@ impl fmt::Debug for GrpcServer {
         f.debug_struct("GrpcServer")
             .field("local_addr", &self.local_addr)
             .field("services", &self.service_names)
-            .field("admin", &self.admin)
+            .field("auth", &self.auth)
             .field("grpc_web", &self.grpc_web)
             .field("drain_timeout", &self.drain_timeout)
-            .field("transport", &self.transport)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -495,14 +502,14 @@ impl GrpcServer {
             local_addr,
             health,
             service_names,
-            admin,
+            auth,
             grpc_web,
             cors_origins,
             #[cfg(feature = "tls")]
             tls,
             drain_timeout,
             readiness_poll_interval,
-            transport,
+            limits,
         } = self;
         #[cfg(not(feature = "tls"))]
         let tls = false;
@@ -510,12 +517,18 @@ impl GrpcServer {
             services = ?service_names,
             tls,
             grpc_web,
-            ?transport,
-            admin_methods = admin.as_ref().map_or(0, |a| a.method_count()),
+            max_connections = limits.max_connections,
+            admin_methods = auth.as_ref().map_or(0, |a| a.method_count()),
+            admin_tokens = auth.as_ref().map_or(0, |a| a.token_counts().0),
+            read_tokens = auth.as_ref().map_or(0, |a| a.token_counts().1),
             "grpc server listening"
         );
-        if admin.is_none() {
-            tracing::info!("no admin token configured: admin methods are open");
+        if auth.is_none() {
+            tracing::warn!(
+                addr = %local_addr,
+                "INSECURE: no token configured and insecure mode on: every method, \
+                 ResetSource and PauseSync included, is open to anyone who can reach this port"
+            );
         }
 
         let follower_stop = CancellationToken::new();
@@ -540,16 +553,12 @@ impl GrpcServer {
             }
         };
 
-        let auth = AdminAuthLayer::new(admin);
-        let served = if transport == Transport::Lean {
-            let service = auth.layer(routes.prepare());
-            let serving = serve_lean(listener, service, signal, &draining, &force_close);
-            drain(serving, &draining, &force_close, drain_timeout)
-                .await
-                .map_err(|never: Infallible| match never {})
-        } else if grpc_web {
-            let incoming = connection::incoming(listener, force_close.clone());
+        let auth = AuthLayer::new(auth);
+        let calls = CallTrackingLayer::new(limits.request_timeout);
+        let incoming = connection::incoming(listener, &limits, force_close.clone());
+        let served = if grpc_web {
             let serving = server
+                .layer(calls)
                 .layer(web::cors_layer(cors_origins))
                 .layer(tonic_web::GrpcWebLayer::new())
                 .layer(auth)
@@ -557,8 +566,8 @@ impl GrpcServer {
                 .serve_with_incoming_shutdown(incoming, signal);
             drain(serving, &draining, &force_close, drain_timeout).await
         } else {
-            let incoming = connection::incoming(listener, force_close.clone());
             let serving = server
+                .layer(calls)
                 .layer(auth)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, signal);
@@ -582,60 +591,6 @@ impl GrpcServer {
             }),
         }
     }
-}
-
-/// Accepts connections and serves each with the lean HTTP/2 server in a task of its own
-/// until `signal` completes (it cancels `draining`, which sends every connection GOAWAY);
-/// then waits for the connections to finish. [`drain`] bounds that wait.
-async fn serve_lean<S, F>(
-    listener: TcpListener,
-    service: S,
-    signal: F,
-    draining: &CancellationToken,
-    force_close: &CancellationToken,
-) -> Result<(), Infallible>
-where
-    S: Service<http::Request<http2::RecvBody>, Response = http::Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    F: Future<Output = ()>,
-{
-    let connections = TaskTracker::new();
-    let config = http2::Config::default();
-    let mut signal = std::pin::pin!(signal);
-    loop {
-        let (stream, remote_addr) = tokio::select! {
-            () = &mut signal => break,
-            accepted = connection::accept(&listener) => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => continue,
-            },
-        };
-        let info = TcpConnectInfo {
-            local_addr: stream.local_addr().ok(),
-            remote_addr: Some(remote_addr),
-        };
-        let serving = http2::serve(
-            stream,
-            service.clone(),
-            config,
-            Some(info),
-            draining.child_token(),
-            force_close.child_token(),
-        );
-        connections.spawn(async move {
-            if let Err(e) = serving.await {
-                tracing::debug!(error = %e, %remote_addr, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    connections.close();
-    // `signal` has cancelled `draining`: every connection has been sent GOAWAY.
-    connections.wait().await;
-    Ok(())
 }
 
 /// Runs `serving` to its end; once `draining` is cancelled and `drain_timeout` has

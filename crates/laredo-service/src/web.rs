@@ -27,13 +27,9 @@ const EXPOSE_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("grpc-status-details-bin"),
 ];
 
-/// CORS for gRPC-Web: `origins` (already validated) or any origin when empty.
+/// CORS for gRPC-Web: `origins` (already validated); none when empty.
 pub(crate) fn cors_layer(origins: Vec<http::HeaderValue>) -> CorsLayer {
-    let allow_origin = if origins.is_empty() {
-        AllowOrigin::mirror_request()
-    } else {
-        AllowOrigin::list(origins)
-    };
+    let allow_origin = AllowOrigin::list(origins);
     CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([http::Method::POST])

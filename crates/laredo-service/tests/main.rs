@@ -6,7 +6,7 @@
 mod auth;
 mod config;
 mod health;
-mod lean;
+mod limits;
 mod reflection;
 mod shutdown;
 mod support;

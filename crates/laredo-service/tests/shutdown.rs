@@ -1,44 +1,20 @@
-//! Graceful shutdown: in-flight calls finish, long ones end at the drain deadline, on
-//! both transports.
+//! Graceful shutdown: in-flight calls finish, long ones end at the drain deadline.
 
 use std::time::Duration;
 
 use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::laredo_query_service_client::LaredoQueryServiceClient;
-use laredo_service::{GrpcServer, Transport};
+use laredo_service::GrpcServer;
 use laredo_test_support::wait_until_async;
 
 use crate::support::{StubQuery, WAIT, channel, fixture, query_server, start};
 
 #[tokio::test]
 async fn an_in_flight_call_completes() {
-    in_flight_call_completes(Transport::Standard).await;
-}
-
-#[tokio::test]
-async fn an_in_flight_call_completes_on_the_lean_transport() {
-    in_flight_call_completes(Transport::Lean).await;
-}
-
-#[tokio::test]
-async fn the_drain_deadline_ends_calls_that_do_not_finish() {
-    drain_deadline_ends_calls(Transport::Standard).await;
-}
-
-#[tokio::test]
-async fn the_drain_deadline_ends_calls_that_do_not_finish_on_the_lean_transport() {
-    drain_deadline_ends_calls(Transport::Lean).await;
-}
-
-async fn in_flight_call_completes(transport: Transport) {
     let fixture = fixture();
     let stub = StubQuery::new();
-    let running = start(
-        GrpcServer::builder(fixture.engine.clone())
-            .transport(transport)
-            .add_service(query_server(&stub)),
-    )
-    .await;
+    let running =
+        start(GrpcServer::builder(fixture.engine.clone()).add_service(query_server(&stub))).await;
     let mut client = LaredoQueryServiceClient::new(channel(running.addr).await);
     let call = tokio::spawn(async move { client.lookup(pb::LookupRequest::default()).await });
     stub.wait_entered(1).await;
@@ -62,12 +38,12 @@ async fn in_flight_call_completes(transport: Transport) {
     running.finished().await.unwrap();
 }
 
-async fn drain_deadline_ends_calls(transport: Transport) {
+#[tokio::test]
+async fn the_drain_deadline_ends_calls_that_do_not_finish() {
     let fixture = fixture();
     let stub = StubQuery::new();
     let running = start(
         GrpcServer::builder(fixture.engine.clone())
-            .transport(transport)
             .add_service(query_server(&stub))
             .drain_timeout(Duration::from_millis(100)),
     )

@@ -19,6 +19,7 @@ async fn bind_error(cert: PathBuf, key: PathBuf) -> Vec<String> {
     let fixture = fixture();
     let error = GrpcServer::builder(fixture.engine.clone())
         .listen("127.0.0.1:0".parse().unwrap())
+        .insecure(true)
         .tls(cert, key)
         .bind()
         .await

@@ -71,7 +71,8 @@ async fn a_grpc_web_post_gets_a_grpc_web_answer() {
     let running = start(
         GrpcServer::builder(fixture.engine.clone())
             .add_service(query_server(&StubQuery::new()))
-            .grpc_web(true),
+            .grpc_web(true)
+            .cors_allowed_origins(["http://console.test"]),
     )
     .await;
     let request = grpc_web_post(
@@ -168,6 +169,31 @@ async fn a_preflight_request_gets_cors_headers() {
     let response = send(running.addr, preflight("http://elsewhere.test"))
         .await
         .unwrap();
+    assert!(
+        !response
+            .headers()
+            .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "{response:?}"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_empty_origin_list_allows_no_origin() {
+    let fixture = fixture();
+    let running = start(
+        GrpcServer::builder(fixture.engine.clone())
+            .add_service(query_server(&StubQuery::new()))
+            .grpc_web(true),
+    )
+    .await;
+    let preflight = http::Request::options(format!("/{QUERY}/CountRows"))
+        .header(http::header::HOST, running.addr.to_string())
+        .header(http::header::ORIGIN, "http://console.test")
+        .header(http::header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = send(running.addr, preflight).await.unwrap();
     assert!(
         !response
             .headers()

@@ -48,8 +48,9 @@
 //! `--rate 1000` (changes/s), `--seconds 10`, `--rows 100` (table size, the snapshot
 //! each client receives), `--journal <entries>` (the target's `journal.max_entries`;
 //! a small journal is full during the run, as on a long-running server, so every
-//! append also prunes), `--transport lean|standard` (the server's HTTP/2: laredo's lean
-//! one, as laredo-server serves the fan-out port, by default; or tonic's). 5,000 clients need about 10,000 open files in this process.
+//! append also prunes). The server runs on laredo-service (tonic, hyper and h2) with
+//! `max_connections` raised to fit the clients. 5,000 clients need about 10,000 open
+//! files in this process.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -61,7 +62,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use laredo_core::{ChangeEvent, Engine, PipelineOptions, Position, Row, row, table};
 use laredo_proto::laredo::replication::v1::{RowEncoding, SyncRequest};
-use laredo_service::{GrpcServer, Transport};
+use laredo_service::{GrpcServer, Limits};
 use laredo_source_test::TestSource;
 use laredo_target_fanout::{FanoutConfig, FanoutTarget, ReplicationService};
 use laredo_test_support::{process_cpu_seconds, process_memory_kib};
@@ -297,9 +298,6 @@ struct Options {
     rows: u64,
     /// `journal.max_entries` of the server's target; `None`: the default.
     journal: Option<usize>,
-    /// `lean` (laredo-service's own HTTP/2, as laredo-server serves the fan-out port)
-    /// or `standard` (tonic's transport).
-    transport: String,
 }
 
 fn parse_options() -> Options {
@@ -309,7 +307,6 @@ fn parse_options() -> Options {
         seconds: 10,
         rows: 100,
         journal: None,
-        transport: "lean".to_string(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -332,12 +329,6 @@ fn parse_options() -> Options {
             "--journal" => {
                 options.journal = Some(value().parse().unwrap_or_else(|_| usage("bad --journal")));
             }
-            "--transport" => {
-                options.transport = value();
-                if !["lean", "standard"].contains(&options.transport.as_str()) {
-                    usage("bad --transport: lean or standard");
-                }
-            }
             // `cargo bench` passes `--bench`.
             "--bench" => {}
             other => usage(&format!("unknown option {other:?}")),
@@ -349,10 +340,17 @@ fn parse_options() -> Options {
     options
 }
 
+/// The port's limits with room for the largest client count (one connection each).
+fn bench_limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_connections = 20_000;
+    limits
+}
+
 fn usage(problem: &str) -> ! {
     eprintln!("fanout bench: {problem}");
     eprintln!(
-        "options: --clients 5000,1000,100  --rate 1000  --seconds 10  --rows 100  --journal <max entries>  --transport lean|standard"
+        "options: --clients 5000,1000,100  --rate 1000  --seconds 10  --rows 100  --journal <max entries>"
     );
     std::process::exit(2);
 }
@@ -419,13 +417,8 @@ fn server_main() {
         assert!(engine.await_ready(WAIT).await, "engine ready");
         let server = GrpcServer::builder(engine.clone())
             .listen("127.0.0.1:0".parse().expect("addr"))
-            .transport(
-                if std::env::var("LAREDO_FANOUT_BENCH_TRANSPORT").as_deref() == Ok("standard") {
-                    Transport::Standard
-                } else {
-                    Transport::Lean
-                },
-            )
+            .insecure(true)
+            .limits(bench_limits())
             .add_service(ReplicationService::new(engine.clone()).into_server())
             .bind()
             .await
@@ -717,10 +710,9 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(rows: u64, journal: Option<usize>, transport: &str) -> Self {
+    fn start(rows: u64, journal: Option<usize>) -> Self {
         let exe = std::env::current_exe().expect("current exe");
         let mut command = Command::new(exe);
-        command.env("LAREDO_FANOUT_BENCH_TRANSPORT", transport);
         if let Some(entries) = journal {
             command.env("LAREDO_FANOUT_BENCH_JOURNAL", entries.to_string());
         }
@@ -972,7 +964,7 @@ fn main() {
 }
 
 async fn run(options: Options) -> Vec<Figure> {
-    let mut server = ServerProcess::start(options.rows, options.journal, &options.transport);
+    let mut server = ServerProcess::start(options.rows, options.journal);
     let line = server.line();
     let addr: SocketAddr = line
         .strip_prefix("addr ")

@@ -106,6 +106,7 @@
 //! // The replication service on its own loopback port.
 //! let server = GrpcServer::builder(engine.clone())
 //!     .listen("127.0.0.1:0".parse()?)
+//!     .read_token("fanout-reader")
 //!     .add_service(ReplicationService::new(engine.clone()).into_server())
 //!     .bind()
 //!     .await?;
@@ -118,8 +119,12 @@
 //!     .connect()
 //!     .await?;
 //! let mut client = LaredoReplicationServiceClient::new(channel);
+//! let mut request = tonic::Request::new(SyncRequest {
+//!     schema: "public".into(), table: "users".into(), ..Default::default()
+//! });
+//! request.metadata_mut().insert("authorization", "Bearer fanout-reader".parse()?);
 //! let mut stream = client
-//!     .sync(SyncRequest { schema: "public".into(), table: "users".into(), ..Default::default() })
+//!     .sync(request)
 //!     .await?
 //!     .into_inner();
 //! let mut rows = 0;

@@ -37,6 +37,7 @@ type Generated = LaredoReplicationServiceServer<ReplicationService>;
 pub struct ReplicationServer {
     service: ReplicationService,
     generated: Generated,
+    max_decoding_message_size: Option<usize>,
 }
 
 impl std::fmt::Debug for ReplicationServer {
@@ -50,7 +51,17 @@ impl ReplicationServer {
         Self {
             generated: LaredoReplicationServiceServer::new(service.clone()),
             service,
+            max_decoding_message_size: None,
         }
+    }
+
+    /// The largest request message accepted (tonic's default: 4 MiB); a larger one is
+    /// answered `RESOURCE_EXHAUSTED`.
+    #[must_use]
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.generated = self.generated.max_decoding_message_size(limit);
+        self.max_decoding_message_size = Some(limit);
+        self
     }
 }
 
@@ -76,8 +87,10 @@ where
             return self.generated.call(request);
         }
         let method = SyncMethod(self.service.clone());
+        let limit = self.max_decoding_message_size;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(SyncCodec);
+            let mut grpc =
+                tonic::server::Grpc::new(SyncCodec).apply_max_message_size_config(limit, None);
             Ok(grpc.server_streaming(method, request).await)
         })
     }

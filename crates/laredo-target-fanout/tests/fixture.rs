@@ -104,12 +104,11 @@ pub(crate) fn by_id(rows: impl IntoIterator<Item = Row>) -> HashMap<i64, Row> {
         .collect()
 }
 
-/// Serves the replication service the way laredo-server does: laredo-service's lean
-/// HTTP/2 transport.
+/// Serves the replication service the way laredo-server does (without tokens here).
 async fn serve(engine: Engine, service: ReplicationService) -> SocketAddr {
     let server = laredo_service::GrpcServer::builder(engine)
         .listen("127.0.0.1:0".parse().unwrap())
-        .transport(laredo_service::Transport::Lean)
+        .insecure(true)
         .add_service(service.into_server())
         .bind()
         .await

@@ -7,6 +7,8 @@
 //!   replication on, a free loopback port), cleaned up when the test process exits.
 //! - [`FaultProxy`]: a TCP proxy on loopback that cuts, stalls and restores the
 //!   connections between laredo and the server behind it.
+//! - [`RawH2`]: a raw HTTP/2 client that writes frames as told, for tests of server
+//!   limits (more streams than allowed, a flood of resets).
 //! - [`CountingTarget`], [`memory_kib`], [`process_memory_kib`] and
 //!   [`process_cpu_seconds`]: measure memory and CPU while changes stream into a target
 //!   that keeps nothing.
@@ -30,10 +32,12 @@ mod counting;
 mod observer;
 mod pg;
 mod proxy;
+pub mod raw_h2;
 mod wait;
 
 pub use crate::counting::{CountingTarget, memory_kib, process_cpu_seconds, process_memory_kib};
 pub use crate::observer::{RecordedEvent, TestObserver};
 pub use crate::pg::{PgCluster, PgError, find_pg_bin};
 pub use crate::proxy::FaultProxy;
+pub use crate::raw_h2::{RawFrame, RawH2};
 pub use crate::wait::{wait_until, wait_until_async};
