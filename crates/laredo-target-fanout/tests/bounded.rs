@@ -107,3 +107,59 @@ async fn the_client_past_max_clients_is_refused_naming_it_while_the_others_keep_
         assert!(replica.snapshot().ended.is_none());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rapid_reset_flood_ends_its_connection_while_another_clients_sync_keeps_receiving() {
+    use laredo_test_support::RawH2;
+    use laredo_test_support::raw_h2::frame_type;
+
+    let server = Server::start(
+        FanoutConfig::default(),
+        (0..20).map(|id| item(id, "eu", id)),
+    )
+    .await;
+    let client = server.client().await;
+    let replicas = join(&client, "bystander", 1).await;
+
+    // Sync streams opened and reset at once, thousands of times (CVE-2023-44487).
+    let mut flood = RawH2::connect(server.addr).await.unwrap();
+    let mut stream = 1u32;
+    'flood: for _ in 0..50 {
+        let mut batch = Vec::new();
+        for _ in 0..100 {
+            RawH2::headers(
+                &mut batch,
+                stream,
+                "/laredo.replication.v1.LaredoReplicationService/Sync",
+            );
+            RawH2::reset(&mut batch, stream);
+            stream += 2;
+        }
+        if flood.send(&batch).await.is_err() {
+            break 'flood;
+        }
+    }
+    // The server ends that connection (GOAWAY, then close).
+    let ended = tokio::time::timeout(crate::fixture::WAIT, async {
+        loop {
+            match flood.read_frame().await {
+                Ok(Some(frame)) if frame.kind == frame_type::GOAWAY => {}
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the flooding connection was not closed");
+
+    // The bystander's Sync still receives changes.
+    let last = change(&server, 3).await;
+    server.applied(last).await;
+    let expected = server.rows();
+    for replica in &replicas {
+        replica
+            .wait_rows("the bystander receives the change", || expected.clone())
+            .await;
+        assert!(replica.snapshot().ended.is_none());
+    }
+}
