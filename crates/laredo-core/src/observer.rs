@@ -58,6 +58,10 @@ pub trait EngineObserver: Send + Sync {
         duration: Duration,
     ) {
     }
+    /// A pipeline failed for good (its error policy applied; it is in ERROR now):
+    /// `reason` says why, e.g. a target that panicked or a change that could not be
+    /// applied nor dead-lettered.
+    fn on_pipeline_failed(&self, pipeline_id: &str, reason: &str) {}
     /// A change failed to apply (each retry reports too).
     fn on_change_error(
         &self,
@@ -212,6 +216,7 @@ fan_out! {
     on_rebaseline_triggered(source_id: &str);
     on_change_received(pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, position: &Position);
     on_change_applied(pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, duration: Duration);
+    on_pipeline_failed(pipeline_id: &str, reason: &str);
     on_change_error(pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, error: &str);
     on_ack_advanced(source_id: &str, position: &Position);
     on_buffer_depth_changed(pipeline_id: &str, depth: usize, capacity: usize);

@@ -109,12 +109,16 @@ pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
                 b'-' => -1,
                 _ => return None,
             };
-            let body = &rest[1..];
+            // Not sliced by byte index: the text may hold multi-byte characters.
+            let body = rest.get(1..)?;
+            if !body.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+                return None;
+            }
             let (h, m) = match body.len() {
                 2 => (body.parse::<i64>().ok()?, 0),
-                4 => (body[0..2].parse().ok()?, body[2..4].parse().ok()?),
+                4 => (body.get(0..2)?.parse().ok()?, body.get(2..4)?.parse().ok()?),
                 5 if body.as_bytes()[2] == b':' => {
-                    (body[0..2].parse().ok()?, body[3..5].parse().ok()?)
+                    (body.get(0..2)?.parse().ok()?, body.get(3..5)?.parse().ok()?)
                 }
                 _ => return None,
             };
@@ -264,6 +268,25 @@ mod tests {
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(-719_468), (0, 3, 1));
+    }
+
+    #[test]
+    fn text_with_multibyte_characters_is_no_timestamp_and_no_panic() {
+        for text in [
+            "2024-01-01T00:00:00+1é1",
+            "2024-01-01T00:00:00+é1",
+            "2024-01-01T00:00:00-é",
+            "2024-01-01T00:00:00.5+0é:0",
+        ] {
+            assert_eq!(parse_rfc3339_micros(text), None, "{text}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_after_a_valid_prefix_parses_or_is_refused_without_panic(tail in "\\PC{0,8}") {
+            let _ = parse_rfc3339_micros(&format!("2024-01-01T00:00:00{tail}"));
+        }
     }
 
     #[test]

@@ -201,6 +201,14 @@ impl EngineObserver for StatusEvents {
         c.last_change_at = Some(SystemTime::now());
     }
 
+    fn on_pipeline_failed(&self, pipeline_id: &str, reason: &str) {
+        self.counters
+            .lock()
+            .entry(pipeline_id.to_string())
+            .or_default()
+            .last_error = Some(reason.to_string());
+    }
+
     fn on_change_error(
         &self,
         pipeline_id: &str,

@@ -190,6 +190,9 @@ impl EngineObserver for TestObserver {
             vec![("old", s(old)), ("new", s(new))],
         );
     }
+    fn on_pipeline_failed(&self, pipeline_id: &str, reason: &str) {
+        self.record("PipelineFailed", pipeline_id, vec![("reason", s(reason))]);
+    }
     fn on_baseline_started(&self, pipeline_id: &str, table: &TableIdentifier) {
         self.record("BaselineStarted", pipeline_id, vec![("table", s(table))]);
     }

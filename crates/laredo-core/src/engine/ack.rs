@@ -2,7 +2,10 @@
 //! its live pipelines has made durable.
 //!
 //! Each pipeline confirms positions monotonically. Pipelines in ERROR or STOPPED are
-//! skipped, so an isolated failure does not hold the source's WAL for ever. The ACK
+//! skipped when their target keeps no state across restarts (an in-memory target is
+//! rebuilt by a baseline anyway), so such a failure does not hold the source's WAL for
+//! ever. A failed pipeline whose target retains state (`retains_state`) keeps holding
+//! the ACK at what it made durable: moving past it would lose its changes for good. The ACK
 //! cannot move until every live pipeline has confirmed at least once, and it only ever
 //! moves forward. The lock is held across `source.ack()` so two pipelines advancing at
 //! once cannot acknowledge out of order.
@@ -78,7 +81,8 @@ async fn advance_locked(inner: &Inner, source_idx: usize, state: &mut AckState) 
     let source = &inner.sources[source_idx];
     let mut minimum: Option<&Position> = None;
     for (local_idx, &pipeline_idx) in source.pipelines.iter().enumerate() {
-        if inner.pipelines[pipeline_idx].state().is_terminal() {
+        let pipeline = &inner.pipelines[pipeline_idx];
+        if pipeline.state().is_terminal() && !pipeline.target.retains_state() {
             continue;
         }
         let Some(confirmed) = &state.confirmed[local_idx] else {

@@ -111,7 +111,11 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
         let buffer = Arc::new(ChangeBuffer::new(p.options.buffer_size));
         *p.buffer.lock() = Some(Arc::clone(&buffer));
         buffers.push(Arc::clone(&buffer));
-        consumers.spawn(consume(Arc::clone(&inner), p.idx, Arc::clone(&buffer)));
+        consumers.spawn(consume_guarded(
+            Arc::clone(&inner),
+            p.idx,
+            Arc::clone(&buffer),
+        ));
         if p.options.ttl.is_some() {
             consumers.spawn(scan_ttl(Arc::clone(&inner), p.idx, buffer));
         }
@@ -911,6 +915,7 @@ async fn handle_change(
 pub(crate) async fn fail_pipeline(inner: &Inner, p: &PipelineEntry, reason: &str) {
     let source = &inner.sources[p.source_idx];
     tracing::error!(pipeline = %p.id, policy = %p.options.error_policy, reason, "pipeline failed");
+    inner.observer.on_pipeline_failed(&p.id, reason);
     match p.options.error_policy {
         ErrorPolicy::Isolate => {
             inner.set_state(p, PipelineState::Error, Transition::Bulk);
@@ -938,6 +943,36 @@ pub(crate) async fn fail_pipeline(inner: &Inner, p: &PipelineEntry, reason: &str
     }
     // The failed pipelines left the ACK tracker; the others may now advance.
     ack::advance(inner, p.source_idx).await;
+}
+
+/// Runs a pipeline's consumer in a task of its own and contains its panic: the pipeline
+/// fails at once (its error policy applies, the observer hears why, readiness drops)
+/// instead of stalling its source until shutdown. The buffer keeps being emptied, so
+/// the source never waits on a consumer that is gone; the pipeline's later changes are
+/// dropped, and a reload starts it over.
+async fn consume_guarded(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffer>) {
+    let task = tokio::spawn(consume(
+        Arc::clone(&inner),
+        pipeline_idx,
+        Arc::clone(&buffer),
+    ));
+    let panic = match task.await {
+        Ok(()) => return,
+        Err(e) if e.is_panic() => e.into_panic(),
+        Err(_) => return,
+    };
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let p = &inner.pipelines[pipeline_idx];
+    fail_pipeline(&inner, p, &format!("pipeline task panicked: {message}")).await;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while buffer.pop_batch(&mut batch, MAX_BATCH).await {
+        buffer.recycle(&mut batch);
+        let _ = buffer.take_mark_if_idle();
+    }
 }
 
 /// One pipeline's consumer: applies its buffer to its target until the buffer closes.

@@ -244,3 +244,109 @@ async fn exhausted_retries_go_to_the_dead_letter_store_and_replay() {
     assert_eq!(target.applied.load(Ordering::SeqCst), 2);
     engine.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_panics_puts_its_pipeline_in_error_at_once_and_the_sibling_streams_on() {
+    let source = source_with_users([1]);
+    let healthy = FaultTarget::new("healthy");
+    let buggy = FaultTarget::new("buggy");
+    buggy.panic_when(Some(Box::new(|row| row.get_i64("id") == Some(13))));
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), healthy.clone(), PipelineOptions::default())
+        // A tiny buffer: were the dead consumer's buffer left full, the source would stall.
+        .pipeline(
+            "main",
+            users(),
+            buggy.clone(),
+            PipelineOptions::default().buffer_size(2),
+        )
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    assert!(engine.is_ready());
+
+    source.emit_insert(users(), user(13, "boom")).await;
+    wait_until(
+        "the panicking pipeline in ERROR",
+        Duration::from_secs(1),
+        || state_of(&engine, "main:public.users:buggy") == PipelineState::Error,
+    )
+    .await;
+    let failed = observer.wait_for_event("PipelineFailed", WAIT).await;
+    assert_eq!(failed.subject, "main:public.users:buggy");
+    assert!(
+        failed
+            .field("reason")
+            .unwrap()
+            .contains("target bug on this row"),
+        "{failed:?}"
+    );
+    assert!(!engine.is_ready(), "readiness shows the failed pipeline");
+
+    // Many more changes than the failed pipeline's buffer holds: the sibling gets them all.
+    let mut last = 0;
+    for id in 100..150 {
+        last = source
+            .emit_insert(users(), user(id, "later"))
+            .await
+            .as_u64()
+            .unwrap();
+    }
+    wait_until("the sibling applied every later change", WAIT, || {
+        healthy.inner.lookup(149).is_some()
+    })
+    .await;
+    assert_eq!(
+        state_of(&engine, "main:public.users:healthy"),
+        PipelineState::Streaming
+    );
+    // An in-memory target is rebuilt by a baseline: the ACK moves on without it.
+    wait_until("ack advanced", WAIT, || max_ack(&source) == last).await;
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_pipeline_whose_target_retains_state_holds_the_ack() {
+    let source = source_with_users([1]);
+    let healthy = FaultTarget::new("healthy");
+    let durable = FaultTarget::new("durable");
+    durable.set_retains_state(true);
+    durable.panic_when(Some(Box::new(|row| row.get_i64("id") == Some(7))));
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline("main", users(), healthy.clone(), PipelineOptions::default())
+        .pipeline("main", users(), durable.clone(), PipelineOptions::default())
+        .build()
+        .unwrap();
+    started(&engine).await;
+    let before = source
+        .emit_insert(users(), user(6, "ok"))
+        .await
+        .as_u64()
+        .unwrap();
+    wait_until("acked before the failure", WAIT, || {
+        max_ack(&source) == before
+    })
+    .await;
+    source.emit_insert(users(), user(7, "boom")).await;
+    let after = source
+        .emit_insert(users(), user(8, "later"))
+        .await
+        .as_u64()
+        .unwrap();
+    wait_until("the sibling applied the later change", WAIT, || {
+        healthy.inner.lookup(8).is_some()
+    })
+    .await;
+    wait_until("the durable pipeline failed", WAIT, || {
+        state_of(&engine, "main:public.users:durable") == PipelineState::Error
+    })
+    .await;
+    assert!(after > before);
+    // Its changes from 7 on were never made durable: the ACK stays where it was.
+    assert_eq!(max_ack(&source), before);
+    engine.stop().await.unwrap();
+}

@@ -99,6 +99,7 @@ pub(crate) struct FaultTarget {
     type_name: String,
     fail_next: AtomicU32,
     fail_when: Mutex<Option<RowPredicate>>,
+    panic_when: Mutex<Option<RowPredicate>>,
     durable: AtomicBool,
     retains_state: AtomicBool,
     gate: watch::Sender<bool>,
@@ -117,6 +118,7 @@ impl FaultTarget {
             type_name: type_name.to_string(),
             fail_next: AtomicU32::new(0),
             fail_when: Mutex::new(None),
+            panic_when: Mutex::new(None),
             durable: AtomicBool::new(true),
             retains_state: AtomicBool::new(false),
             gate: watch::Sender::new(true),
@@ -140,6 +142,12 @@ impl FaultTarget {
     /// Changes whose row matches fail (until cleared with `None`).
     pub(crate) fn fail_when(&self, predicate: Option<RowPredicate>) {
         *self.fail_when.lock() = predicate;
+    }
+
+    /// Applying a change whose row matches panics (a bug in a target, for real: the
+    /// engine must contain it).
+    pub(crate) fn panic_when(&self, predicate: Option<RowPredicate>) {
+        *self.panic_when.lock() = predicate;
     }
 
     pub(crate) fn set_durable(&self, durable: bool) {
@@ -180,6 +188,11 @@ impl FaultTarget {
         {
             return Err(TargetError::new(format!("injected failure for {row}")));
         }
+        let panics = match (row, &*self.panic_when.lock()) {
+            (Some(row), Some(predicate)) => predicate(row),
+            _ => false,
+        };
+        assert!(!panics, "target bug on this row");
         Ok(())
     }
 
