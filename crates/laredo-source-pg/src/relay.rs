@@ -206,3 +206,51 @@ async fn remove(socket: &Path, dir: &Path) {
     let _ = tokio::fs::remove_file(socket).await;
     let _ = tokio::fs::remove_dir(dir).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A foreign process that connects to the relay socket first is dropped, and the
+    /// relay takes the connection from its own process.
+    #[tokio::test]
+    async fn only_a_connection_from_this_process_is_taken() {
+        let dir = private_dir().await.unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "only this user may enter");
+        let socket = dir.join(".s.PGSQL.5432");
+        let listener = UnixListener::bind(&socket).unwrap();
+
+        let script = "import socket, sys\n\
+                      s = socket.socket(socket.AF_UNIX)\n\
+                      s.connect(sys.argv[1])\n\
+                      print('connected', flush=True)\n\
+                      print('closed' if s.recv(1) == b'' else 'data', flush=True)\n";
+        let mut foreign = Command::new("python3")
+            .args(["-c", script])
+            .arg(&socket)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut lines = std::io::BufReader::new(foreign.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "connected");
+
+        let _own = UnixStream::connect(&socket).await.unwrap();
+        let taken = accept_own(&listener).await.unwrap();
+        assert_eq!(
+            taken.peer_cred().unwrap().pid(),
+            i32::try_from(std::process::id()).ok()
+        );
+        let answer = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(answer, "closed", "the foreign connection is dropped");
+        foreign.wait().unwrap();
+        remove(&socket, &dir).await;
+        assert!(!dir.exists());
+    }
+}
