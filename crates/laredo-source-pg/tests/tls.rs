@@ -122,6 +122,56 @@ async fn verify_full_with_the_right_ca_and_host_streams_over_tls_on_both_connect
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_source_reconnects_over_tls_after_its_walsender_is_killed() {
+    let tls = TlsCluster::shared();
+    let pg = tls.cluster();
+    let db = setup(pg, "tls_reconnect", 10);
+    let url = format!(
+        "postgresql://postgres@localhost:{}/{db}?sslmode=verify-full&sslrootcert={}",
+        pg.port(),
+        tls.ca_file().display()
+    );
+    let config = source_config(url, &db).slot_mode(SlotMode::Stateful);
+    let source = Arc::new(PgSource::new(config).unwrap());
+    let target = Arc::new(ModelTarget::default());
+    let engine = start_engine(source, target.clone(), TestObserver::new()).await;
+    let walsender = format!(
+        "SELECT r.pid || ':' || s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s ON s.pid = r.pid \
+         JOIN pg_stat_activity a ON a.pid = r.pid WHERE a.datname = '{db}'"
+    );
+    let mut first = String::new();
+    wait_until("the first walsender streams", WAIT, || {
+        first = pg.psql(&db, &walsender).unwrap();
+        !first.is_empty()
+    })
+    .await;
+    assert!(first.ends_with(":true"), "{first}");
+    let pid = first.trim_end_matches(":true");
+    pg.psql(&db, &format!("SELECT pg_terminate_backend({pid})"))
+        .unwrap();
+
+    // The stream reconnects on its own (a new walsender, TLS again) and goes on
+    // without a re-baseline.
+    let mut second = String::new();
+    wait_until("a new walsender streams", WAIT, || {
+        second = pg.psql(&db, &walsender).unwrap();
+        !second.is_empty() && second != first
+    })
+    .await;
+    assert!(
+        second.ends_with(":true"),
+        "the new walsender is TLS: {second}"
+    );
+    pg.psql(&db, "INSERT INTO t VALUES (11, 7)").unwrap();
+    wait_until("the change after the reconnect arrives", WAIT, || {
+        target.row(11).is_some()
+    })
+    .await;
+    assert_eq!(target.model.lock().baseline_rows, 10, "no re-baseline");
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_accepts_an_ip_address_in_the_certificate_in_key_value_form() {
     let tls = TlsCluster::shared();
     let pg = tls.cluster();
