@@ -7,7 +7,7 @@ use std::time::Duration;
 use laredo_core::{SyncSource, table};
 use laredo_source_pg::replication::{ConnectionParams, create_slot_with_snapshot};
 use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, SlotMode};
-use laredo_test_support::{PgCluster, TestObserver, TlsCluster, wait_until};
+use laredo_test_support::{PgCluster, TestCa, TestObserver, TlsCluster, wait_until};
 
 use super::source::{ModelTarget, start_engine};
 
@@ -262,16 +262,14 @@ async fn require_against_a_server_without_tls_fails_instead_of_falling_back_to_p
     assert_eq!(pg.psql("postgres", "SHOW ssl").unwrap(), "off");
     let db = setup(pg, "tls_require", 1);
     let url = |mode: &str| format!("{}?sslmode={mode}", pg.connection_string(&db));
+    let ca = pg.root().join(format!("ca_{db}.pem"));
+    std::fs::write(&ca, TestCa::new("unused CA").unwrap().cert_pem()).unwrap();
     for mode in ["require", "verify-ca", "verify-full"] {
         // verify-* need a root certificate before they even connect: give one.
         let url = if mode == "require" {
             url(mode)
         } else {
-            format!(
-                "{}&sslrootcert={}",
-                url(mode),
-                TlsCluster::shared().ca_file().display()
-            )
+            format!("{}&sslrootcert={}", url(mode), ca.display())
         };
         let query = query_connection_error(&url, &db).await;
         assert!(
