@@ -58,7 +58,8 @@ pub enum SlotMode {
 #[serde(default)]
 #[non_exhaustive]
 pub struct PgSourceConfig {
-    /// libpq connection URI (required). Redacted in dumps.
+    /// libpq connection URI or `key=value` string (required), TLS keys (`sslmode`,
+    /// `sslrootcert`, `sslcert`, `sslkey`, ...) included. Redacted in dumps as a whole.
     pub connection: String,
     /// Slot lifetime; default `ephemeral`.
     pub slot_mode: SlotMode,

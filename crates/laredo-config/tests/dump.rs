@@ -76,3 +76,20 @@ fn complete_dump_round_trips_apart_from_secrets() {
     assert_eq!(reparsed.to_json(), original.to_json());
     assert_ne!(reparsed, original, "secrets must not survive the dump");
 }
+
+#[test]
+fn a_tls_connection_string_is_accepted_and_its_key_password_redacted() {
+    let config = parse(
+        r#"
+sources.pg { type = pg, connection = "postgresql://laredo@db:5432/app?sslmode=verify-full&sslrootcert=/etc/laredo/ca.pem&sslcert=/etc/laredo/client.crt&sslkey=/etc/laredo/client.key&sslpassword=keypass" }
+tables = [{ source = pg, schema = public, table = users, targets = [{ type = indexed-memory, lookup_fields = [id] }] }]
+"#,
+    );
+    assert_eq!(config.to_json()["sources"]["pg"]["connection"], "***");
+    for text in [config.to_json_string(), config.to_hocon_string()] {
+        assert!(
+            !text.contains("keypass"),
+            "sslpassword leaked into:\n{text}"
+        );
+    }
+}

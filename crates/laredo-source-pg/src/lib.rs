@@ -47,17 +47,25 @@
 //!
 //! The building blocks are public too: [`pgoutput`] (the message decoder), [`types`]
 //! (text values), [`catalog`] (columns, validation, publications), [`baseline`] (the
-//! streamed COPY) and [`replication`] (slot creation with an exported snapshot).
+//! streamed COPY), [`replication`] (slot creation with an exported snapshot) and
+//! [`tls`] (libpq's `sslmode` semantics on rustls, for both connections).
+//!
+//! TLS is always compiled in (rustls with the aws-lc-rs provider, as tonic in this
+//! workspace); the connection string's `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
+//! choose it, as with libpq.
 
 pub mod baseline;
 pub mod binary;
 pub mod catalog;
 pub mod config;
 pub mod pgoutput;
+mod relay;
 pub mod replication;
 mod source;
+pub mod tls;
 pub mod types;
 
 pub use crate::catalog::PublicationConfig;
 pub use crate::config::{PgSourceConfig, ReconnectPolicy, SlotMode};
 pub use crate::source::{PgSource, format_lsn, parse_lsn};
+pub use crate::tls::{SslMode, SslNegotiation, TlsSettings};

@@ -8,11 +8,14 @@
 //! every change exactly once. The snapshot lives only until the next command on the
 //! replication session, so the baseline must finish before [`ReplicationClient::start`].
 
+use std::net::IpAddr;
 use std::str::FromStr;
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, TlsConfig};
 
 use crate::catalog::quote_ident;
+use crate::relay::{self, Route};
+use crate::tls::{self, TlsError, TlsSettings};
 use crate::types::SESSION_SETTINGS;
 
 /// A replication setup failure.
@@ -22,6 +25,9 @@ pub enum ReplicationError {
     /// The connection string is not usable.
     #[error("invalid connection string: {0}")]
     ConnectionString(String),
+    /// The TLS leg of the replication connection failed (see [`crate::tls`]).
+    #[error("opening the replication connection")]
+    Tls(#[source] TlsError),
     /// The replication session failed.
     #[error("{what}")]
     Session {
@@ -54,6 +60,27 @@ pub struct ConnectionParams {
     pub password: String,
     /// Database.
     pub database: String,
+    /// `hostaddr`: the address to connect to instead of resolving `host` (which is
+    /// still the name TLS verifies).
+    pub hostaddr: Option<IpAddr>,
+    /// The `ssl*` settings.
+    pub tls: TlsSettings,
+}
+
+/// Reads a libpq connection string (URI or `key=value`): tokio-postgres's settings and,
+/// apart, the TLS settings that laredo implements itself (see [`crate::tls`]).
+///
+/// # Errors
+/// A string that does not parse, or a TLS key with a bad value; the message names the
+/// key.
+pub fn parse_connection_string(
+    connection_string: &str,
+) -> Result<(tokio_postgres::Config, TlsSettings), ReplicationError> {
+    let (rest, settings) = tls::split(connection_string)
+        .map_err(|e| ReplicationError::ConnectionString(e.to_string()))?;
+    let config = tokio_postgres::Config::from_str(&rest)
+        .map_err(|e| ReplicationError::ConnectionString(e.to_string()))?;
+    Ok((config, settings))
 }
 
 impl ConnectionParams {
@@ -63,8 +90,7 @@ impl ConnectionParams {
     /// # Errors
     /// When the string does not parse or names no TCP host.
     pub fn parse(connection_string: &str) -> Result<Self, ReplicationError> {
-        let config = tokio_postgres::Config::from_str(connection_string)
-            .map_err(|e| ReplicationError::ConnectionString(e.to_string()))?;
+        let (config, tls) = parse_connection_string(connection_string)?;
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
             Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
@@ -83,8 +109,35 @@ impl ConnectionParams {
                 .unwrap_or_default(),
             database: config.get_dbname().unwrap_or(&user).to_string(),
             user,
+            hostaddr: config.get_hostaddrs().first().copied(),
+            tls,
         })
     }
+}
+
+/// Points `config` (built for `params`) at the server: directly without TLS, or through
+/// a TLS relay when the settings call for TLS (see [`crate::relay`]).
+///
+/// # Errors
+/// The TLS leg cannot be opened: unreachable server, no TLS under `require` or
+/// stricter, a failed verification, an unusable certificate file.
+pub(crate) async fn route(
+    params: &ConnectionParams,
+    config: &mut ReplicationConfig,
+) -> Result<(), ReplicationError> {
+    config.tls = TlsConfig::disabled();
+    match relay::open(params).await.map_err(ReplicationError::Tls)? {
+        Route::Direct => {
+            if let Some(addr) = params.hostaddr {
+                config.host = addr.to_string();
+            }
+        }
+        Route::Relay { dir, port } => {
+            config.host = dir.display().to_string();
+            config.port = port;
+        }
+    }
+    Ok(())
 }
 
 /// The `-c name=value` options that pin a session's settings (see
@@ -131,9 +184,9 @@ pub async fn create_slot_with_snapshot(
         publication,
     );
     config.port = params.port;
-    config.tls = TlsConfig::disabled();
     config.start_lsn = Lsn(0);
     config.options = Some(session_options());
+    route(params, &mut config).await?;
     let mut client = ReplicationClient::connect_gated(config)
         .await
         .map_err(|source| ReplicationError::Session {

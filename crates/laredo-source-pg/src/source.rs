@@ -14,7 +14,6 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,17 +27,20 @@ use laredo_core::{
 };
 use parking_lot::Mutex;
 use pgwire_replication::{
-    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig,
+    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
 };
 use tokio::sync::{Notify, watch};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::baseline::TableCopy;
 use crate::catalog::{self, quote_ident};
 use crate::config::{PgSourceConfig, SlotMode};
 use crate::pgoutput::{self, Message, OldTuple, Relation, Tuple, TupleValue};
-use crate::replication::{ConnectionParams, create_slot_with_snapshot, session_options};
+use crate::replication::{
+    self, ConnectionParams, create_slot_with_snapshot, parse_connection_string, session_options,
+};
+use crate::tls::{self, MakeRustlsConnect, RustlsStream, SslMode};
 use crate::types::parse_text;
 
 /// The longest a catalog query on the query connection may take before the connection
@@ -72,6 +74,10 @@ impl std::fmt::Debug for PgSource {
 struct Pending {
     client: ReplicationClient,
 }
+
+/// The I/O half of a query connection (plaintext or TLS).
+type QueryConnection =
+    tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream<tokio_postgres::Socket>>;
 
 struct Inner {
     config: PgSourceConfig,
@@ -230,32 +236,65 @@ impl Inner {
     }
 
     /// A query connection whose I/O future the caller drives (it must be polled for
-    /// the client to make progress).
-    async fn connect_unspawned(
-        &self,
-    ) -> Result<
-        (
-            Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-        ),
-        SourceError,
-    > {
-        let mut config = tokio_postgres::Config::from_str(&self.config.connection_string)
+    /// the client to make progress). TLS as the connection string's `sslmode` says.
+    async fn connect_unspawned(&self) -> Result<(Client, QueryConnection), SourceError> {
+        let (mut config, settings) = parse_connection_string(&self.config.connection_string)
             .map_err(|e| other("invalid PostgreSQL connection string", e))?;
         config.options(session_options());
         config.application_name("laredo");
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         config.connect_timeout(QUERY_TIMEOUT);
-        config.connect(NoTls).await.map_err(|e| {
+        let failed = |e: tokio_postgres::Error| {
             other(
                 format!(
-                    "cannot connect to PostgreSQL at {}:{}",
+                    "cannot connect to PostgreSQL at {}:{} (sslmode={})",
+                    self.params.host, self.params.port, settings.mode
+                ),
+                e,
+            )
+        };
+        // libpq ignores sslmode on Unix sockets.
+        let unix_only = config
+            .get_hosts()
+            .iter()
+            .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)));
+        if settings.mode == SslMode::Disable || (unix_only && !config.get_hosts().is_empty()) {
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            return config
+                .connect(MakeRustlsConnect::plaintext())
+                .await
+                .map_err(failed);
+        }
+        let tls_client = tls::client_config(&settings).await.map_err(|e| {
+            other(
+                format!(
+                    "TLS settings for PostgreSQL at {}:{}",
                     self.params.host, self.params.port
                 ),
                 e,
             )
-        })
+        })?;
+        let connector = MakeRustlsConnect::new(tls_client);
+        if settings.negotiation == tls::SslNegotiation::Direct {
+            config.ssl_negotiation(tokio_postgres::config::SslNegotiation::Direct);
+        }
+        let ssl_mode = match settings.mode {
+            SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        };
+        config.ssl_mode(ssl_mode);
+        match config.connect(connector.clone()).await {
+            Ok(connected) => Ok(connected),
+            Err(plain_error) if settings.mode == SslMode::Allow => {
+                // libpq's `allow`: the plaintext attempt failed, try once more with TLS.
+                tracing::debug!(error = %plain_error, "plaintext connection refused; sslmode=allow retries with TLS");
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                config.connect(connector).await.map_err(failed)
+            }
+            Err(e) => Err(failed(e)),
+        }
     }
 
     /// Reads the server's WAL end on the query connection every few seconds, so lag
@@ -315,7 +354,6 @@ impl Inner {
             self.config.publication.name.as_str(),
         );
         config.port = p.port;
-        config.tls = TlsConfig::disabled();
         config.start_lsn = Lsn(start_lsn);
         config.ack_lsn = Some(Lsn(self.acked.load(AtomicOrdering::SeqCst)));
         config.options = Some(session_options());
@@ -1275,14 +1313,21 @@ impl PgSource {
             Some(_) => {}
         }
         let acked = inner.acked.load(AtomicOrdering::SeqCst);
-        ReplicationClient::connect(inner.replication_config(&slot, acked))
+        let mut config = inner.replication_config(&slot, acked);
+        replication::route(&inner.params, &mut config)
             .await
             .map_err(|e| {
                 other(
                     format!("opening the replication stream of slot {slot:?}"),
                     e,
                 )
-            })
+            })?;
+        ReplicationClient::connect(config).await.map_err(|e| {
+            other(
+                format!("opening the replication stream of slot {slot:?}"),
+                e,
+            )
+        })
     }
 
     async fn run_session(

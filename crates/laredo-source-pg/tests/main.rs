@@ -671,3 +671,4 @@ mod handoff {
 }
 mod binary;
 mod source;
+mod tls;

@@ -5,6 +5,9 @@
 //! - [`wait_until`]: wait for a condition with a timeout instead of sleeping.
 //! - [`PgCluster`]: a throwaway PostgreSQL cluster (initdb in a temp dir, logical
 //!   replication on, a free loopback port), cleaned up when the test process exits.
+//! - [`TlsCluster`], [`TestCa`] and [`ServerTls`]: a throwaway cluster with `ssl = on`
+//!   and a certificate from a CA made in the test (rcgen), with the client files
+//!   (CA, an unrelated CA, a client certificate) beside it.
 //! - [`FaultProxy`]: a TCP proxy on loopback that cuts, stalls and restores the
 //!   connections between laredo and the server behind it.
 //! - [`RawH2`]: a raw HTTP/2 client that writes frames as told, for tests of server
@@ -33,11 +36,13 @@ mod observer;
 mod pg;
 mod proxy;
 pub mod raw_h2;
+mod tls;
 mod wait;
 
 pub use crate::counting::{CountingTarget, memory_kib, process_cpu_seconds, process_memory_kib};
 pub use crate::observer::{RecordedEvent, TestObserver};
-pub use crate::pg::{PgCluster, PgError, find_pg_bin};
+pub use crate::pg::{PgCluster, PgError, ServerTls, find_pg_bin};
 pub use crate::proxy::FaultProxy;
 pub use crate::raw_h2::{RawFrame, RawH2};
+pub use crate::tls::{Issued, TestCa, TlsCluster};
 pub use crate::wait::{wait_until, wait_until_async};

@@ -34,6 +34,12 @@ impl std::fmt::Display for PgError {
 
 impl std::error::Error for PgError {}
 
+impl PgError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 fn err(message: impl Into<String>) -> PgError {
     PgError(message.into())
 }
@@ -56,6 +62,41 @@ pub fn find_pg_bin() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// TLS for a test cluster ([`PgCluster::start_tls`]): PEM texts, typically from a
+/// [`TestCa`](crate::TestCa).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server certificate (chain).
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+    /// A CA's certificate and a role name: the server then accepts certificates from
+    /// that CA and requires one (`hostssl ... cert`) for that role, over TLS only.
+    pub client_certificates: Option<(String, String)>,
+}
+
+fn append(path: &Path, text: &str) -> Result<(), PgError> {
+    let mut current = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    current.push_str(text);
+    std::fs::write(path, current).map_err(|e| err(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Writes `text` to a new file only its owner may read (0600).
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), PgError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| err(format!("cannot write {}: {e}", path.display())))
 }
 
 /// A running throwaway cluster; see the module docs.
@@ -105,6 +146,20 @@ impl PgCluster {
     /// When PostgreSQL is not installed, or initdb or the server fails (the message
     /// includes the server log).
     pub fn start() -> Result<Self, PgError> {
+        Self::start_with(None)
+    }
+
+    /// Creates and starts a cluster with `ssl = on` and `tls`'s certificate (see
+    /// [`ServerTls`]); plaintext connections stay allowed, so the same cluster serves
+    /// every `sslmode`.
+    ///
+    /// # Errors
+    /// As [`PgCluster::start`], and when the certificate files cannot be written.
+    pub fn start_tls(tls: &ServerTls) -> Result<Self, PgError> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ServerTls>) -> Result<Self, PgError> {
         let bin = find_pg_bin().ok_or_else(|| {
             err("PostgreSQL server binaries not found: run `cargo xtask deps` or set LAREDO_PG_BIN")
         })?;
@@ -129,6 +184,9 @@ impl PgCluster {
         };
         cluster.spawn_watchdog()?;
         cluster.initdb()?;
+        if let Some(tls) = tls {
+            cluster.configure_tls(tls)?;
+        }
         cluster.start_server()?;
         Ok(cluster)
     }
@@ -247,12 +305,50 @@ impl PgCluster {
             port = self.port,
             socket = self.root.display()
         );
-        let path = self.data_dir().join("postgresql.conf");
-        let mut current = std::fs::read_to_string(&path)
-            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-        current.push_str(&config);
-        std::fs::write(&path, current)
-            .map_err(|e| err(format!("cannot write {}: {e}", path.display())))
+        append(&self.data_dir().join("postgresql.conf"), &config)
+    }
+
+    /// Writes the server's certificate files into the data directory (owned by the
+    /// server's user, the key 0600 as the server insists) and turns TLS on.
+    fn configure_tls(&self, tls: &ServerTls) -> Result<(), PgError> {
+        let data = self.data_dir();
+        let mut files = vec![
+            ("server.crt", tls.cert_pem.as_str()),
+            ("server.key", tls.key_pem.as_str()),
+        ];
+        let mut config =
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n".to_string();
+        if let Some((ca_pem, _)) = &tls.client_certificates {
+            files.push(("client_ca.crt", ca_pem.as_str()));
+            config.push_str("ssl_ca_file = 'client_ca.crt'\n");
+        }
+        let owner = if self.as_postgres {
+            Some(postgres_ids()?)
+        } else {
+            None
+        };
+        for (name, pem) in files {
+            let path = data.join(name);
+            write_private(&path, pem)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| err(format!("cannot chown {}: {e}", path.display())))?;
+            }
+        }
+        append(&data.join("postgresql.conf"), &config)?;
+        if let Some((_, user)) = &tls.client_certificates {
+            // pg_hba.conf is read top down: the certificate lines go before initdb's trust lines.
+            let path = data.join("pg_hba.conf");
+            let current = std::fs::read_to_string(&path)
+                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+            let lines = format!(
+                "hostssl all {user} 127.0.0.1/32 cert\nhostssl replication {user} 127.0.0.1/32 cert\n\
+                 host all {user} 127.0.0.1/32 reject\nhost replication {user} 127.0.0.1/32 reject\n"
+            );
+            std::fs::write(&path, lines + &current)
+                .map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 
     fn start_server(&self) -> Result<(), PgError> {

@@ -48,3 +48,62 @@ fn a_crash_restart_keeps_committed_data_and_drop_cleans_up() {
         "the server is stopped"
     );
 }
+
+#[test]
+fn a_tls_cluster_serves_tls_with_the_test_ca() {
+    use laredo_test_support::TlsCluster;
+    let tls = TlsCluster::shared();
+    let pg = tls.cluster();
+    assert_eq!(pg.psql("postgres", "SHOW ssl").unwrap(), "on");
+    // psql (libpq) verifying the server's certificate against the test CA, by host
+    // name and by IP address.
+    for host in ["localhost", "127.0.0.1"] {
+        let out = std::process::Command::new(pg.program("psql"))
+            .args(["-X", "-A", "-t", "-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"])
+            .arg(format!(
+                "host={host} port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+                pg.port(),
+                tls.ca_file().display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+    }
+    // The certificate role gets in with its certificate, and not without one.
+    let cert_login = |extra: &str| {
+        std::process::Command::new(pg.program("psql"))
+            .args(["-X", "-A", "-t", "-c", "SELECT current_user"])
+            .arg(format!(
+                "host=127.0.0.1 port={} user={} dbname=postgres sslmode=verify-ca sslrootcert={} {extra}",
+                pg.port(),
+                TlsCluster::CERT_USER,
+                tls.ca_file().display()
+            ))
+            .output()
+            .unwrap()
+    };
+    let out = cert_login(&format!(
+        "sslcert={} sslkey={}",
+        tls.client_cert_file().display(),
+        tls.client_key_file().display()
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        TlsCluster::CERT_USER
+    );
+    assert!(
+        !cert_login("sslcert=/nonexistent sslkey=/nonexistent")
+            .status
+            .success()
+    );
+}
