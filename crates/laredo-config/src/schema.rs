@@ -156,6 +156,7 @@ const PUBLICATION: Node = Node::Object(&Obj {
     fields: &[
         opt("name", NON_EMPTY_STR),
         opt("create", BOOL),
+        opt("adopt_existing", BOOL),
         opt("publish", NON_EMPTY_STR),
         opt(
             "tables",

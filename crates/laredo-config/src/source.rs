@@ -104,8 +104,12 @@ pub struct PublicationConfig {
     /// Publication name; `None` means `{slot_name}_pub`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Create the publication and keep its table list in sync; default false (it must exist).
+    /// Create the publication when missing and keep the table list of a publication
+    /// laredo created in step; default false (it must exist, and is never altered).
     pub create: bool,
+    /// With `create`, also take over an existing publication laredo did not create
+    /// (altered to match the configuration); default false.
+    pub adopt_existing: bool,
     /// Operations published; default `"insert, update, delete, truncate"`.
     pub publish: String,
     /// PostgreSQL 15+ row filters and column lists, keyed by `"schema.table"`.
@@ -117,6 +121,7 @@ impl Default for PublicationConfig {
         Self {
             name: None,
             create: false,
+            adopt_existing: false,
             publish: DEFAULT_PUBLISH.to_owned(),
             tables: BTreeMap::new(),
         }

@@ -198,6 +198,7 @@ pub(crate) fn pg_source(id: &str, pg: &PgConfig) -> Result<PgSource, String> {
     let path = format!("sources.{id}");
     let mut publication =
         PublicationConfig::new(pg.publication_name()).create_missing(pg.publication.create);
+    publication.adopt_existing = pg.publication.adopt_existing;
     publication.publish = pg
         .publication
         .publish

@@ -27,9 +27,10 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 /// The methods of `laredo.v1.LaredoOAMService` that change something (reload, pause,
-/// resume, reset, drain, snapshots, dead-letter replay and purge, replay): the default
-/// [admin methods](crate::GrpcServerBuilder::admin_methods). The read-only methods
-/// (status, readiness, tables, schemas, listing snapshots and dead letters) stay open.
+/// resume, reset, drain, snapshots, dead-letter replay and purge, replay): the admin
+/// methods, to which [`admin_methods`](crate::GrpcServerBuilder::admin_methods) adds.
+/// The read-only methods (status, readiness, tables, schemas, listing snapshots and dead
+/// letters) need a read or an admin token.
 pub const OAM_ADMIN_METHODS: &[&str] = &[
     "/laredo.v1.LaredoOAMService/ReloadTable",
     "/laredo.v1.LaredoOAMService/ReloadAll",

@@ -35,6 +35,30 @@ pub enum CatalogError {
     /// The publication does not exist and creating it is off.
     #[error("publication {0:?} does not exist and publication.create is false")]
     PublicationMissing(String),
+    /// A publication laredo may not change lacks tables or operations it needs.
+    #[error(
+        "publication {name:?} {}; laredo never alters a publication it did not create: \
+         add them (ALTER PUBLICATION), or let laredo manage it with publication.create = \
+         true and publication.adopt_existing = true",
+        describe_missing(missing_tables, missing_operations)
+    )]
+    PublicationIncomplete {
+        /// The publication.
+        name: String,
+        /// Configured tables it does not publish.
+        missing_tables: Vec<TableIdentifier>,
+        /// Configured operations it does not publish.
+        missing_operations: Vec<String>,
+    },
+    /// Row filters or column lists are configured for a publication laredo may not
+    /// change.
+    #[error(
+        "publication {0:?}: row filters and column lists (publication.tables) are set by \
+         laredo only on a publication it manages (publication.create = true, and \
+         adopt_existing = true for one it did not create); set them on the publication \
+         yourself and remove them from the configuration"
+    )]
+    FiltersNeedManagedPublication(String),
     /// The server is too old for a configured feature.
     #[error("{feature} needs PostgreSQL 15 or later; the server is {server_version}")]
     Unsupported {
@@ -44,6 +68,24 @@ pub enum CatalogError {
         server_version: i32,
     },
 }
+
+fn describe_missing(tables: &[TableIdentifier], operations: &[String]) -> String {
+    let tables: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    match (tables.is_empty(), operations.is_empty()) {
+        (false, false) => format!(
+            "does not publish the tables {} nor the operations {}",
+            tables.join(", "),
+            operations.join(", ")
+        ),
+        (false, true) => format!("does not publish the tables {}", tables.join(", ")),
+        (true, false) => format!("does not publish the operations {}", operations.join(", ")),
+        (true, true) => "publishes everything needed".to_owned(),
+    }
+}
+
+/// The comment that marks a publication laredo created (and so may change).
+pub const MANAGED_COMMENT: &str =
+    "managed by laredo: its tables and operations follow laredo's configuration";
 
 fn query_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> CatalogError {
     let what = what.into();
@@ -176,6 +218,10 @@ pub struct PublicationConfig {
     pub row_filters: BTreeMap<TableIdentifier, String>,
     /// Per-table column lists (PostgreSQL 15+).
     pub column_lists: BTreeMap<TableIdentifier, Vec<String>>,
+    /// With `create`, also take over an existing publication laredo did not create
+    /// (it is then altered to match, and marked as laredo's). Off by default: a
+    /// publication an operator made may serve other consumers.
+    pub adopt_existing: bool,
 }
 
 impl PublicationConfig {
@@ -190,6 +236,7 @@ impl PublicationConfig {
                 .to_vec(),
             row_filters: BTreeMap::new(),
             column_lists: BTreeMap::new(),
+            adopt_existing: false,
         }
     }
 
@@ -202,16 +249,105 @@ impl PublicationConfig {
     }
 }
 
-/// Makes the publication publish exactly `tables` as configured: creates it (when
-/// allowed) or resets its table list, operations, row filters and column lists.
+/// Makes sure the publication publishes `tables` as configured, changing only a
+/// publication laredo may change:
+///
+/// - missing: created when `create` is on (and marked with [`MANAGED_COMMENT`]),
+///   otherwise [`CatalogError::PublicationMissing`];
+/// - laredo's own (marked), or adopted (`create` and `adopt_existing`): its table list,
+///   operations, row filters and column lists are set to the configuration;
+/// - anyone else's: never altered. It must already publish every configured table
+///   (or `FOR ALL TABLES`) and operation, else [`CatalogError::PublicationIncomplete`]
+///   names what is missing; row filters and column lists cannot be configured for it
+///   ([`CatalogError::FiltersNeedManagedPublication`]).
 ///
 /// # Errors
-/// A missing publication with `create` off, row filters or column lists on a server
-/// older than 15, or a failed statement.
+/// As above, row filters or column lists on a server older than 15, or a failed
+/// statement.
 pub async fn sync_publication(
     client: &Client,
     config: &PublicationConfig,
     tables: &[TableIdentifier],
+) -> Result<(), CatalogError> {
+    let found = client
+        .query_opt(
+            "SELECT p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, \
+                    coalesce(obj_description(p.oid, 'pg_publication'), '') \
+             FROM pg_publication p WHERE p.pubname = $1",
+            &[&config.name],
+        )
+        .await
+        .map_err(query_error(format!(
+            "looking up publication {:?}",
+            config.name
+        )))?;
+    let Some(found) = found else {
+        if !config.create {
+            return Err(CatalogError::PublicationMissing(config.name.clone()));
+        }
+        return write_publication(client, config, tables, false).await;
+    };
+    let ours = found.get::<_, String>(5) == MANAGED_COMMENT;
+    if config.create && (ours || config.adopt_existing) {
+        if !ours {
+            tracing::warn!(
+                publication = config.name,
+                "adopting an existing publication (publication.adopt_existing): its tables \
+                 and operations now follow the configuration"
+            );
+        }
+        return write_publication(client, config, tables, true).await;
+    }
+    if !config.row_filters.is_empty() || !config.column_lists.is_empty() {
+        return Err(CatalogError::FiltersNeedManagedPublication(
+            config.name.clone(),
+        ));
+    }
+    let all_tables: bool = found.get(0);
+    let published = [
+        ("insert", found.get::<_, bool>(1)),
+        ("update", found.get::<_, bool>(2)),
+        ("delete", found.get::<_, bool>(3)),
+        ("truncate", found.get::<_, bool>(4)),
+    ];
+    let missing_operations: Vec<String> = config
+        .publish
+        .iter()
+        .filter(|op| {
+            published
+                .iter()
+                .any(|(name, on)| name.eq_ignore_ascii_case(op.trim()) && !on)
+        })
+        .map(|op| op.trim().to_owned())
+        .collect();
+    let missing_tables = if all_tables {
+        Vec::new()
+    } else {
+        let have = publication_tables(client, &config.name).await?;
+        tables
+            .iter()
+            .filter(|t| !have.contains(t))
+            .cloned()
+            .collect()
+    };
+    if missing_tables.is_empty() && missing_operations.is_empty() {
+        Ok(())
+    } else {
+        Err(CatalogError::PublicationIncomplete {
+            name: config.name.clone(),
+            missing_tables,
+            missing_operations,
+        })
+    }
+}
+
+/// Creates the publication (`exists` false) or sets it to the configuration, and marks
+/// it as laredo's.
+async fn write_publication(
+    client: &Client,
+    config: &PublicationConfig,
+    tables: &[TableIdentifier],
+    exists: bool,
 ) -> Result<(), CatalogError> {
     let version = server_version(client).await?;
     if !config.row_filters.is_empty() && version < PG15 {
@@ -225,20 +361,6 @@ pub async fn sync_publication(
             feature: "publication column lists",
             server_version: version,
         });
-    }
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&config.name],
-        )
-        .await
-        .map_err(query_error(format!(
-            "looking up publication {:?}",
-            config.name
-        )))?
-        .is_some();
-    if !exists && !config.create {
-        return Err(CatalogError::PublicationMissing(config.name.clone()));
     }
     let mut spec = String::new();
     for (idx, table) in tables.iter().enumerate() {
@@ -257,7 +379,7 @@ pub async fn sync_publication(
     let name = quote_ident(&config.name);
     let publish = config.publish.join(", ").replace('\'', "''");
     // A source always has at least one table; an empty list leaves the tables alone.
-    let statements = match (exists, tables.is_empty()) {
+    let mut statements = match (exists, tables.is_empty()) {
         (true, true) => format!("ALTER PUBLICATION {name} SET (publish = '{publish}')"),
         (true, false) => format!(
             "ALTER PUBLICATION {name} SET TABLE {spec}; ALTER PUBLICATION {name} SET (publish = '{publish}')"
@@ -267,6 +389,11 @@ pub async fn sync_publication(
             format!("CREATE PUBLICATION {name} FOR TABLE {spec} WITH (publish = '{publish}')")
         }
     };
+    let _ = write!(
+        statements,
+        "; COMMENT ON PUBLICATION {name} IS '{}'",
+        MANAGED_COMMENT.replace('\'', "''")
+    );
     client
         .batch_execute(&statements)
         .await

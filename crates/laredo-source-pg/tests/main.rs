@@ -406,6 +406,102 @@ mod catalog {
         );
     }
 
+    /// What `pub_ops` publishes: its tables and flags, as psql prints them.
+    fn publication_state(pg: &PgCluster, db: &str, name: &str) -> (String, String) {
+        let tables = pg
+            .psql(
+                db,
+                &format!("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = '{name}'"),
+            )
+            .unwrap();
+        let flags = pg
+            .psql(
+                db,
+                &format!("SELECT pubinsert, pubupdate, pubdelete, pubtruncate, coalesce(obj_description(oid, 'pg_publication'), '') FROM pg_publication WHERE pubname = '{name}'"),
+            )
+            .unwrap();
+        (tables, flags)
+    }
+
+    #[tokio::test]
+    async fn an_operator_owned_publication_is_never_altered_only_checked() {
+        let pg = PgCluster::shared();
+        let db = pg.create_database("operator_pub").unwrap();
+        pg.psql(
+            &db,
+            "CREATE TABLE a (id int8 PRIMARY KEY); CREATE TABLE b (id int8 PRIMARY KEY); \
+             CREATE TABLE other (id int8 PRIMARY KEY); \
+             CREATE PUBLICATION ops_pub FOR TABLE a, other WITH (publish = 'insert, update, delete')",
+        )
+        .unwrap();
+        let client = connect(&pg.connection_string(&db)).await;
+        let (a, b) = (table("public", "a"), table("public", "b"));
+        let before = publication_state(pg, &db, "ops_pub");
+        assert_eq!(before.0, "a,other");
+
+        // create = false, and even create = true: neither may alter it.
+        for create in [false, true] {
+            let config = PublicationConfig::new("ops_pub").create_missing(create);
+            // It covers a, but not b, and not truncate.
+            let err = catalog::sync_publication(&client, &config, &[a.clone(), b.clone()])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    CatalogError::PublicationIncomplete { missing_tables, missing_operations, .. }
+                        if missing_tables == &vec![b.clone()] && missing_operations == &vec!["truncate".to_string()]
+                ),
+                "{err}"
+            );
+            let message = err.to_string();
+            assert!(
+                message
+                    .contains("does not publish the tables public.b nor the operations truncate")
+                    && message.contains("adopt_existing"),
+                "{message}"
+            );
+            assert_eq!(
+                publication_state(pg, &db, "ops_pub"),
+                before,
+                "left exactly as it was"
+            );
+        }
+
+        // What it covers is enough: the table it has and the operations it publishes.
+        let mut config = PublicationConfig::new("ops_pub");
+        config.publish = vec![
+            "insert".to_string(),
+            "update".to_string(),
+            "delete".to_string(),
+        ];
+        catalog::sync_publication(&client, &config, std::slice::from_ref(&a))
+            .await
+            .unwrap();
+        assert_eq!(publication_state(pg, &db, "ops_pub"), before);
+
+        // Row filters would need altering it: refused, naming the way out.
+        config.row_filters.insert(a.clone(), "id > 0".to_string());
+        let err = catalog::sync_publication(&client, &config, std::slice::from_ref(&a))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CatalogError::FiltersNeedManagedPublication(_)),
+            "{err}"
+        );
+        assert_eq!(publication_state(pg, &db, "ops_pub"), before);
+
+        // Adopting it is explicit: then it follows the configuration, marked as laredo's.
+        let mut config = PublicationConfig::new("ops_pub").create_missing(true);
+        config.adopt_existing = true;
+        catalog::sync_publication(&client, &config, &[a.clone(), b.clone()])
+            .await
+            .unwrap();
+        let (tables, flags) = publication_state(pg, &db, "ops_pub");
+        assert_eq!(tables, "a,b");
+        assert_eq!(flags, format!("t|t|t|t|{}", catalog::MANAGED_COMMENT));
+    }
+
     #[tokio::test]
     async fn publications_follow_the_configured_tables() {
         let pg = PgCluster::shared();
@@ -435,9 +531,9 @@ mod catalog {
             vec![a.clone(), b.clone()]
         );
 
-        // Restart with another table set, fewer operations, a row filter and a column list.
-        let mut config = PublicationConfig::new("pub_x");
-        config.create = false;
+        // Restart with another table set, fewer operations, a row filter and a column list:
+        // laredo created pub_x, so it follows the configuration.
+        let mut config = PublicationConfig::new("pub_x").create_missing(true);
         config.publish = vec!["insert".to_string(), "update".to_string()];
         config.row_filters.insert(a.clone(), "id > 10".to_string());
         config
