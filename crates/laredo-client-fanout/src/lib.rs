@@ -45,6 +45,8 @@
 //! # }
 //! ```
 
+mod connector;
+mod failure;
 mod options;
 mod replica;
 mod session;
@@ -61,6 +63,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::connector::Connector;
+pub use crate::failure::{SessionError, SessionErrorKind};
 pub use crate::options::ClientOptions;
 use crate::replica::Replica;
 
@@ -68,7 +72,7 @@ use crate::replica::Replica;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The options are invalid.
+    /// The options are invalid, or a file they name (CA, token) cannot be used.
     #[error("invalid client options: {0}")]
     Options(String),
     /// `start` was called twice.
@@ -93,6 +97,12 @@ pub struct ClientStats {
     pub go_aways: u64,
     /// The endpoint of the current (or last) stream.
     pub endpoint: String,
+    /// Connection attempts the server refused with UNAUTHENTICATED or
+    /// PERMISSION_DENIED.
+    pub auth_failures: u64,
+    /// The last failure since the last stream that got its handshake: why the client is
+    /// not streaming (`None` while a stream runs, or before the first attempt ends).
+    pub last_error: Option<SessionError>,
 }
 
 /// A local replica of one fan-out table (see the crate docs).
@@ -103,6 +113,7 @@ pub struct FanoutClient {
 
 pub(crate) struct Inner {
     pub(crate) options: ClientOptions,
+    pub(crate) connector: Connector,
     pub(crate) replica: Replica,
     pub(crate) ready: watch::Sender<bool>,
     pub(crate) stats: Mutex<ClientStats>,
@@ -116,14 +127,19 @@ impl FanoutClient {
     /// [`FanoutClient::start`].
     ///
     /// # Errors
-    /// [`ClientError::Options`] when no endpoint or table is given.
+    /// [`ClientError::Options`] when no endpoint or table is given, when the token is
+    /// empty or not visible ASCII, when a CA or token file cannot be read or holds no
+    /// certificate or token, for an `https://` endpoint without a CA, and for an
+    /// `http://` endpoint with TLS options.
     pub fn new(options: ClientOptions) -> Result<Self, ClientError> {
         options.validate()?;
+        let connector = Connector::new(&options)?;
         let table = TableIdentifier::new(&options.schema, &options.table);
         let replica = Replica::new(table, &options.indexes);
         Ok(Self {
             inner: Arc::new(Inner {
                 options,
+                connector,
                 replica,
                 ready: watch::Sender::new(false),
                 stats: Mutex::new(ClientStats::default()),
