@@ -16,7 +16,7 @@ pub(crate) const DEFAULT_FANOUT_ADDRESS: &str = "localhost:4002";
     name = "laredo",
     version,
     about = "Operate a laredo server: status, queries, watch and administration over gRPC",
-    after_help = "Environment: LAREDO_ADDRESS, LAREDO_FANOUT_ADDRESS, LAREDO_TOKEN.\n\
+    after_help = "Environment: LAREDO_ADDRESS, LAREDO_FANOUT_ADDRESS, LAREDO_TOKEN, LAREDO_TLS_SERVER_NAME.\n\
                   Exit status: 0 on success, 1 on any error (and `ready` when not ready)."
 )]
 pub struct Cli {
@@ -50,14 +50,24 @@ pub struct GlobalArgs {
         value_name = "ADDR"
     )]
     pub fanout_address: String,
-    /// Connect with TLS (needs `--cert`).
+    /// Connect with TLS (needs `--cert`); an `https://` address turns it on too.
     #[arg(long, global = true)]
     pub tls: bool,
-    /// PEM file of the CA certificate that signed the server's certificate.
+    /// PEM file of the CA certificate that signed the server's certificate (with TLS).
     #[arg(long, global = true, value_name = "PATH")]
     pub cert: Option<PathBuf>,
-    /// Admin token, sent as `authorization: Bearer <token>` (admin commands need it
-    /// when the server has one configured).
+    /// The name the server's certificate must carry, when the address is not in it (an
+    /// IP address, a load balancer); by default the address's host. With TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "LAREDO_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
+    /// Token sent as `authorization: Bearer <token>` on every call. A server with
+    /// tokens needs one for every command: a read token for reads (status, queries,
+    /// watch, fanout status), an admin token for the commands that change something.
     #[arg(
         long,
         global = true,
@@ -65,7 +75,7 @@ pub struct GlobalArgs {
         hide_env_values = true,
         value_name = "TOKEN"
     )]
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// Deadline of each request (`10s`, `500ms`, `2m`); streams (`watch`, `query
     /// subscribe`) are not cut off by it.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
@@ -73,6 +83,31 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+}
+
+/// A bearer token: `Debug` prints `***`, so the parsed command line can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// The token itself, to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        Ok(Self(token.to_string()))
+    }
 }
 
 /// How results are printed.

@@ -1,5 +1,6 @@
-//! The gRPC channel to a laredo server, per-request metadata (admin token, deadline)
-//! and the translation of gRPC failures into plain error messages.
+//! The gRPC channel to a laredo server (plaintext or TLS), per-request metadata (bearer
+//! token, deadline) and the translation of gRPC failures into plain error messages; a
+//! refused token gets a hint on how to send the right one.
 //!
 //! Every unary call gets a fresh deadline when it is made (not when the connection is
 //! opened), so a slow connect or an earlier call never eats into the next call's time.
@@ -17,7 +18,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, Token};
 
 /// A connected channel and what every request needs.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub(crate) struct Connection {
     authorization: Option<MetadataValue<Ascii>>,
     timeout: Duration,
 }
+
+/// Where a token comes from, for hints.
+const TOKEN_FLAGS: &str = "--token or LAREDO_TOKEN";
 
 impl Connection {
     /// Connects to `address` (`host:port` or a URL) with the TLS, token and timeout
@@ -38,25 +42,34 @@ impl Connection {
     /// address, certificate file or token.
     pub(crate) async fn open(address: &str, global: &GlobalArgs) -> anyhow::Result<Self> {
         let uri = endpoint_uri(address, global.tls);
+        let tls = uri.starts_with("https://");
+        if global.tls && !tls {
+            bail!("--tls with the plaintext address {uri}: use https:// or host:port");
+        }
         let mut endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| anyhow!("invalid address {address:?}: {e}"))?
             .connect_timeout(global.timeout);
-        if global.tls {
-            let Some(cert) = &global.cert else {
-                bail!("--tls needs --cert <ca.pem>: the CA certificate that signed the server's");
-            };
-            let pem = std::fs::read(cert)
-                .with_context(|| format!("cannot read certificate {}", cert.display()))?;
-            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        if tls {
             endpoint = endpoint
-                .tls_config(tls)
+                .tls_config(tls_config(global)?)
                 .map_err(|e| anyhow!("invalid TLS configuration: {e}"))?;
+        } else if global.cert.is_some() || global.tls_server_name.is_some() {
+            bail!(
+                "--cert and --tls-server-name (LAREDO_TLS_SERVER_NAME) apply to TLS: add --tls \
+                 or use an https:// address"
+            );
         }
-        let authorization = match &global.token {
-            Some(token) if !token.is_empty() => Some(
-                MetadataValue::try_from(format!("Bearer {token}"))
-                    .map_err(|_| anyhow!("the admin token must be printable ASCII"))?,
-            ),
+        let authorization = match global.token.as_ref().map(Token::expose) {
+            Some(token) if !token.is_empty() => {
+                if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    bail!("the token must be visible ASCII without spaces");
+                }
+                let mut value = MetadataValue::try_from(format!("Bearer {token}"))
+                    .map_err(|_| anyhow!("the token must be visible ASCII without spaces"))?;
+                // Never indexed by HPACK.
+                value.set_sensitive(true);
+                Some(value)
+            }
             _ => None,
         };
         let channel = endpoint
@@ -96,14 +109,14 @@ impl Connection {
         LaredoReplicationServiceClient::new(self.channel.clone())
     }
 
-    /// A unary request: the admin token, when set, and a deadline starting now.
+    /// A unary request: the token, when set, and a deadline starting now.
     pub(crate) fn request<T>(&self, message: T) -> Request<T> {
         let mut request = self.stream_request(message);
         request.set_timeout(self.timeout);
         request
     }
 
-    /// A streaming request: the admin token, no deadline.
+    /// A streaming request: the token, when set, and no deadline.
     pub(crate) fn stream_request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         if let Some(value) = &self.authorization {
@@ -136,14 +149,81 @@ impl Connection {
     }
 
     /// A gRPC failure in plain words: `message (CODE)`, or "cannot reach laredo at
-    /// URL: reason" when the transport failed.
+    /// URL: reason" when the transport failed. A refused token gets a `hint:` line on
+    /// how to send one (the server's message says which role the method needs).
     pub(crate) fn status_error(&self, status: &Status) -> anyhow::Error {
         if status.code() == Code::Unavailable
             && let Some(source) = status.source()
         {
             return unreachable_error(&self.address, source);
         }
-        anyhow!("{}", status_text(status))
+        // The connection broke in a way HTTP/2 did not expect: as when plaintext meets a
+        // TLS port (tonic reports UNKNOWN "transport error" or INTERNAL "h2 protocol
+        // error", depending on when the TLS alert arrives).
+        if is_broken_connection(status) {
+            let reason = match status.source() {
+                Some(source) => transport_reason(source),
+                None => status.message().to_string(),
+            };
+            let mut error = format!("the connection to {} failed: {reason}", self.address);
+            if self.address.starts_with("http://") {
+                error.push_str(
+                    "\nhint: if the server serves TLS, add --tls and --cert <ca.pem> \
+                     (or use an https:// address)",
+                );
+            }
+            return anyhow!(error);
+        }
+        match token_hint(status.code(), self.authorization.is_some()) {
+            Some(hint) => anyhow!("{}\nhint: {hint}", status_text(status)),
+            None => anyhow!("{}", status_text(status)),
+        }
+    }
+}
+
+/// A status tonic made from a broken connection rather than one the server sent.
+fn is_broken_connection(status: &Status) -> bool {
+    match status.code() {
+        Code::Unknown => status.source().is_some() || status.message() == "transport error",
+        Code::Internal => status.message().starts_with("h2 protocol error"),
+        _ => false,
+    }
+}
+
+/// The TLS settings of the flags: the CA of `--cert` (required) and the server name.
+fn tls_config(global: &GlobalArgs) -> anyhow::Result<ClientTlsConfig> {
+    let Some(cert) = &global.cert else {
+        bail!("TLS needs --cert <ca.pem>: the CA certificate that signed the server's");
+    };
+    let pem = std::fs::read(cert)
+        .with_context(|| format!("cannot read certificate {}", cert.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        bail!("--cert {} holds no PEM certificate", cert.display());
+    }
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+    if let Some(name) = &global.tls_server_name {
+        if name.is_empty() {
+            bail!("--tls-server-name must not be empty");
+        }
+        tls = tls.domain_name(name.clone());
+    }
+    Ok(tls)
+}
+
+/// How to fix a refused token: none was sent, the server does not know it, or its role
+/// is too small.
+fn token_hint(code: Code, token_sent: bool) -> Option<String> {
+    match (code, token_sent) {
+        (Code::Unauthenticated, false) => Some(format!(
+            "no token was sent: pass one with {TOKEN_FLAGS} (a read token suffices for reads)"
+        )),
+        (Code::Unauthenticated, true) => Some(format!(
+            "the server does not accept the token from {TOKEN_FLAGS} for this call"
+        )),
+        (Code::PermissionDenied, true) => Some(format!(
+            "this command needs an admin token: pass one with {TOKEN_FLAGS}"
+        )),
+        _ => None,
     }
 }
 
@@ -249,6 +329,16 @@ mod tests {
         let stream = conn.stream_request(());
         assert!(stream.metadata().get("grpc-timeout").is_none());
         assert_eq!(stream.metadata().get("authorization").unwrap(), "Bearer t");
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug_output() {
+        use clap::Parser;
+        let cli = crate::Cli::parse_from(["laredo", "--token", "s3cret", "version"]);
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("Token(***)"), "{debug}");
+        assert_eq!(cli.global.token.unwrap().expose(), "s3cret");
     }
 
     #[test]

@@ -12,8 +12,12 @@
 //! - Errors: `error: …` on stderr and exit status 1; gRPC failures read
 //!   `message (CODE)`, an unreachable server `cannot reach laredo at URL: reason`.
 //! - Addresses: `--address`/`LAREDO_ADDRESS` (default `localhost:4001`),
-//!   `--fanout-address`/`LAREDO_FANOUT_ADDRESS` (default `localhost:4002`); admin
-//!   commands send `--token`/`LAREDO_TOKEN` as a bearer token.
+//!   `--fanout-address`/`LAREDO_FANOUT_ADDRESS` (default `localhost:4002`); every call
+//!   sends `--token`/`LAREDO_TOKEN` as a bearer token (a read token for reads, an admin
+//!   token for the commands that change something).
+//! - TLS: `--tls` or an `https://` address, trusting the CA of `--cert`, verifying the
+//!   server name of `--tls-server-name`/`LAREDO_TLS_SERVER_NAME` (by default the
+//!   address's host).
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -34,7 +38,7 @@ mod table;
 
 pub use crate::cli::{
     Cli, Command, DeadLetterArgs, DeadLetterCommand, FanoutCommand, GlobalArgs, OutputFormat,
-    QueryArgs, QueryCommand, ReplaySpeedArg, SnapshotCommand, WatchArgs,
+    QueryArgs, QueryCommand, ReplaySpeedArg, SnapshotCommand, Token, WatchArgs,
 };
 pub use crate::commands::run;
 pub use crate::table::Table;

@@ -1,5 +1,5 @@
 //! `laredo fanout` against the replication service of a real fan-out target, served on
-//! its own port like the fan-out port of a server.
+//! its own port like the fan-out port of a server, with a read and an admin token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use laredo_target_fanout::{FanoutTarget, ReplicationService};
 use laredo_test_support::wait_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Run, WAIT, run, test_source, user, users};
+use crate::support::{READ_TOKEN, Run, TOKEN, WAIT, run, test_source, user, users};
 
 struct Fanout {
     source: Arc<TestSource>,
@@ -30,9 +30,15 @@ impl Drop for Fanout {
 }
 
 impl Fanout {
+    /// Runs `laredo` with the read token.
     async fn run(&self, args: &[&str]) -> Run {
         run(
-            &["--fanout-address".to_string(), self.addr.to_string()],
+            &[
+                "--fanout-address".to_string(),
+                self.addr.to_string(),
+                "--token".to_string(),
+                READ_TOKEN.to_string(),
+            ],
             args,
         )
         .await
@@ -50,7 +56,8 @@ async fn fanout() -> Fanout {
         .unwrap();
     let server = GrpcServer::builder(engine.clone())
         .listen("127.0.0.1:0".parse().unwrap())
-        .insecure(true)
+        .admin_token(TOKEN)
+        .read_token(READ_TOKEN)
         .add_service(ReplicationService::new(engine.clone()).into_server())
         .bind()
         .await
@@ -175,16 +182,17 @@ async fn clients_lists_a_connected_replica() {
         .await
         .unwrap();
     let mut client = LaredoReplicationServiceClient::new(channel);
-    let mut stream = client
-        .sync(rpb::SyncRequest {
-            schema: "public".into(),
-            table: "users".into(),
-            client_id: "replica-1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut request = tonic::Request::new(rpb::SyncRequest {
+        schema: "public".into(),
+        table: "users".into(),
+        client_id: "replica-1".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {READ_TOKEN}").parse().unwrap(),
+    );
+    let mut stream = client.sync(request).await.unwrap().into_inner();
     // The handshake comes after the server registered the client.
     let first = stream.message().await.unwrap().unwrap();
     assert!(matches!(
@@ -230,4 +238,19 @@ async fn a_table_without_a_fanout_target_is_not_found() {
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(stderr.ends_with(" (NOT_FOUND)\n"), "{stderr}");
     assert!(stderr.contains("public.nope"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fanout_port_needs_a_token_too() {
+    let f = fanout().await;
+    let out = run(
+        &["--fanout-address".to_string(), f.addr.to_string()],
+        &["fanout", "status", "public.users"],
+    )
+    .await;
+    assert_eq!(
+        out.failed(),
+        "error: /laredo.replication.v1.LaredoReplicationService/GetReplicationStatus is protected: send a read or admin token as \"authorization: Bearer <token>\" (UNAUTHENTICATED)\n\
+         hint: no token was sent: pass one with --token or LAREDO_TOKEN (a read token suffices for reads)\n"
+    );
 }

@@ -10,3 +10,4 @@ mod reads;
 mod replay;
 mod streams;
 mod support;
+mod tls;

@@ -205,3 +205,38 @@ async fn ready_exits_one_while_a_baseline_runs() {
     assert_eq!(json["ready"], false);
     assert!(!json["not_ready_reasons"].as_array().unwrap().is_empty());
 }
+
+/// Reads need a token too: a read token suffices (every other test here sends one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_without_a_token_is_refused_saying_which_token_and_how() {
+    let server = server(1).await;
+    let anonymous = server.run_anonymous(&["tables"]).await;
+    assert_eq!(
+        anonymous.failed(),
+        "error: /laredo.v1.LaredoOAMService/ListTables is protected: send a read or admin token as \"authorization: Bearer <token>\" (UNAUTHENTICATED)\n\
+         hint: no token was sent: pass one with --token or LAREDO_TOKEN (a read token suffices for reads)\n"
+    );
+    assert_eq!(anonymous.stdout, "");
+    let wrong = server
+        .run(&["query", "count", "public.users", "--token", "not-a-token"])
+        .await;
+    assert_eq!(
+        wrong.failed(),
+        "error: /laredo.v1.LaredoQueryService/CountRows is protected: the bearer token is not a known token (UNAUTHENTICATED)\n\
+         hint: the server does not accept the token from --token or LAREDO_TOKEN for this call\n"
+    );
+    // The read token from the environment is enough.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_laredo"))
+        .args([
+            "query",
+            "count",
+            "public.users",
+            "-a",
+            &server.addr.to_string(),
+        ])
+        .env("LAREDO_TOKEN", crate::support::READ_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

@@ -162,7 +162,7 @@ pub(crate) async fn server_with_snapshots(user_count: i64) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let options = SnapshotOptions::new(Arc::new(LocalSnapshotStore::new(dir.path())))
         .describe_store("local", dir.path().display().to_string());
-    let mut server = serve_with(test_source(user_count), Some(options)).await;
+    let mut server = serve_with(test_source(user_count), Some(options), false).await;
     server._snapshots = Some(dir);
     assert!(server.engine.await_ready(WAIT).await);
     server
@@ -170,10 +170,28 @@ pub(crate) async fn server_with_snapshots(user_count: i64) -> Server {
 
 /// Builds the engine on `source`, serves it and starts it (without waiting for ready).
 pub(crate) async fn serve(source: Arc<TestSource>) -> Server {
-    serve_with(source, None).await
+    serve_with(source, None, false).await
 }
 
-async fn serve_with(source: Arc<TestSource>, snapshots: Option<SnapshotOptions>) -> Server {
+/// laredo-service's self-signed certificate for `localhost` and `127.0.0.1`, or its key.
+pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../laredo-service/tests/fixtures")
+        .join(name)
+}
+
+/// As [`server`], served over TLS with [`fixture`]s `server.crt` and `server.key`.
+pub(crate) async fn server_tls(user_count: i64) -> Server {
+    let server = serve_with(test_source(user_count), None, true).await;
+    assert!(server.engine.await_ready(WAIT).await);
+    server
+}
+
+async fn serve_with(
+    source: Arc<TestSource>,
+    snapshots: Option<SnapshotOptions>,
+    tls: bool,
+) -> Server {
     let events = StatusEvents::new();
     let mut builder = Engine::builder();
     if let Some(options) = snapshots {
@@ -201,15 +219,16 @@ async fn serve_with(source: Arc<TestSource>, snapshots: Option<SnapshotOptions>)
         .observer(events.clone())
         .build()
         .unwrap();
-    let grpc = GrpcServer::builder(engine.clone())
+    let mut grpc = GrpcServer::builder(engine.clone())
         .listen("127.0.0.1:0".parse().unwrap())
         .add_service(OamService::new(engine.clone(), events).into_server())
         .add_service(QueryService::new(engine.clone()).into_server())
         .admin_token(TOKEN)
-        .read_token(READ_TOKEN)
-        .bind()
-        .await
-        .unwrap();
+        .read_token(READ_TOKEN);
+    if tls {
+        grpc = grpc.tls(fixture("server.crt"), fixture("server.key"));
+    }
+    let grpc = grpc.bind().await.unwrap();
     let addr = grpc.local_addr();
     let shutdown = CancellationToken::new();
     tokio::spawn(grpc.serve(shutdown.clone().cancelled_owned()));
@@ -261,6 +280,7 @@ fn command(global: &[String], args: &[&str]) -> Command {
         .env_remove("LAREDO_ADDRESS")
         .env_remove("LAREDO_FANOUT_ADDRESS")
         .env_remove("LAREDO_TOKEN")
+        .env_remove("LAREDO_TLS_SERVER_NAME")
         .stdin(Stdio::null());
     command
 }

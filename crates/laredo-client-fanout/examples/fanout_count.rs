@@ -2,8 +2,13 @@
 //!
 //! ```text
 //! cargo run -p laredo-client-fanout --example fanout_count -- \
-//!     [--address http://127.0.0.1:4002] [--table public.users] [--interval 1s]
+//!     [--address http://127.0.0.1:4002] [--table public.users] [--interval 1s] \
+//!     [--token TOKEN | --token-file PATH] [--ca ca.pem] [--tls-server-name NAME]
 //! ```
+//!
+//! The token (a read token suffices) comes from `--token`, `--token-file` or the
+//! `LAREDO_TOKEN` environment variable; a server started with `insecure = true` (the
+//! demo) needs none. `--ca` (and `--tls-server-name`) connect with TLS.
 //!
 //! It connects with [`FanoutClient`], waits for the replica to be ready, then prints one
 //! line per interval in which changes arrived (and one at least every ten intervals):
@@ -36,6 +41,10 @@ struct Args {
     schema: String,
     table: String,
     interval: Duration,
+    token: Option<String>,
+    token_file: Option<String>,
+    ca: Option<String>,
+    tls_server_name: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,6 +53,10 @@ fn parse_args() -> Result<Args, String> {
         schema: "public".into(),
         table: "users".into(),
         interval: Duration::from_secs(1),
+        token: std::env::var("LAREDO_TOKEN").ok().filter(|t| !t.is_empty()),
+        token_file: None,
+        ca: None,
+        tls_server_name: None,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
@@ -57,9 +70,13 @@ fn parse_args() -> Result<Args, String> {
                 args.table = table.to_owned();
             }
             "--interval" => args.interval = parse_interval(&value()?)?,
+            "--token" => args.token = Some(value()?),
+            "--token-file" => args.token_file = Some(value()?),
+            "--ca" => args.ca = Some(value()?),
+            "--tls-server-name" => args.tls_server_name = Some(value()?),
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; usage: fanout_count [--address URL] [--table schema.table] [--interval 1s]"
+                    "unknown argument {other:?}; usage: fanout_count [--address URL] [--table schema.table] [--interval 1s] [--token TOKEN | --token-file PATH] [--ca ca.pem] [--tls-server-name NAME]"
                 ));
             }
         }
@@ -91,8 +108,19 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let options = ClientOptions::new(&args.address, &args.schema, &args.table)
+    let mut options = ClientOptions::new(&args.address, &args.schema, &args.table)
         .client_id("fanout-count-example");
+    if let Some(path) = &args.token_file {
+        options = options.token_file(path);
+    } else if let Some(token) = &args.token {
+        options = options.token(token);
+    }
+    if let Some(ca) = &args.ca {
+        options = options.tls_ca_file(ca);
+    }
+    if let Some(name) = &args.tls_server_name {
+        options = options.tls_server_name(name);
+    }
     let client = match FanoutClient::new(options) {
         Ok(client) => client,
         Err(error) => {
@@ -153,6 +181,9 @@ async fn main() -> ExitCode {
         }
     } else {
         eprintln!("the replica was not ready within {READY_TIMEOUT:?} (or a signal came first)");
+        if let Some(error) = client.stats().last_error {
+            eprintln!("last error: {error}");
+        }
     }
     let stopped = client.stop().await;
     println!(

@@ -24,13 +24,45 @@
 //! Changes may be delivered more than once across reconnects and failovers; they are
 //! applied by primary key, so a repeat is harmless.
 //!
+//! Credentials:
+//! - **Token.** A laredo server with tokens configured (the default; only
+//!   `insecure = true` serves without) refuses `Sync` without one. A *read* token
+//!   suffices. [`ClientOptions::token`] sends it as `authorization: Bearer <token>` on
+//!   every call; [`ClientOptions::token_file`] reads it from a file, again on every
+//!   connection attempt, so a rotated secret is picked up without a restart. The crate
+//!   reads no environment variable by itself: a process may hold clients of several
+//!   servers, so the application decides (`LAREDO_TOKEN` is the name the `laredo` CLI
+//!   uses). The token never appears in `Debug` output or logs.
+//! - **TLS** (feature `tls`). [`ClientOptions::tls_ca_file`] or
+//!   [`ClientOptions::tls_ca_pem`] give the CA that signed the server's certificate
+//!   (operating-system roots are not used), [`ClientOptions::tls_server_name`] the name
+//!   to verify when the address is not in the certificate. With TLS options a bare
+//!   `host:port` means `https://`; an `http://` endpoint with TLS options, or an
+//!   `https://` one without a CA, is refused by [`FanoutClient::new`].
+//! - **Refusals.** When the server answers `UNAUTHENTICATED` (no token, or an unknown
+//!   one) or `PERMISSION_DENIED` (a read token where the server made `Sync` an admin
+//!   method), the replica stays as it is and not ready; the client logs an ERROR with the
+//!   server's message (it names the token needed), counts it in
+//!   [`ClientStats::auth_failures`], keeps it in [`ClientStats::last_error`], and tries
+//!   again after its *longest* backoff (30 s by default) rather than the doubling one: a
+//!   token does not fix itself, and quick retries would only fill the server's log.
+//!   TLS failures (an unknown CA, a certificate that does not name the server) are
+//!   `last_error`s of kind [`SessionErrorKind::Connect`] whose message quotes rustls.
+//!
+//! | Feature | Default | What it adds |
+//! |---|---|---|
+//! | `tls` | on | `https://` endpoints, [`ClientOptions::tls_ca_file`], [`ClientOptions::tls_ca_pem`], [`ClientOptions::tls_server_name`]: rustls with the aws-lc-rs provider (tonic's `tls-aws-lc`) |
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use laredo_client_fanout::{ClientOptions, FanoutClient};
 //!
 //! # async fn run() -> Result<(), laredo_client_fanout::ClientError> {
 //! let client = FanoutClient::new(
-//!     ClientOptions::new("http://127.0.0.1:4002", "public", "users")
+//!     ClientOptions::new("laredo.internal:4002", "public", "users")
+//!         .token_file("/run/secrets/laredo-read-token")
+//!         .tls_ca_file("/etc/laredo/ca.pem")
+//!         .tls_server_name("laredo.internal")
 //!         .client_id("billing-1")
 //!         .with_index("by_email", ["email"])
 //!         .with_filter_equals("team", laredo_core::Value::text("red"))?,
@@ -39,12 +71,16 @@
 //! if client.await_ready(Duration::from_secs(30)).await {
 //!     println!("{} rows", client.count());
 //!     let _user = client.get(42i64);
+//! } else if let Some(error) = client.stats().last_error {
+//!     eprintln!("not ready: {error}"); // e.g. a refused token, naming the one needed
 //! }
 //! client.stop().await?;
 //! # Ok(())
 //! # }
 //! ```
 
+mod connector;
+mod failure;
 mod options;
 mod replica;
 mod session;
@@ -61,6 +97,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::connector::Connector;
+pub use crate::failure::{SessionError, SessionErrorKind};
 pub use crate::options::ClientOptions;
 use crate::replica::Replica;
 
@@ -68,7 +106,7 @@ use crate::replica::Replica;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The options are invalid.
+    /// The options are invalid, or a file they name (CA, token) cannot be used.
     #[error("invalid client options: {0}")]
     Options(String),
     /// `start` was called twice.
@@ -93,6 +131,12 @@ pub struct ClientStats {
     pub go_aways: u64,
     /// The endpoint of the current (or last) stream.
     pub endpoint: String,
+    /// Connection attempts the server refused with UNAUTHENTICATED or
+    /// PERMISSION_DENIED.
+    pub auth_failures: u64,
+    /// The last failure since the last stream that got its handshake: why the client is
+    /// not streaming (`None` while a stream runs, or before the first attempt ends).
+    pub last_error: Option<SessionError>,
 }
 
 /// A local replica of one fan-out table (see the crate docs).
@@ -103,6 +147,7 @@ pub struct FanoutClient {
 
 pub(crate) struct Inner {
     pub(crate) options: ClientOptions,
+    pub(crate) connector: Connector,
     pub(crate) replica: Replica,
     pub(crate) ready: watch::Sender<bool>,
     pub(crate) stats: Mutex<ClientStats>,
@@ -116,14 +161,19 @@ impl FanoutClient {
     /// [`FanoutClient::start`].
     ///
     /// # Errors
-    /// [`ClientError::Options`] when no endpoint or table is given.
+    /// [`ClientError::Options`] when no endpoint or table is given, when the token is
+    /// empty or not visible ASCII, when a CA or token file cannot be read or holds no
+    /// certificate or token, for an `https://` endpoint without a CA, and for an
+    /// `http://` endpoint with TLS options.
     pub fn new(options: ClientOptions) -> Result<Self, ClientError> {
         options.validate()?;
+        let connector = Connector::new(&options)?;
         let table = TableIdentifier::new(&options.schema, &options.table);
         let replica = Replica::new(table, &options.indexes);
         Ok(Self {
             inner: Arc::new(Inner {
                 options,
+                connector,
                 replica,
                 ready: watch::Sender::new(false),
                 stats: Mutex::new(ClientStats::default()),

@@ -1,5 +1,7 @@
-//! [`ClientOptions`].
+//! [`ClientOptions`], and the credentials in them: a bearer token (kept out of `Debug`)
+//! and, with the `tls` feature, the CA to trust and the server name to verify.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use laredo_proto::laredo::v1 as wire;
 use crate::ClientError;
 
 /// What a [`FanoutClient`](crate::FanoutClient) replicates, from where, and how.
+///
+/// Its `Debug` output shows a token as `***`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientOptions {
@@ -23,18 +27,73 @@ pub struct ClientOptions {
     pub(crate) heartbeat_timeout: Duration,
     pub(crate) initial_backoff: Duration,
     pub(crate) max_backoff: Duration,
+    pub(crate) token: Option<TokenSource>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: TlsOptions,
+}
+
+/// Where the bearer token comes from.
+#[derive(Clone)]
+pub(crate) enum TokenSource {
+    /// The token itself.
+    Value(String),
+    /// A file holding it, read on every connection attempt.
+    File(PathBuf),
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Value(_) => f.write_str("Value(***)"),
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+/// Client TLS settings; TLS is on when any is set (or an endpoint is `https://`).
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsOptions {
+    pub(crate) ca: Option<CaSource>,
+    pub(crate) server_name: Option<String>,
+}
+
+#[cfg(feature = "tls")]
+impl TlsOptions {
+    pub(crate) fn is_set(&self) -> bool {
+        self.ca.is_some() || self.server_name.is_some()
+    }
+}
+
+/// Where the CA certificates come from.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+pub(crate) enum CaSource {
+    Pem(Vec<u8>),
+    File(PathBuf),
+}
+
+#[cfg(feature = "tls")]
+impl fmt::Debug for CaSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pem(pem) => write!(f, "Pem({} bytes)", pem.len()),
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 impl ClientOptions {
-    /// Replicates `schema.table` from the server at `address` (`http://host:4002`; a bare
-    /// `host:port` gets `http://`).
+    /// Replicates `schema.table` from the server at `address` (`http://host:4002` or
+    /// `https://host:4002`; a bare `host:port` gets `https://` when TLS options are set,
+    /// else `http://`).
     pub fn new(
         address: impl Into<String>,
         schema: impl Into<String>,
         table: impl Into<String>,
     ) -> Self {
         Self {
-            endpoints: vec![normalise(address.into())],
+            endpoints: vec![address.into()],
             schema: schema.into(),
             table: table.into(),
             client_id: String::new(),
@@ -44,6 +103,9 @@ impl ClientOptions {
             heartbeat_timeout: Duration::from_secs(30),
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            token: None,
+            #[cfg(feature = "tls")]
+            tls: TlsOptions::default(),
         }
     }
 
@@ -51,7 +113,7 @@ impl ClientOptions {
     /// endpoint after a failure or a `GoAway`, resuming by source position.
     #[must_use]
     pub fn endpoint(mut self, address: impl Into<String>) -> Self {
-        self.endpoints.push(normalise(address.into()));
+        self.endpoints.push(address.into());
         self
     }
 
@@ -153,12 +215,88 @@ impl ClientOptions {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ClientError> {
-        if self
-            .endpoints
+    /// Sends `authorization: Bearer <token>` on every call. A server with tokens
+    /// configured refuses `Sync` without one: a read token suffices (an admin token works
+    /// too). Visible ASCII without spaces, as the server requires.
+    ///
+    /// The crate reads no environment variable by itself (a process may run clients of
+    /// several servers); pass `std::env::var("LAREDO_TOKEN")` here, or use
+    /// [`ClientOptions::token_file`].
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(TokenSource::Value(token.into()));
+        self
+    }
+
+    /// As [`ClientOptions::token`], from a file (surrounding whitespace is trimmed, so a
+    /// trailing newline is fine). The file is read when the client is created (a missing
+    /// or empty file is an error then) and again on every connection attempt, so a
+    /// rotated secret (a Kubernetes secret volume, for one) is picked up without a
+    /// restart.
+    #[must_use]
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token = Some(TokenSource::File(path.into()));
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM data (instead of none) to verify the
+    /// server's certificate, and turns TLS on. Operating-system roots are not used.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca = Some(CaSource::Pem(pem.into()));
+        self
+    }
+
+    /// As [`ClientOptions::tls_ca_pem`], from a PEM file read when the client is
+    /// created.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca = Some(CaSource::File(path.into()));
+        self
+    }
+
+    /// The name the server's certificate must carry (by default the endpoint's host),
+    /// for a server reached by an address its certificate does not name (an IP
+    /// address, a load balancer); also the SNI name sent. Turns TLS on.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls.server_name = Some(name.into());
+        self
+    }
+
+    /// Whether TLS options are set.
+    pub(crate) fn tls_is_set(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_set();
+        #[cfg(not(feature = "tls"))]
+        return false;
+    }
+
+    /// The endpoints as URLs: a bare `host:port` gets `https://` when TLS options are
+    /// set, else `http://`.
+    pub(crate) fn endpoint_urls(&self) -> Vec<String> {
+        let scheme = if self.tls_is_set() { "https" } else { "http" };
+        self.endpoints
             .iter()
-            .any(|e| e.trim_start_matches("http://").is_empty())
-        {
+            .map(|address| {
+                if address.contains("://") {
+                    address.clone()
+                } else {
+                    format!("{scheme}://{address}")
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ClientError> {
+        if self.endpoints.iter().any(|e| {
+            e.trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .is_empty()
+        }) {
             return Err(ClientError::Options("a server address is required".into()));
         }
         if self.schema.is_empty() || self.table.is_empty() {
@@ -170,14 +308,6 @@ impl ClientOptions {
             ));
         }
         Ok(())
-    }
-}
-
-fn normalise(address: String) -> String {
-    if address.contains("://") {
-        address
-    } else {
-        format!("http://{address}")
     }
 }
 

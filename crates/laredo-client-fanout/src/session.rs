@@ -1,4 +1,9 @@
 //! The background task: connect, apply, reconnect, fail over.
+//!
+//! Waits between attempts follow [`Backoff`]: a failure doubles the wait up to the
+//! maximum, a session that got its handshake resets it, and a refusal of the credentials
+//! (UNAUTHENTICATED, PERMISSION_DENIED, an unreadable token file) waits the maximum at
+//! once, since retrying sooner cannot fix a token and only fills the server's log.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,16 +15,16 @@ use laredo_proto::laredo::replication::v1 as pb;
 use laredo_proto::laredo::replication::v1::laredo_replication_service_client::LaredoReplicationServiceClient;
 use laredo_proto::laredo::v1 as wire;
 use tonic::Streaming;
-use tonic::transport::Endpoint;
 
 use crate::Inner;
+use crate::failure::{SessionError, SessionErrorKind};
 
 /// How a stream ended.
 enum End {
     Cancelled,
     /// The stream failed or ended; `progressed` when it had its handshake.
     Lost {
-        error: String,
+        error: SessionError,
         progressed: bool,
     },
     /// The table's primary key changed: start over without resume fields.
@@ -28,31 +33,66 @@ enum End {
     /// fields, after the backoff (a server that keeps sending such rows must not be
     /// hammered with snapshot requests).
     Undecodable {
-        error: String,
+        error: SessionError,
     },
 }
 
-type Opening = Pin<Box<dyn Future<Output = Result<Opened, String>> + Send>>;
+type Opening = Pin<Box<dyn Future<Output = Result<Opened, SessionError>> + Send>>;
 
 struct Opened {
     stream: Streaming<pb::SyncResponse>,
     handshake: pb::Handshake,
-    endpoint: String,
+    /// The index of the endpoint.
+    endpoint: usize,
+}
+
+/// The wait before the next attempt.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// Back to the initial wait (a session got its handshake, or starts over).
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    /// The wait after a failure; the one after it doubles, up to the maximum. A
+    /// credentials failure waits the maximum.
+    fn after(&mut self, error: &SessionError) -> Duration {
+        if error.is_credentials() {
+            self.next = self.max;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
 }
 
 pub(crate) async fn run(inner: Arc<Inner>) {
     let options = &inner.options;
-    let mut backoff = options.initial_backoff;
+    let endpoints = inner.connector.len();
+    let mut backoff = Backoff::new(options.initial_backoff, options.max_backoff);
     let mut endpoint = 0usize;
     let mut by_position = false;
     loop {
         if inner.cancel().is_cancelled() {
             return;
         }
-        let address = options.endpoints[endpoint % options.endpoints.len()].clone();
         let opened = tokio::select! {
             () = inner.cancel().cancelled() => return,
-            opened = open(Arc::clone(&inner), address.clone(), by_position) => opened,
+            opened = open(Arc::clone(&inner), endpoint, by_position) => opened,
         };
         let end = match opened {
             Ok(opened) => drive(&inner, opened).await,
@@ -61,7 +101,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 progressed: false,
             },
         };
-        match end {
+        let error = match end {
             End::Cancelled => return,
             End::Restart => {
                 inner.replica.update(|s| {
@@ -69,54 +109,73 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     s.last_position.clear();
                     s.snapshot_id.clear();
                 });
-                backoff = options.initial_backoff;
+                backoff.reset();
+                continue;
             }
             End::Undecodable { error } => {
-                tracing::warn!(endpoint = %address, %error, "an undecodable row: taking a fresh snapshot");
+                tracing::warn!(endpoint = %error.endpoint, error = %error.message, "an undecodable row: taking a fresh snapshot");
                 inner.replica.update(|s| {
                     s.last_seq = 0;
                     s.last_position.clear();
                     s.snapshot_id.clear();
                 });
-                tokio::select! {
-                    () = inner.cancel().cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(options.max_backoff);
+                error
             }
             End::Lost { error, progressed } => {
-                tracing::warn!(endpoint = %address, %error, "replication stream lost");
                 if progressed {
-                    backoff = options.initial_backoff;
+                    backoff.reset();
                 }
                 // Another instance (when there is one) resumes by position.
-                if options.endpoints.len() > 1 {
+                if endpoints > 1 {
                     endpoint += 1;
                     by_position = true;
                 }
-                tokio::select! {
-                    () = inner.cancel().cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(options.max_backoff);
+                error
             }
+        };
+        let wait = backoff.after(&error);
+        if error.is_credentials() {
+            // An operator must act: the token is missing, wrong or of the wrong role.
+            tracing::error!(
+                endpoint = %error.endpoint,
+                kind = ?error.kind,
+                error = %error.message,
+                retry_in = ?wait,
+                "the server refused the client's credentials"
+            );
+        } else {
+            tracing::warn!(endpoint = %error.endpoint, kind = ?error.kind, error = %error.message, retry_in = ?wait, "replication stream lost");
+        }
+        {
+            let mut stats = inner.stats.lock();
+            if matches!(
+                error.kind,
+                SessionErrorKind::Unauthenticated | SessionErrorKind::PermissionDenied
+            ) {
+                stats.auth_failures += 1;
+            }
+            stats.last_error = Some(error);
+        }
+        tokio::select! {
+            () = inner.cancel().cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
 
 /// Connects and reads the handshake. `by_position` leaves out the sequence and snapshot
 /// id (they belong to another server instance).
-async fn open(inner: Arc<Inner>, address: String, by_position: bool) -> Result<Opened, String> {
+async fn open(
+    inner: Arc<Inner>,
+    endpoint: usize,
+    by_position: bool,
+) -> Result<Opened, SessionError> {
     let options = &inner.options;
-    let channel = Endpoint::from_shared(address.clone())
-        .map_err(|e| format!("bad address {address}: {e}"))?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let url = inner.connector.url(endpoint).to_string();
+    let authorization = inner.connector.authorization(&url).await?;
+    let channel = inner.connector.connect(endpoint).await?;
     let state = inner.replica.state();
-    let request = pb::SyncRequest {
+    let mut request = tonic::Request::new(pb::SyncRequest {
         schema: options.schema.clone(),
         table: options.table.clone(),
         client_id: options.client_id.clone(),
@@ -131,24 +190,31 @@ async fn open(inner: Arc<Inner>, address: String, by_position: bool) -> Result<O
         // The replica holds the table: it needs neither column names on full rows nor
         // whole previous rows.
         row_encoding: pb::RowEncoding::Compact.into(),
-    };
+    });
+    if let Some(value) = authorization {
+        request.metadata_mut().insert("authorization", value);
+    }
     let mut client = LaredoReplicationServiceClient::new(channel);
     let mut stream = client
         .sync(request)
         .await
-        .map_err(|s| format!("{address}: {} ({:?})", s.message(), s.code()))?
+        .map_err(|s| SessionError::from_status(&url, &s, SessionErrorKind::Refused))?
         .into_inner();
     let first = tokio::time::timeout(options.heartbeat_timeout, stream.message())
         .await
-        .map_err(|_| format!("{address}: no handshake"))?
-        .map_err(|s| format!("{address}: {} ({:?})", s.message(), s.code()))?;
+        .map_err(|_| SessionError::new(&url, SessionErrorKind::Refused, "no handshake"))?
+        .map_err(|s| SessionError::from_status(&url, &s, SessionErrorKind::Refused))?;
     match first.and_then(|m| m.message) {
         Some(pb::sync_response::Message::Handshake(handshake)) => Ok(Opened {
             stream,
             handshake,
-            endpoint: address,
+            endpoint,
         }),
-        other => Err(format!("{address}: expected a handshake, got {other:?}")),
+        other => Err(SessionError::new(
+            &url,
+            SessionErrorKind::Refused,
+            format!("expected a handshake, got {other:?}"),
+        )),
     }
 }
 
@@ -160,9 +226,14 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
         handshake,
         endpoint,
     } = opened;
-    if let Err(error) = take_handshake(inner, &handshake, &endpoint).await {
+    let url = inner.connector.url(endpoint).to_string();
+    let lost = |kind: SessionErrorKind, message: String| End::Lost {
+        error: SessionError::new(url.as_str(), kind, message),
+        progressed: true,
+    };
+    if let Err(message) = take_handshake(inner, &handshake, &url).await {
         return End::Lost {
-            error,
+            error: SessionError::new(url.as_str(), SessionErrorKind::Refused, message),
             progressed: false,
         };
     }
@@ -188,7 +259,7 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                 switching = None;
                 match opened {
                     Some(Ok(opened)) => {
-                        tracing::info!(from = %endpoint, to = %opened.endpoint, "switched streams after GoAway");
+                        tracing::info!(from = %url, to = %inner.connector.url(opened.endpoint), "switched streams after GoAway");
                         return Box::pin(drive(inner, opened)).await;
                     }
                     Some(Err(error)) => {
@@ -202,22 +273,22 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
         };
         let message = match message {
             Err(_) => {
-                return End::Lost {
-                    error: format!("nothing received for {:?}", inner.options.heartbeat_timeout),
-                    progressed: true,
-                };
+                return lost(
+                    SessionErrorKind::Lost,
+                    format!("nothing received for {:?}", inner.options.heartbeat_timeout),
+                );
             }
             Ok(Err(status)) => {
                 return End::Lost {
-                    error: format!("{} ({:?})", status.message(), status.code()),
+                    error: SessionError::from_status(&url, &status, SessionErrorKind::Lost),
                     progressed: true,
                 };
             }
             Ok(Ok(None)) => {
-                return End::Lost {
-                    error: "the server closed the stream".into(),
-                    progressed: true,
-                };
+                return lost(
+                    SessionErrorKind::Lost,
+                    "the server closed the stream".into(),
+                );
             }
             Ok(Ok(Some(message))) => message,
         };
@@ -227,10 +298,7 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
         use pb::sync_response::Message as M;
         match message {
             M::Handshake(_) => {
-                return End::Lost {
-                    error: "a second handshake".into(),
-                    progressed: true,
-                };
+                return lost(SessionErrorKind::Lost, "a second handshake".into());
             }
             M::SnapshotBegin(begin) => {
                 inner.replica.clear().await;
@@ -245,7 +313,11 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                         // changed: try again with a fresh snapshot.
                         Err(e) => {
                             return End::Undecodable {
-                                error: format!("snapshot row: {e}"),
+                                error: SessionError::new(
+                                    url.as_str(),
+                                    SessionErrorKind::Lost,
+                                    format!("snapshot row: {e}"),
+                                ),
                             };
                         }
                     }
@@ -261,9 +333,11 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
             }
             M::JournalEntries(entries) => {
                 for entry in entries.entries {
-                    if let Err(error) = apply(inner, &mut decoder, entry).await {
+                    if let Err(message) = apply(inner, &mut decoder, entry).await {
                         // Skipping the entry would leave the replica wrong for good.
-                        return End::Undecodable { error };
+                        return End::Undecodable {
+                            error: SessionError::new(url.as_str(), SessionErrorKind::Lost, message),
+                        };
                     }
                 }
                 inner.ready.send_replace(true);
@@ -321,15 +395,7 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                         .reconnect_after
                         .and_then(|d| Duration::try_from(d).ok())
                         .unwrap_or(Duration::ZERO);
-                    let options = &inner.options;
-                    let next = options.endpoints[(options
-                        .endpoints
-                        .iter()
-                        .position(|e| *e == endpoint)
-                        .unwrap_or(0)
-                        + 1)
-                        % options.endpoints.len()]
-                    .clone();
+                    let next = (endpoint + 1) % inner.connector.len();
                     let opener = Arc::clone(inner);
                     let wait = reconnect_after;
                     switching = Some(Box::pin(async move {
@@ -364,6 +430,7 @@ async fn take_handshake(
     let mut stats = inner.stats.lock();
     stats.sessions += 1;
     stats.endpoint = endpoint.to_string();
+    stats.last_error = None;
     if full {
         stats.full_snapshots += 1;
     } else {
@@ -414,4 +481,50 @@ async fn apply(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(kind: SessionErrorKind) -> SessionError {
+        SessionError::new("http://127.0.0.1:1", kind, "test")
+    }
+
+    #[test]
+    fn failures_double_the_wait_up_to_the_maximum() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        let waits: Vec<u64> = (0..5)
+            .map(|_| backoff.after(&error(SessionErrorKind::Connect)).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 5, 5]);
+        backoff.reset();
+        assert_eq!(
+            backoff.after(&error(SessionErrorKind::Lost)),
+            Duration::from_secs(1)
+        );
+    }
+
+    /// A refused token does not fix itself: no quick retries that would only fill the
+    /// server's log with rejected calls.
+    #[test]
+    fn a_refused_credential_waits_the_maximum_at_once() {
+        for kind in [
+            SessionErrorKind::Unauthenticated,
+            SessionErrorKind::PermissionDenied,
+            SessionErrorKind::TokenFile,
+        ] {
+            let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+            assert_eq!(
+                backoff.after(&error(kind)),
+                Duration::from_secs(30),
+                "{kind:?}"
+            );
+            assert_eq!(
+                backoff.after(&error(kind)),
+                Duration::from_secs(30),
+                "{kind:?}"
+            );
+        }
+    }
 }

@@ -14,6 +14,8 @@ use laredo_source_test::TestSource;
 use laredo_target_fanout::{DrainReason, FanoutConfig, FanoutTarget, ReplicationService};
 use laredo_test_support::{FaultProxy, wait_until};
 
+mod credentials;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 fn items() -> TableIdentifier {
@@ -34,6 +36,15 @@ struct Server {
 
 impl Server {
     async fn start(rows: i64) -> Self {
+        Self::start_with(rows, |grpc| grpc.insecure(true)).await
+    }
+
+    /// As [`Server::start`], with the gRPC server configured by `configure` (tokens,
+    /// TLS).
+    async fn start_with(
+        rows: i64,
+        configure: impl FnOnce(laredo_service::GrpcServerBuilder) -> laredo_service::GrpcServerBuilder,
+    ) -> Self {
         let source = TestSource::new();
         source.set_schema(
             items(),
@@ -57,13 +68,14 @@ impl Server {
         engine.start().await.unwrap();
         assert!(engine.await_ready(WAIT).await);
         let service = ReplicationService::new(engine.clone());
-        let server = laredo_service::GrpcServer::builder(engine.clone())
-            .listen("127.0.0.1:0".parse().unwrap())
-            .insecure(true)
-            .add_service(service.clone().into_server())
-            .bind()
-            .await
-            .unwrap();
+        let server = configure(
+            laredo_service::GrpcServer::builder(engine.clone())
+                .listen("127.0.0.1:0".parse().unwrap())
+                .add_service(service.clone().into_server()),
+        )
+        .bind()
+        .await
+        .unwrap();
         let addr = server.local_addr();
         tokio::spawn(server.serve(std::future::pending()));
         Self {
