@@ -14,7 +14,8 @@
 //! then renamed to `<base>/<id>/`; a failed save removes the temporary directory, and
 //! listings skip every name starting with a dot. Deletes rename the directory to
 //! `.del-<id>` before removing it, so a crash mid-delete never leaves a half snapshot
-//! listed. Snapshot ids must be plain file names (no `/`, no leading `.`), which keeps an
+//! listed. What a crash leaves behind (`.tmp-*`, `.del-*`) is removed by the store's
+//! first operation in a process: a store directory belongs to one process at a time. Snapshot ids must be plain file names (no `/`, no leading `.`), which keeps an
 //! id received over the network inside the base directory.
 //!
 //! ```
@@ -79,6 +80,8 @@ pub struct LocalSnapshotStore {
 struct Inner {
     base: PathBuf,
     serializer: Arc<dyn SnapshotSerializer>,
+    /// Set once the leftovers of an earlier process were removed.
+    cleaned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for LocalSnapshotStore {
@@ -105,6 +108,7 @@ impl LocalSnapshotStore {
             inner: Arc::new(Inner {
                 base: base.into(),
                 serializer,
+                cleaned: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -128,7 +132,12 @@ impl LocalSnapshotStore {
         op: impl FnOnce(&Inner) -> Result<T, SnapshotError> + Send + 'static,
     ) -> Result<T, SnapshotError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || op(&inner))
+        tokio::task::spawn_blocking(move || {
+            if !inner.cleaned.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                inner.remove_leftovers();
+            }
+            op(&inner)
+        })
             .await
             .map_err(|e| SnapshotError::with_source("snapshot file task failed", e))?
     }
@@ -324,6 +333,34 @@ impl Inner {
             source_positions: metadata.source_positions.clone(),
         };
         Ok((metadata, descriptor))
+    }
+
+    /// Removes the temporary and half-deleted directories a crashed process left
+    /// (`.tmp-*`, `.del-*`); returns how many. Failures are logged, not returned: they
+    /// never hide a snapshot, since listings skip those names anyway.
+    fn remove_leftovers(&self) -> usize {
+        let Ok(entries) = fs::read_dir(&self.base) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !(name.starts_with(TMP_PREFIX) || name.starts_with(DELETE_PREFIX)) {
+                continue;
+            }
+            let path = entry.path();
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(path = %path.display(), "removed a snapshot left over by an interrupted save or delete");
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a snapshot leftover");
+                }
+            }
+        }
+        removed
     }
 
     fn list(

@@ -121,6 +121,36 @@ async fn list_is_newest_first_filters_by_table_and_skips_partial_and_broken_dire
 }
 
 #[tokio::test]
+async fn leftovers_of_a_crashed_save_or_delete_are_removed_by_the_first_operation() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let store = LocalSnapshotStore::new(dir.path());
+        let tables = users(2);
+        store
+            .save(&metadata("kept", 1, &tables), &tables)
+            .await
+            .expect("save");
+    }
+    // What a crash leaves: a half-written save and a half-done delete.
+    for leftover in [".tmp-crashed", ".del-gone"] {
+        let path = dir.path().join(leftover);
+        std::fs::create_dir(&path).expect("leftover");
+        std::fs::write(path.join("public.users.jsonl"), b"partial").expect("write");
+    }
+    // A new process's store: its first operation clears them, and keeps the snapshot.
+    let store = LocalSnapshotStore::new(dir.path());
+    let listed = store.list(&SnapshotFilter::default()).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].snapshot_id, "kept");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kept"]);
+}
+
+#[tokio::test]
 async fn delete_and_prune() {
     let dir = tempfile::tempdir().expect("dir");
     let store = LocalSnapshotStore::new(dir.path());
