@@ -133,13 +133,16 @@ impl LocalSnapshotStore {
     ) -> Result<T, SnapshotError> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            if !inner.cleaned.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if !inner
+                .cleaned
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
                 inner.remove_leftovers();
             }
             op(&inner)
         })
-            .await
-            .map_err(|e| SnapshotError::with_source("snapshot file task failed", e))?
+        .await
+        .map_err(|e| SnapshotError::with_source("snapshot file task failed", e))?
     }
 }
 
