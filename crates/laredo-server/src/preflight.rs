@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use laredo_config::{LaredoConfig, SlotMode, SourceConfig, StoreKind, TargetKind};
-use laredo_core::{SyncSource, TableIdentifier};
+use laredo_core::TableIdentifier;
 
 /// How long [`reach_sources`] waits for one source to answer.
 const REACH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,7 +118,7 @@ pub(crate) async fn reach_sources(config: &LaredoConfig) -> Vec<String> {
             }
         };
         let ids: Vec<TableIdentifier> = tables.iter().map(|(_, table)| table.clone()).collect();
-        let found = match tokio::time::timeout(REACH_TIMEOUT, source.validate_tables(&ids)).await {
+        let found = match tokio::time::timeout(REACH_TIMEOUT, source.preflight(&ids)).await {
             Ok(found) => found,
             Err(_) => {
                 problems.push(format!(

@@ -203,6 +203,145 @@ pub async fn validate_tables(client: &Client, tables: &[TableIdentifier]) -> Vec
     problems
 }
 
+/// Codes of [`validate_server`]'s problems.
+pub mod server_problem {
+    /// `wal_level` is not `logical`.
+    pub const WAL_LEVEL: &str = "WAL_LEVEL";
+    /// The role may not replicate.
+    pub const REPLICATION_PRIVILEGE: &str = "REPLICATION_PRIVILEGE";
+    /// Every replication slot is taken.
+    pub const NO_FREE_SLOT: &str = "NO_FREE_SLOT";
+    /// The publication is missing, incomplete, or cannot be created.
+    pub const PUBLICATION: &str = "PUBLICATION";
+}
+
+/// What logical replication needs of the server before anything connects for real:
+/// `wal_level = logical`, a role with the REPLICATION attribute, a free replication slot
+/// (unless `slot` exists already), and a publication that exists and covers `tables`
+/// and the configured operations, or the right to create it. One
+/// [`ValidationError`] (without a table) per problem, saying how to fix it.
+pub async fn validate_server(
+    client: &Client,
+    slot: &str,
+    publication: &PublicationConfig,
+    tables: &[TableIdentifier],
+) -> Vec<ValidationError> {
+    let mut problems = Vec::new();
+    let problem = |code: &str, message: String| ValidationError::new(None, code, message);
+    let facts = client
+        .query_one(
+            "SELECT current_setting('wal_level'), \
+                    coalesce((SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), false), \
+                    current_user::text, \
+                    current_setting('max_replication_slots')::int8, \
+                    (SELECT count(*) FROM pg_replication_slots), \
+                    EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), \
+                    has_database_privilege(current_database(), 'CREATE')",
+            &[&slot],
+        )
+        .await;
+    let facts = match facts {
+        Ok(facts) => facts,
+        Err(e) => {
+            return vec![problem(
+                "CONNECTION",
+                format!("reading the server's replication settings: {e}"),
+            )];
+        }
+    };
+    let wal_level: String = facts.get(0);
+    if wal_level != "logical" {
+        problems.push(problem(
+            server_problem::WAL_LEVEL,
+            format!(
+                "wal_level is {wal_level}; logical replication needs wal_level = logical \
+                 (set it in postgresql.conf or with ALTER SYSTEM, then restart PostgreSQL)"
+            ),
+        ));
+    }
+    let role: String = facts.get(2);
+    if !facts.get::<_, bool>(1) {
+        problems.push(problem(
+            server_problem::REPLICATION_PRIVILEGE,
+            format!(
+                "role {role:?} may not replicate: grant it with ALTER ROLE {} REPLICATION",
+                quote_ident(&role)
+            ),
+        ));
+    }
+    let (max_slots, used, ours): (i64, i64, bool) = (facts.get(3), facts.get(4), facts.get(5));
+    if !ours && used >= max_slots {
+        problems.push(problem(
+            server_problem::NO_FREE_SLOT,
+            format!(
+                "no free replication slot for {slot:?}: all max_replication_slots = \
+                 {max_slots} are in use (drop an unused slot, or raise max_replication_slots \
+                 and restart PostgreSQL)"
+            ),
+        ));
+    }
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication.name],
+        )
+        .await;
+    match exists {
+        Ok(Some(_)) => {
+            // Exists: would laredo accept it as it is (or may it change it)?
+            let managed = client
+                .query_one(
+                    "SELECT coalesce(obj_description(oid, 'pg_publication'), '') = $2 \
+                     FROM pg_publication WHERE pubname = $1",
+                    &[&publication.name, &MANAGED_COMMENT],
+                )
+                .await
+                .map(|row| row.get::<_, bool>(0))
+                .unwrap_or(false);
+            if !(publication.create && (managed || publication.adopt_existing))
+                && let Err(e) = check_publication(client, publication, tables).await
+            {
+                problems.push(problem(server_problem::PUBLICATION, e.to_string()));
+            }
+        }
+        Ok(None) if !publication.create => problems.push(problem(
+            server_problem::PUBLICATION,
+            format!(
+                "publication {:?} does not exist and publication.create is false: create it \
+                 (CREATE PUBLICATION {} FOR TABLE ...) or set publication.create = true",
+                publication.name,
+                quote_ident(&publication.name)
+            ),
+        )),
+        Ok(None) if !facts.get::<_, bool>(6) => problems.push(problem(
+            server_problem::PUBLICATION,
+            format!(
+                "publication {:?} is missing and role {role:?} may not create it: no CREATE \
+                 privilege on the database (GRANT CREATE ON DATABASE ... TO {})",
+                publication.name,
+                quote_ident(&role)
+            ),
+        )),
+        Ok(None) => {}
+        Err(e) => problems.push(problem(
+            "CONNECTION",
+            format!("looking up publication {:?}: {e}", publication.name),
+        )),
+    }
+    problems
+}
+
+/// The check [`sync_publication`] makes of a publication laredo may not change.
+async fn check_publication(
+    client: &Client,
+    config: &PublicationConfig,
+    tables: &[TableIdentifier],
+) -> Result<(), CatalogError> {
+    let mut check_only = config.clone();
+    check_only.create = false;
+    sync_publication(client, &check_only, tables).await
+}
+
 /// What the publication must look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -113,6 +113,22 @@ struct Inner {
 }
 
 impl PgSource {
+    /// Checks what the server must offer before the source starts, without changing
+    /// anything: `wal_level`, the REPLICATION attribute, a free slot, the publication
+    /// (see [`catalog::validate_server`]), and that every table exists and is readable.
+    /// `laredo-server --validate strict` runs it before listening.
+    pub async fn preflight(&self, tables: &[TableIdentifier]) -> Vec<ValidationError> {
+        let client = match self.inner.query_client().await {
+            Ok(client) => client,
+            Err(e) => return vec![ValidationError::new(None, "CONNECTION", e.to_string())],
+        };
+        let config = &self.inner.config;
+        let mut problems =
+            catalog::validate_server(&client, &config.slot_name, &config.publication, tables).await;
+        problems.extend(catalog::validate_tables(&client, tables).await);
+        problems
+    }
+
     /// A source for `config`. Nothing connects until the engine starts it.
     ///
     /// # Errors

@@ -45,6 +45,11 @@ fn create_slot(pg: &PgCluster, db: &str) -> String {
 }
 
 /// A client on `url`, its connection driven by a task.
+/// `url` (as the test clusters write it) for another role.
+fn with_user(url: &str, user: &str) -> String {
+    url.replacen("postgres@", &format!("{user}@"), 1)
+}
+
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -321,7 +326,7 @@ fn built_in_types_map_to_values() {
 }
 
 mod catalog {
-    use super::connect;
+    use super::{connect, with_user};
     use laredo_core::{ValidationError, table};
     use laredo_source_pg::catalog::{self, CatalogError, PublicationConfig};
     use laredo_test_support::PgCluster;
@@ -421,6 +426,139 @@ mod catalog {
             )
             .unwrap();
         (tables, flags)
+    }
+
+    #[tokio::test]
+    async fn validate_server_names_what_replication_lacks_without_changing_anything() {
+        use laredo_source_pg::catalog::server_problem;
+
+        let pg = PgCluster::shared();
+        let db = pg.create_database("preflight").unwrap();
+        pg.psql(
+            &db,
+            "CREATE TABLE a (id int8 PRIMARY KEY); CREATE TABLE b (id int8 PRIMARY KEY); \
+             CREATE PUBLICATION pre_pub FOR TABLE a; \
+             DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'no_repl') \
+             THEN CREATE ROLE no_repl LOGIN; END IF; END $$; \
+             GRANT SELECT ON a, b TO no_repl",
+        )
+        .unwrap();
+        let (a, b) = (table("public", "a"), table("public", "b"));
+        let superuser = connect(&pg.connection_string(&db)).await;
+        let codes = |problems: &[laredo_core::ValidationError]| {
+            problems.iter().map(|p| p.code.clone()).collect::<Vec<_>>()
+        };
+
+        // All is well: the superuser, the slot it would create, a publication covering a.
+        let publication = PublicationConfig::new("pre_pub");
+        let fine = catalog::validate_server(
+            &superuser,
+            "pre_slot",
+            &publication,
+            std::slice::from_ref(&a),
+        )
+        .await;
+        assert!(fine.is_empty(), "{fine:?}");
+
+        // A table the operator's publication lacks, and a publication that is missing.
+        let problems = catalog::validate_server(
+            &superuser,
+            "pre_slot",
+            &publication,
+            &[a.clone(), b.clone()],
+        )
+        .await;
+        assert_eq!(codes(&problems), [server_problem::PUBLICATION]);
+        assert!(problems[0].message.contains("public.b"), "{problems:?}");
+        let missing = PublicationConfig::new("no_such_pub");
+        let problems =
+            catalog::validate_server(&superuser, "pre_slot", &missing, std::slice::from_ref(&a))
+                .await;
+        assert_eq!(codes(&problems), [server_problem::PUBLICATION]);
+        assert!(
+            problems[0].message.contains("does not exist"),
+            "{problems:?}"
+        );
+
+        // A role without REPLICATION, which may not create the publication either.
+        let url = pg.connection_string(&db);
+        let as_plain = connect(&with_user(&url, "no_repl")).await;
+        let creating = PublicationConfig::new("no_such_pub").create_missing(true);
+        let problems =
+            catalog::validate_server(&as_plain, "pre_slot", &creating, std::slice::from_ref(&a))
+                .await;
+        assert_eq!(
+            codes(&problems),
+            [
+                server_problem::REPLICATION_PRIVILEGE,
+                server_problem::PUBLICATION
+            ]
+        );
+        assert!(
+            problems[0]
+                .message
+                .contains("ALTER ROLE \"no_repl\" REPLICATION"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].message.contains("no CREATE privilege"),
+            "{problems:?}"
+        );
+
+        // Every slot taken: a new slot cannot be had, the existing one still can.
+        let free: i64 = superuser
+            .query_one(
+                "SELECT current_setting('max_replication_slots')::int8 - count(*) FROM pg_replication_slots",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        for n in 0..free {
+            superuser
+                .execute(
+                    "SELECT pg_create_physical_replication_slot($1)",
+                    &[&format!("pre_fill_{n}")],
+                )
+                .await
+                .unwrap();
+        }
+        let problems = catalog::validate_server(
+            &superuser,
+            "pre_slot",
+            &publication,
+            std::slice::from_ref(&a),
+        )
+        .await;
+        let taken = catalog::validate_server(
+            &superuser,
+            "pre_fill_0",
+            &publication,
+            std::slice::from_ref(&a),
+        )
+        .await;
+        for n in 0..free {
+            superuser
+                .execute(
+                    "SELECT pg_drop_replication_slot($1)",
+                    &[&format!("pre_fill_{n}")],
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            codes(&problems),
+            [server_problem::NO_FREE_SLOT],
+            "{problems:?}"
+        );
+        assert!(taken.is_empty(), "{taken:?}");
+        // Nothing was changed on the way.
+        assert_eq!(
+            catalog::publication_tables(&superuser, "pre_pub")
+                .await
+                .unwrap(),
+            vec![a]
+        );
     }
 
     #[tokio::test]
