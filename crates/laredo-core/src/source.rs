@@ -87,6 +87,27 @@ pub trait ChangeHandler: Send {
     /// should end its stream and return that error (or `Ok`).
     async fn on_change(&mut self, event: ChangeEvent) -> Result<(), SourceError>;
 
+    /// Delivers a change of `event.table` the source could not read in full, in source
+    /// order: a value its type mapping refused, say. `event` carries what could be read
+    /// (e.g. each column's raw text) and `error` why. The engine applies the error
+    /// policy of each of the table's pipelines, as for a change a target refused: with a
+    /// dead letter store the change is parked there and the pipeline goes on, otherwise
+    /// the pipeline fails. Other tables are not affected. Only for failures tied to one
+    /// table's data; a failure of the stream itself is the stream's error.
+    ///
+    /// The default fails the stream with `error`.
+    ///
+    /// # Errors
+    /// As [`ChangeHandler::on_change`].
+    async fn on_change_failed(
+        &mut self,
+        event: ChangeEvent,
+        error: String,
+    ) -> Result<(), SourceError> {
+        let _ = event;
+        Err(SourceError::msg(error))
+    }
+
     /// Reports that the source has consumed everything up to `position` even though no
     /// change matched (a PostgreSQL keepalive or commit of unrelated tables), so the
     /// ACK can move over WAL with no events for us.

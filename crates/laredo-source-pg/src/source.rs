@@ -1575,7 +1575,18 @@ impl PgSource {
                 else {
                     return Ok(());
                 };
-                let row = tuple_row(rel, &insert.new, None)?;
+                let row = match tuple_row(rel, &insert.new, None) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let event = ChangeEvent::insert(
+                            rel.table.clone(),
+                            position,
+                            raw_row(rel, &insert.new),
+                        )
+                        .with_commit(Some(tx.0), tx.1);
+                        return handler.on_change_failed(event, e.to_string()).await;
+                    }
+                };
                 let event = ChangeEvent::insert(rel.table.clone(), position, row)
                     .with_commit(Some(tx.0), tx.1);
                 handler.on_change(event).await
@@ -1585,12 +1596,27 @@ impl PgSource {
                 else {
                     return Ok(());
                 };
-                let (old_row, full_old) = match &update.old {
-                    Some(OldTuple::Full(old)) => (Some(tuple_row(rel, old, None)?), Some(old)),
-                    Some(OldTuple::Key(key)) => (Some(key_row(rel, key)?), None),
-                    None => (None, None),
+                let decoded = (|| {
+                    let (old_row, full_old) = match &update.old {
+                        Some(OldTuple::Full(old)) => (Some(tuple_row(rel, old, None)?), Some(old)),
+                        Some(OldTuple::Key(key)) => (Some(key_row(rel, key)?), None),
+                        None => (None, None),
+                    };
+                    Ok::<_, SourceError>((tuple_row(rel, &update.new, full_old)?, old_row))
+                })();
+                let (new_row, old_row) = match decoded {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let event = ChangeEvent::update(
+                            rel.table.clone(),
+                            position,
+                            raw_row(rel, &update.new),
+                            None,
+                        )
+                        .with_commit(Some(tx.0), tx.1);
+                        return handler.on_change_failed(event, e.to_string()).await;
+                    }
                 };
-                let new_row = tuple_row(rel, &update.new, full_old)?;
                 let event = ChangeEvent::update(rel.table.clone(), position, new_row, old_row)
                     .with_commit(Some(tx.0), tx.1);
                 handler.on_change(event).await
@@ -1600,9 +1626,18 @@ impl PgSource {
                 else {
                     return Ok(());
                 };
-                let identity = match &delete.old {
-                    OldTuple::Full(old) => tuple_row(rel, old, None)?,
-                    OldTuple::Key(key) => key_row(rel, key)?,
+                let (decoded, raw) = match &delete.old {
+                    OldTuple::Full(old) => (tuple_row(rel, old, None), old),
+                    OldTuple::Key(key) => (key_row(rel, key), key),
+                };
+                let identity = match decoded {
+                    Ok(identity) => identity,
+                    Err(e) => {
+                        let event =
+                            ChangeEvent::delete(rel.table.clone(), position, raw_row(rel, raw))
+                                .with_commit(Some(tx.0), tx.1);
+                        return handler.on_change_failed(event, e.to_string()).await;
+                    }
                 };
                 let event = ChangeEvent::delete(rel.table.clone(), position, identity)
                     .with_commit(Some(tx.0), tx.1);
@@ -1816,6 +1851,21 @@ fn tuple_row(rel: &RelationInfo, tuple: &Tuple, old: Option<&Tuple>) -> Result<R
         values.push(value);
     }
     Ok(Row::new(Arc::clone(&rel.layout), values))
+}
+
+/// What could be read of a row that did not decode: each column's text as sent
+/// (invalid UTF-8 replaced), for the dead letter store. A key tuple (`K`) carries
+/// only the key columns: the others read as NULL.
+fn raw_row(rel: &RelationInfo, tuple: &Tuple) -> Row {
+    let values = (0..rel.oids.len())
+        .map(|idx| match tuple.get(idx) {
+            Some(TupleValue::Text(bytes) | TupleValue::Binary(bytes)) => {
+                Value::text(String::from_utf8_lossy(bytes).as_ref())
+            }
+            _ => Value::Null,
+        })
+        .collect();
+    Row::new(Arc::clone(&rel.layout), values)
 }
 
 /// The replica identity key columns of a `K` old tuple.

@@ -49,6 +49,8 @@ const STREAM_CHUNK: usize = 1024;
 #[derive(Debug, Clone)]
 enum Entry {
     Change(ChangeEvent),
+    /// A change the source could not read, and why (not applied to the table's rows).
+    Unreadable(ChangeEvent, String),
     Heartbeat,
     Schema {
         table: TableIdentifier,
@@ -135,6 +137,10 @@ impl State {
                 event.position = Position::from_u64(position);
                 self.apply(&event);
                 Entry::Change(event)
+            }
+            Entry::Unreadable(mut event, error) => {
+                event.position = Position::from_u64(position);
+                Entry::Unreadable(event, error)
             }
             other => other,
         };
@@ -282,6 +288,24 @@ impl TestSource {
             table,
             Position::from_u64(0),
         )))
+        .await
+    }
+
+    /// Emits an insert the source could not read (a value it cannot decode, say) with
+    /// `error`: handed to [`ChangeHandler::on_change_failed`], and not part of the
+    /// table's rows. Returns its position once delivered.
+    ///
+    /// [`ChangeHandler::on_change_failed`]: laredo_core::ChangeHandler::on_change_failed
+    pub async fn emit_unreadable_insert(
+        &self,
+        table: TableIdentifier,
+        raw: Row,
+        error: impl Into<String>,
+    ) -> Position {
+        self.append_and_wait(Entry::Unreadable(
+            ChangeEvent::insert(table, Position::from_u64(0), raw),
+            error.into(),
+        ))
         .await
     }
 
@@ -581,6 +605,9 @@ impl SyncSource for TestSource {
                 }
                 match entry {
                     Entry::Change(event) => handler.on_change(event).await?,
+                    Entry::Unreadable(event, error) => {
+                        handler.on_change_failed(event, error).await?;
+                    }
                     Entry::Heartbeat => handler.on_heartbeat(Position::from_u64(position)).await?,
                     Entry::Schema {
                         table,

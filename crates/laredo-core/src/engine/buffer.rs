@@ -33,6 +33,9 @@ use crate::table::ColumnDefinition;
 pub(crate) enum Item {
     /// A change for the pipeline's table.
     Change(ChangeEvent),
+    /// A change the source could not read in full, and why (see
+    /// `ChangeHandler::on_change_failed`).
+    Failed { event: ChangeEvent, error: String },
     /// The table's columns changed; later changes use the new ones.
     Schema {
         old_columns: Vec<ColumnDefinition>,

@@ -632,6 +632,33 @@ impl ChangeHandler for Dispatcher<'_> {
         Ok(())
     }
 
+    async fn on_change_failed(
+        &mut self,
+        event: ChangeEvent,
+        error: String,
+    ) -> Result<(), SourceError> {
+        if self.cancel.is_cancelled() {
+            return Err(SourceError::Stopped);
+        }
+        self.mark_others(&event.table, &event.position, true);
+        *self.inner.sources[self.source_idx].received.lock() = Some(event.position.clone());
+        tracing::warn!(table = %event.table, position = %self.inner.sources[self.source_idx].source.position_to_string(&event.position), error, "the source could not read a change");
+        let Some(&route) = self.route_index.get(&event.table) else {
+            return Ok(());
+        };
+        for (p, buffer) in &self.routes[route].1 {
+            let pipeline = &self.inner.pipelines[*p];
+            if Self::accepts(pipeline.state()) {
+                let item = Item::Failed {
+                    event: event.clone(),
+                    error: error.clone(),
+                };
+                self.push_blocking(pipeline, buffer, item).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn on_heartbeat(&mut self, position: Position) -> Result<(), SourceError> {
         if self.cancel.is_cancelled() {
             return Err(SourceError::Stopped);
@@ -890,13 +917,24 @@ async fn handle_change(
             }
         }
     };
+    dead_letter_or_fail(inner, p, event, &error.to_string()).await
+}
+
+/// A change that could not be applied for good: parked in the dead letter store when
+/// there is one (the pipeline goes on), else the pipeline's error policy applies.
+async fn dead_letter_or_fail(
+    inner: &Inner,
+    p: &PipelineEntry,
+    event: &ChangeEvent,
+    error: &str,
+) -> Handled {
     if let Some(store) = &inner.dead_letters {
         let source = &inner.sources[p.source_idx];
         let mut entry = DeadLetterEntry::new(
             &p.id,
             event,
             source.source.position_to_string(&event.position),
-            error.to_string(),
+            error.to_owned(),
         );
         match store.write(entry.clone()).await {
             Ok(id) => {
@@ -907,7 +945,7 @@ async fn handle_change(
             Err(e) => tracing::error!(pipeline = %p.id, error = %e, "dead letter write failed"),
         }
     }
-    fail_pipeline(inner, p, &error.to_string()).await;
+    fail_pipeline(inner, p, error).await;
     Handled::Failed
 }
 
@@ -1008,7 +1046,25 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                 }
             }
             match item {
-                Item::Change(event) if is_below_floor(&inner, p, &event.position) => {}
+                Item::Change(event) | Item::Failed { event, .. }
+                    if is_below_floor(&inner, p, &event.position) => {}
+                Item::Failed { event, error } => {
+                    inner.observer.on_change_received(
+                        &p.id,
+                        &p.table,
+                        event.action,
+                        &event.position,
+                    );
+                    inner
+                        .observer
+                        .on_change_error(&p.id, &p.table, event.action, error);
+                    match dead_letter_or_fail(&inner, p, event, error).await {
+                        Handled::Done | Handled::DeadLettered => {
+                            done = Some(event.position.clone());
+                        }
+                        Handled::Failed => break,
+                    }
+                }
                 Item::Change(event) => match handle_change(&inner, p, event, &mut clock).await {
                     Handled::Done | Handled::DeadLettered => done = Some(event.position.clone()),
                     Handled::Failed => break,

@@ -1,5 +1,6 @@
 //! Retries, dead letters and error policies.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -348,5 +349,118 @@ async fn a_failed_pipeline_whose_target_retains_state_holds_the_ack() {
     assert!(after > before);
     // Its changes from 7 on were never made durable: the ACK stays where it was.
     assert_eq!(max_ack(&source), before);
+    engine.stop().await.unwrap();
+}
+
+/// A change the source could not read, tied to one table, goes to that pipeline's dead
+/// letter store; the table and its sibling keep streaming. Scripted with the test
+/// source: PostgreSQL itself refuses to send text that is not valid in the client
+/// encoding (SQLSTATE 22021 ends the walsender), and its pinned output styles parse, so
+/// the fault cannot be produced with a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_change_is_dead_lettered_and_every_table_keeps_streaming() {
+    let source = source_with_users([1]);
+    let users_target = FaultTarget::new("users");
+    let orders_target = FaultTarget::new("orders");
+    let dead_letters = Arc::new(MemoryDeadLetterStore::new());
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline(
+            "main",
+            users(),
+            users_target.clone(),
+            PipelineOptions::default(),
+        )
+        .pipeline(
+            "main",
+            orders(),
+            orders_target.clone(),
+            PipelineOptions::default(),
+        )
+        .dead_letter_store(dead_letters.clone())
+        .build()
+        .unwrap();
+    started(&engine).await;
+
+    source
+        .emit_unreadable_insert(
+            users(),
+            user(2, "raw \\xff text"),
+            "column name is not UTF-8",
+        )
+        .await;
+    source.emit_insert(orders(), order(10, 1)).await;
+    let last = source
+        .emit_insert(users(), user(3, "after"))
+        .await
+        .as_u64()
+        .unwrap();
+    wait_until("both tables applied the later changes", WAIT, || {
+        users_target.inner.lookup(3).is_some() && orders_target.inner.lookup(10).is_some()
+    })
+    .await;
+    assert!(
+        users_target.inner.lookup(2).is_none(),
+        "the unreadable change was not applied"
+    );
+    let parked = dead_letters
+        .read("main:public.users:users", 0)
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].error, "column name is not UTF-8");
+    assert!(
+        dead_letters
+            .read("main:public.orders:orders", 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for id in ["main:public.users:users", "main:public.orders:orders"] {
+        assert_eq!(state_of(&engine, id), PipelineState::Streaming, "{id}");
+    }
+    // The parked change counts as handled: the ACK moves past it.
+    wait_until("ack advanced", WAIT, || max_ack(&source) == last).await;
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dead_letter_store_an_unreadable_change_fails_only_its_pipeline() {
+    let source = source_with_users([1]);
+    let users_target = FaultTarget::new("users");
+    let orders_target = FaultTarget::new("orders");
+    let engine = Engine::builder()
+        .source("main", source.clone())
+        .pipeline(
+            "main",
+            users(),
+            users_target.clone(),
+            PipelineOptions::default(),
+        )
+        .pipeline(
+            "main",
+            orders(),
+            orders_target.clone(),
+            PipelineOptions::default(),
+        )
+        .build()
+        .unwrap();
+    started(&engine).await;
+    source
+        .emit_unreadable_insert(users(), user(2, "raw"), "cannot read the value")
+        .await;
+    source.emit_insert(orders(), order(10, 1)).await;
+    wait_until("the users pipeline failed", WAIT, || {
+        state_of(&engine, "main:public.users:users") == PipelineState::Error
+    })
+    .await;
+    wait_until("orders keeps streaming", WAIT, || {
+        orders_target.inner.lookup(10).is_some()
+    })
+    .await;
+    assert_eq!(
+        state_of(&engine, "main:public.orders:orders"),
+        PipelineState::Streaming
+    );
     engine.stop().await.unwrap();
 }
