@@ -353,4 +353,16 @@ mod tests {
             "\"My Schema\".\"t\""
         );
     }
+    #[test]
+    fn tables_without_a_row_identity_are_warned_about() {
+        let t = laredo_core::table("public", "t");
+        let warned =
+            |replident, pk| row_identity_warning(&t, replident, pk).map(|w| (w.code, w.warning));
+        let warning = Some((ValidationError::NO_ROW_IDENTITY.to_string(), true));
+        assert_eq!(warned("d", false), warning);
+        assert_eq!(warned("n", true), warning);
+        assert_eq!(warned("d", true), None);
+        assert_eq!(warned("f", false), None);
+        assert_eq!(warned("i", false), None);
+    }
 }
