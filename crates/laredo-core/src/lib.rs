@@ -87,10 +87,11 @@ impl std::fmt::Display for Causes<'_> {
 pub use crate::change::{ChangeAction, ChangeEvent};
 pub use crate::dead_letter::{DeadLetterEntry, DeadLetterError, DeadLetterStore, ReplayOutcome};
 pub use crate::engine::{
-    ConfigError, ConfigErrors, DEFAULT_BUFFER_SIZE, DEFAULT_LAG_POLL_INTERVAL, DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, Engine,
-    EngineBuilder, EngineError, PipelineInfo, PipelineOptions, RestoreMismatch, RestoreOutcome,
-    SnapshotOptions, SnapshotSummary, SourceRunInfo, TtlFn,
+    AppliedChange, ChangeCursor, ConfigError, ConfigErrors, DEFAULT_BUFFER_SIZE,
+    DEFAULT_LAG_POLL_INTERVAL, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF,
+    DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, Engine, EngineBuilder, EngineError,
+    PipelineInfo, PipelineOptions, RestoreMismatch, RestoreOutcome, SnapshotOptions,
+    SnapshotSummary, SourceRunInfo, TtlFn,
 };
 pub use crate::observer::{CompositeObserver, EngineObserver, NullObserver};
 pub use crate::pipeline::{PipelineFilter, PipelineTransform, filter_fn, transform_fn};

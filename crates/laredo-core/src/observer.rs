@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::change::ChangeAction;
+use crate::change::{ChangeAction, ChangeEvent};
 use crate::dead_letter::DeadLetterEntry;
 use crate::position::Position;
-use crate::status::{BufferPolicy, PipelineState, SchemaChangeEvent, SyncMode};
+use crate::status::{BufferPolicy, PipelineState, SchemaChangeEvent, SyncMode, ValidationError};
 use crate::table::TableIdentifier;
 
 /// Receives engine events. Calls are synchronous, from engine tasks, and must not
@@ -40,15 +40,10 @@ pub trait EngineObserver: Send + Sync {
     }
     /// A source's stream asked for a fresh baseline.
     fn on_rebaseline_triggered(&self, source_id: &str) {}
-    /// A pipeline took a change from its buffer.
-    fn on_change_received(
-        &self,
-        pipeline_id: &str,
-        table: &TableIdentifier,
-        action: ChangeAction,
-        position: &Position,
-    ) {
-    }
+    /// A pipeline took a change from its buffer: `change` as the source emitted it
+    /// (table, action, position, transaction id, rows). Format its position with the
+    /// source's [`SyncSource::position_to_string`](crate::SyncSource::position_to_string).
+    fn on_change_received(&self, pipeline_id: &str, change: &ChangeEvent) {}
     /// A pipeline applied a change.
     fn on_change_applied(
         &self,
@@ -103,6 +98,10 @@ pub trait EngineObserver: Send + Sync {
         event: &SchemaChangeEvent,
     ) {
     }
+    /// A source's table check found a caveat that does not stop the table (see
+    /// [`ValidationError::warning`]), e.g. a PostgreSQL table with no primary key and
+    /// no full replica identity.
+    fn on_validation_warning(&self, source_id: &str, warning: &ValidationError) {}
     /// A source's lag was measured.
     fn on_lag_updated(&self, source_id: &str, lag_bytes: u64, lag_time: Option<Duration>) {}
     /// A change was parked in the dead letter store.
@@ -214,7 +213,7 @@ fan_out! {
     on_baseline_row_loaded(pipeline_id: &str, table: &TableIdentifier, row_count: u64);
     on_baseline_completed(pipeline_id: &str, table: &TableIdentifier, total_rows: u64, duration: Duration);
     on_rebaseline_triggered(source_id: &str);
-    on_change_received(pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, position: &Position);
+    on_change_received(pipeline_id: &str, change: &ChangeEvent);
     on_change_applied(pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, duration: Duration);
     on_pipeline_failed(pipeline_id: &str, reason: &str);
     on_change_error(pipeline_id: &str, table: &TableIdentifier, action: ChangeAction, error: &str);
@@ -227,6 +226,7 @@ fan_out! {
     on_snapshot_restore_started(snapshot_id: &str);
     on_snapshot_restore_completed(snapshot_id: &str, duration: Duration);
     on_schema_change(source_id: &str, table: &TableIdentifier, event: &SchemaChangeEvent);
+    on_validation_warning(source_id: &str, warning: &ValidationError);
     on_lag_updated(source_id: &str, lag_bytes: u64, lag_time: Option<Duration>);
     on_dead_letter_written(pipeline_id: &str, entry: &DeadLetterEntry);
     on_row_expired(pipeline_id: &str, table: &TableIdentifier, key: &str);

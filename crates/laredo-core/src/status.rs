@@ -267,6 +267,9 @@ pub struct ValidationError {
     pub code: String,
     /// A human description.
     pub message: String,
+    /// A warning: the table is served, with a caveat the operator should know (the
+    /// engine logs it and tells the observer); otherwise the table's pipelines fail.
+    pub warning: bool,
 }
 
 impl ValidationError {
@@ -278,6 +281,9 @@ impl ValidationError {
     pub const SLOT_INVALID: &'static str = "SLOT_INVALID";
     /// The code for a table an upstream does not serve.
     pub const TABLE_NOT_SERVED: &'static str = "TABLE_NOT_SERVED";
+    /// The code (a warning) for a table whose deletes and updates cannot be told apart
+    /// by key: no primary key and no full replica identity.
+    pub const NO_ROW_IDENTITY: &'static str = "NO_ROW_IDENTITY";
 
     /// Builds a validation error.
     pub fn new(
@@ -289,6 +295,19 @@ impl ValidationError {
             table,
             code: code.into(),
             message: message.into(),
+            warning: false,
+        }
+    }
+
+    /// Builds a warning: the table is still served.
+    pub fn warning(
+        table: Option<TableIdentifier>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            warning: true,
+            ..Self::new(table, code, message)
         }
     }
 }

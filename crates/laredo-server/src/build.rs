@@ -49,12 +49,6 @@ pub(crate) fn unsupported(config: &LaredoConfig) -> Vec<String> {
                 "tables[{t}].ttl.mode: computed TTL needs a function registered by an embedding application; not available in laredo-server"
             ));
         }
-        if table.validation.periodic_row_count.enabled {
-            errors.push(not_here(
-                format!("tables[{t}].validation.periodic_row_count.enabled"),
-                "periodic row-count validation",
-            ));
-        }
         for (g, target) in table.targets.iter().enumerate() {
             let path = format!("tables[{t}].targets[{g}]");
             match &target.kind {
@@ -295,15 +289,10 @@ fn pipeline_options(
     pipeline_id: &str,
 ) -> Result<PipelineOptions, Vec<String>> {
     let handling = &target.error_handling;
-    let validation = if table.validation.post_baseline_row_count {
-        match table.validation.on_mismatch {
-            MismatchAction::ReBaseline => ValidationAction::ReBaseline,
-            MismatchAction::Error => ValidationAction::Error,
-            _ => ValidationAction::Warn,
-        }
-    } else {
-        // The engine always counts after a baseline; "off" is the mildest reaction.
-        ValidationAction::Warn
+    let validation = match table.validation.on_mismatch {
+        MismatchAction::ReBaseline => ValidationAction::ReBaseline,
+        MismatchAction::Error => ValidationAction::Error,
+        _ => ValidationAction::Warn,
     };
     let mut options = PipelineOptions::default()
         .id(pipeline_id)
@@ -320,7 +309,12 @@ fn pipeline_options(
         })
         .max_retries(handling.max_retries)
         .retry_backoff(handling.retry_backoff, handling.retry_backoff_max)
-        .validation_action(validation);
+        .validation_action(validation)
+        .post_baseline_validation(table.validation.post_baseline_row_count);
+    let periodic = &table.validation.periodic_row_count;
+    if periodic.enabled {
+        options = options.validation_interval(periodic.interval);
+    }
     if let Some(ttl) = &table.ttl {
         if let Some(field) = &ttl.field {
             options = options.ttl_field(field.clone());
@@ -490,6 +484,30 @@ mod tests {
                 "pg:public.users:replication-fanout",
             ]
         );
+    }
+
+    #[test]
+    fn validation_settings_reach_the_pipeline() {
+        let text = r#"
+            sources.pg { type = postgresql, connection = "postgres://u@127.0.0.1:1/db" }
+            tables = [{ source = pg, schema = public, table = users,
+                        validation { post_baseline_row_count = false, on_mismatch = error,
+                                     periodic_row_count { enabled = true, interval = 5m } },
+                        targets = [{ type = indexed-memory, lookup_fields = [id] }] }]
+        "#;
+        let config = config(text);
+        assert_eq!(unsupported(&config), Vec::<String>::new());
+        let table = &config.tables[0];
+        let options =
+            pipeline_options(table, &table.targets[0], "tables[0].targets[0]", "p").unwrap();
+        let debug = format!("{options:?}");
+        for expected in [
+            "validation_action: Error",
+            "post_baseline_validation: false",
+            "validation_interval: Some(300s)",
+        ] {
+            assert!(debug.contains(expected), "{expected} in {debug}");
+        }
     }
 
     #[test]

@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use laredo_core::{ChangeAction, EngineObserver, PipelineState, Position, TableIdentifier};
+use laredo_core::{
+    ChangeAction, ChangeEvent, EngineObserver, PipelineInfo, PipelineState, Position, Row,
+    TableIdentifier, ValidationError,
+};
+use laredo_proto::laredo::v1::ServiceState;
 use parking_lot::Mutex;
 use tokio::sync::broadcast;
 
@@ -34,6 +38,16 @@ pub struct PipelineCounters {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum StatusEvent {
+    /// The service state (derived from every pipeline's state, see
+    /// [`service_state`]) changed.
+    ServiceState {
+        /// When.
+        at: SystemTime,
+        /// Before.
+        old: ServiceState,
+        /// After.
+        new: ServiceState,
+    },
     /// A pipeline changed state.
     PipelineState {
         /// When.
@@ -66,8 +80,13 @@ pub enum StatusEvent {
         table: TableIdentifier,
         /// What happened.
         action: ChangeAction,
-        /// The source position, as the engine shows it.
-        position: String,
+        /// The source position (the service prints it as the source does).
+        position: Position,
+        /// The origin transaction id; 0 when the source does not know it.
+        xid: i64,
+        /// The changed row's identity: the old row or key for an update or delete, the
+        /// new row for an insert; `None` for a truncate.
+        identity: Option<Row>,
     },
 }
 
@@ -77,7 +96,7 @@ impl StatusEvent {
         match self {
             StatusEvent::PipelineState { pipeline_id, .. }
             | StatusEvent::Row { pipeline_id, .. } => Some(pipeline_id),
-            StatusEvent::Source { .. } => None,
+            StatusEvent::Source { .. } | StatusEvent::ServiceState { .. } => None,
         }
     }
 
@@ -85,7 +104,9 @@ impl StatusEvent {
     pub fn table(&self) -> Option<&TableIdentifier> {
         match self {
             StatusEvent::Row { table, .. } => Some(table),
-            StatusEvent::PipelineState { .. } | StatusEvent::Source { .. } => None,
+            StatusEvent::PipelineState { .. }
+            | StatusEvent::Source { .. }
+            | StatusEvent::ServiceState { .. } => None,
         }
     }
 }
@@ -98,6 +119,10 @@ impl StatusEvent {
 #[derive(Debug)]
 pub struct StatusEvents {
     counters: Mutex<HashMap<String, PipelineCounters>>,
+    /// Every pipeline's last known state, and the service state derived from them.
+    states: Mutex<(HashMap<String, PipelineState>, ServiceState)>,
+    /// Table check warnings per source (e.g. a table without a row identity).
+    warnings: Mutex<HashMap<String, Vec<ValidationError>>>,
     sender: broadcast::Sender<StatusEvent>,
 }
 
@@ -105,8 +130,40 @@ impl Default for StatusEvents {
     fn default() -> Self {
         Self {
             counters: Mutex::new(HashMap::new()),
+            states: Mutex::new((HashMap::new(), ServiceState::Starting)),
+            warnings: Mutex::new(HashMap::new()),
             sender: broadcast::Sender::new(WATCH_BUFFER),
         }
+    }
+}
+
+/// The service state of a set of pipeline states: RELOADING while some pipeline
+/// baselines and another streams; else ERROR when any pipeline is in ERROR; else
+/// BASELINING while any baselines; STARTING while any is initialising (or there is
+/// none); PAUSED when every pipeline is paused; else STREAMING.
+pub fn service_state(states: impl IntoIterator<Item = PipelineState>) -> ServiceState {
+    let (mut error, mut baselining, mut streaming, mut initializing, mut all_paused, mut any) =
+        (false, false, false, false, true, false);
+    for state in states {
+        any = true;
+        error |= state == PipelineState::Error;
+        baselining |= state == PipelineState::Baselining;
+        streaming |= state == PipelineState::Streaming;
+        initializing |= state == PipelineState::Initializing;
+        all_paused &= state == PipelineState::Paused;
+    }
+    if error {
+        ServiceState::Error
+    } else if baselining && streaming {
+        ServiceState::Reloading
+    } else if baselining {
+        ServiceState::Baselining
+    } else if initializing || !any {
+        ServiceState::Starting
+    } else if all_paused {
+        ServiceState::Paused
+    } else {
+        ServiceState::Streaming
     }
 }
 
@@ -128,6 +185,31 @@ impl StatusEvents {
     /// A receiver of every status event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
         self.sender.subscribe()
+    }
+
+    /// Takes every pipeline's current state from the engine (the service does this
+    /// when it is created), so the service state is derived from all of them and not
+    /// only from those that changed state since the observer was registered.
+    pub fn seed_states(&self, pipelines: &[PipelineInfo]) {
+        let mut states = self.states.lock();
+        for p in pipelines {
+            states.0.insert(p.id.clone(), p.state);
+        }
+        states.1 = service_state(states.0.values().copied());
+    }
+
+    /// The service state as derived from the pipeline states seen.
+    pub fn service_state(&self) -> ServiceState {
+        self.states.lock().1
+    }
+
+    /// The table check warnings a source reported when it started.
+    pub fn warnings(&self, source_id: &str) -> Vec<ValidationError> {
+        self.warnings
+            .lock()
+            .get(source_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn publish(&self, event: StatusEvent) {
@@ -156,30 +238,48 @@ impl EngineObserver for StatusEvents {
     }
 
     fn on_pipeline_state_changed(&self, pipeline_id: &str, old: PipelineState, new: PipelineState) {
+        let at = SystemTime::now();
+        // Under the states lock, so that service state changes are published in the
+        // order they are derived.
+        let mut states = self.states.lock();
+        states.0.insert(pipeline_id.to_string(), new);
         self.publish(StatusEvent::PipelineState {
-            at: SystemTime::now(),
+            at,
             pipeline_id: pipeline_id.to_string(),
             old,
             new,
         });
+        let derived = service_state(states.0.values().copied());
+        if derived != states.1 {
+            let old = std::mem::replace(&mut states.1, derived);
+            self.publish(StatusEvent::ServiceState {
+                at,
+                old,
+                new: derived,
+            });
+        }
     }
 
-    fn on_change_received(
-        &self,
-        pipeline_id: &str,
-        table: &TableIdentifier,
-        action: ChangeAction,
-        position: &Position,
-    ) {
+    fn on_validation_warning(&self, source_id: &str, warning: &ValidationError) {
+        let mut warnings = self.warnings.lock();
+        let list = warnings.entry(source_id.to_string()).or_default();
+        if !list.contains(warning) {
+            list.push(warning.clone());
+        }
+    }
+
+    fn on_change_received(&self, pipeline_id: &str, change: &ChangeEvent) {
         if self.sender.receiver_count() == 0 {
             return;
         }
         self.publish(StatusEvent::Row {
             at: SystemTime::now(),
             pipeline_id: pipeline_id.to_string(),
-            table: table.clone(),
-            action,
-            position: position.to_string(),
+            table: change.table.clone(),
+            action: change.action,
+            position: change.position.clone(),
+            xid: change.xid,
+            identity: change.identity().cloned(),
         });
     }
 

@@ -40,5 +40,5 @@ mod events;
 mod replays;
 mod service;
 
-pub use crate::events::{PipelineCounters, StatusEvent, StatusEvents, WATCH_BUFFER};
+pub use crate::events::{PipelineCounters, StatusEvent, StatusEvents, WATCH_BUFFER, service_state};
 pub use crate::service::{OamService, WatchStream, engine_status};

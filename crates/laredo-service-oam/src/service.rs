@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use laredo_core::{
     DEFAULT_REALTIME_ROWS_PER_SECOND, Engine, EngineError, OrderingGuarantee, PipelineInfo,
-    PipelineState, ReplaySpeed, ReplayState, SnapshotDescriptor, SnapshotFilter, SnapshotMetadata,
-    SourceState, TableIdentifier, Value,
+    PipelineState, Position, ReplaySpeed, ReplayState, Row, SnapshotDescriptor, SnapshotFilter,
+    SnapshotMetadata, SourceState, SyncSource, TableIdentifier, Value, primary_key_columns,
 };
 use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::laredo_oam_service_server::{
@@ -23,7 +23,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::describe;
-use crate::events::{StatusEvent, StatusEvents};
+use crate::events::{StatusEvent, StatusEvents, service_state};
 use crate::replays::Replays;
 
 /// The OAM service of one engine.
@@ -42,6 +42,7 @@ impl OamService {
     /// The service for `engine`, fed by `events` (the observer registered with the
     /// engine's builder).
     pub fn new(engine: Engine, events: Arc<StatusEvents>) -> Self {
+        events.seed_states(&engine.pipelines());
         Self {
             engine,
             events,
@@ -66,9 +67,15 @@ impl OamService {
 
     async fn pipeline_status(&self, p: &PipelineInfo) -> pb::PipelineStatus {
         let counters = self.events.counters(&p.id);
-        let dead_letters = match self.engine.dead_letter_store() {
-            Some(store) => store.count(&p.id).await.unwrap_or(0),
-            None => 0,
+        let (dead_letters, dead_letter_error) = match self.engine.dead_letter_store() {
+            Some(store) => match store.count(&p.id).await {
+                Ok(count) => (count, String::new()),
+                Err(e) => {
+                    tracing::warn!(pipeline = %p.id, error = %e, "cannot count dead letters");
+                    (0, e.to_string())
+                }
+            },
+            None => (0, String::new()),
         };
         let error_message = if p.state == PipelineState::Error {
             counters
@@ -95,6 +102,7 @@ impl OamService {
             buffer_depth: p.buffer_depth as u64,
             buffer_capacity: p.buffer_capacity as u64,
             dead_letter_count: dead_letters,
+            dead_letter_error,
             ready: self.engine.is_pipeline_ready(&p.id),
             fanout_client_count: self
                 .engine
@@ -103,10 +111,34 @@ impl OamService {
         }
     }
 
-    /// A source's info without its details; `current_position` is the position the
-    /// source delivered last (a change, a heartbeat, or where streaming started),
-    /// `acked_position` the last one acknowledged to it.
-    fn source_info(&self, source_id: &str) -> Option<pb::SourceInfo> {
+    /// A source's info; `current_position` is the position the source delivered last
+    /// (a change, a heartbeat, or where streaming started), `acked_position` the last
+    /// one acknowledged to it.
+    async fn source_info(&self, source_id: &str) -> Option<pb::SourceInfo> {
+        let mut info = self.source_summary(source_id)?;
+        info.details = self.source_details(source_id).await;
+        Some(info)
+    }
+
+    /// What the source reports about itself ([`SyncSource::details`]: for PostgreSQL
+    /// the slot and the publication), masked, plus the warnings of its table checks
+    /// (`warnings`); `None` when there is nothing.
+    ///
+    /// [`SyncSource::details`]: laredo_core::SyncSource::details
+    async fn source_details(&self, source_id: &str) -> Option<prost_types::Struct> {
+        let source = self.engine.source(source_id)?;
+        let mut details = describe::masked(source.details().await);
+        let warnings = self.events.warnings(source_id);
+        if !warnings.is_empty() {
+            details.insert(
+                "warnings".into(),
+                serde_json::Value::Array(warnings.iter().map(|w| w.to_string().into()).collect()),
+            );
+        }
+        (!details.is_empty()).then(|| json_struct(details))
+    }
+
+    fn source_summary(&self, source_id: &str) -> Option<pb::SourceInfo> {
         let info = self.engine.source_info(source_id)?;
         Some(pb::SourceInfo {
             source_id: info.id,
@@ -130,7 +162,7 @@ impl OamService {
     }
 
     fn service_state(&self) -> pb::ServiceState {
-        service_state(&self.engine.pipelines())
+        service_state(self.engine.pipelines().iter().map(|p| p.state))
     }
 
     fn source_ids(&self, source_id: &str) -> Result<Vec<String>, Status> {
@@ -224,14 +256,13 @@ impl LaredoOamService for OamService {
             .iter()
             .filter_map(|s| s.last_change_at)
             .max_by_key(|t| (t.seconds, t.nanos));
+        let mut sources = Vec::new();
+        for id in self.engine.source_ids() {
+            sources.extend(self.source_info(&id).await);
+        }
         Ok(Response::new(pb::GetStatusResponse {
-            state: service_state(&pipelines) as i32,
-            sources: self
-                .engine
-                .source_ids()
-                .iter()
-                .filter_map(|id| self.source_info(id))
-                .collect(),
+            state: service_state(pipelines.iter().map(|p| p.state)) as i32,
+            sources,
             pipelines: statuses,
             started_at: Some(timestamp(self.started_at)),
             last_change_at,
@@ -315,8 +346,11 @@ impl LaredoOamService for OamService {
             .collect();
         let mut receiver = self.events.subscribe();
         let wanted = move |event: &StatusEvent| -> bool {
-            if matches!(event, StatusEvent::Row { .. }) && !rows {
-                return false;
+            match event {
+                StatusEvent::Row { .. } if !rows => return false,
+                // Service and source events name no pipeline nor table: they always pass.
+                StatusEvent::ServiceState { .. } | StatusEvent::Source { .. } => return true,
+                _ => {}
             }
             if !pipeline_ids.is_empty()
                 && !event
@@ -340,11 +374,12 @@ impl LaredoOamService for OamService {
             }
             true
         };
+        let mut rows = RowEvents::new(self.engine.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
                 let item = match receiver.recv().await {
-                    Ok(event) if wanted(&event) => watch_response(&event),
+                    Ok(event) if wanted(&event) => watch_response(&event, &mut rows),
                     Ok(_) => continue,
                     Err(RecvError::Lagged(count)) => pb::WatchStatusResponse {
                         timestamp: Some(timestamp(SystemTime::now())),
@@ -404,16 +439,7 @@ impl LaredoOamService for OamService {
         let ids = self.source_ids(&request.into_inner().source_id)?;
         let mut sources = Vec::with_capacity(ids.len());
         for id in &ids {
-            let Some(mut info) = self.source_info(id) else {
-                continue;
-            };
-            if let Some(source) = self.engine.source(id) {
-                let details = source.details().await;
-                if !details.is_empty() {
-                    info.details = Some(json_struct(describe::masked(details)));
-                }
-            }
-            sources.push(info);
+            sources.extend(self.source_info(id).await);
         }
         Ok(Response::new(pb::GetSourceInfoResponse { sources }))
     }
@@ -630,13 +656,25 @@ impl LaredoOamService for OamService {
             .reset_source(&request.source_id, request.drop_publication)
             .await
             .map_err(engine_status)?;
+        let mut details = serde_json::Map::new();
+        details.insert("source_id".into(), request.source_id.clone().into());
+        details.insert("drop_publication".into(), request.drop_publication.into());
+        // After the reset: the source as it is now (for PostgreSQL the slot is gone or
+        // new, the publication dropped or kept).
+        if let Some(source) = self.engine.source(&request.source_id) {
+            details.insert("source_type".into(), source.source_type().into());
+            let now = describe::masked(source.details().await);
+            if !now.is_empty() {
+                details.insert("source".into(), now.into());
+            }
+        }
         Ok(Response::new(pb::ResetSourceResponse {
             accepted: true,
             message: format!(
                 "source {:?} reset; a fresh baseline runs",
                 request.source_id
             ),
-            details: None,
+            details: Some(json_struct(details)),
         }))
     }
 
@@ -688,10 +726,20 @@ impl LaredoOamService for OamService {
         request: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
         let request = request.into_inner();
-        if !request.tables.is_empty() {
-            return Err(Status::unimplemented(
-                "snapshots of a subset of tables are not supported: leave tables empty",
-            ));
+        let mut tables = Vec::with_capacity(request.tables.len());
+        for (i, name) in request.tables.iter().enumerate() {
+            match table_filter(name) {
+                Ok(Some(table)) => tables.push(table),
+                Ok(None) => {
+                    return Err(Status::invalid_argument(format!("tables[{i}] is empty")));
+                }
+                Err(status) => {
+                    return Err(Status::invalid_argument(format!(
+                        "tables[{i}]: {}",
+                        status.message()
+                    )));
+                }
+            }
         }
         let mut user_meta = BTreeMap::new();
         for (key, value) in &request.user_meta {
@@ -699,11 +747,12 @@ impl LaredoOamService for OamService {
                 .map_err(|e| Status::invalid_argument(format!("user_meta[{key:?}]: {e}")))?;
             user_meta.insert(key.clone(), value);
         }
-        let descriptor = self
-            .engine
-            .create_snapshot(user_meta)
-            .await
-            .map_err(engine_status)?;
+        let descriptor = if tables.is_empty() {
+            self.engine.create_snapshot(user_meta).await
+        } else {
+            self.engine.create_snapshot_of(&tables, user_meta).await
+        }
+        .map_err(engine_status)?;
         Ok(Response::new(pb::CreateSnapshotResponse {
             accepted: true,
             snapshot_id: descriptor.snapshot_id,
@@ -1092,6 +1141,7 @@ pub fn engine_status(error: EngineError) -> Status {
     match error {
         EngineError::UnknownSource(_)
         | EngineError::UnknownPipeline(_)
+        | EngineError::UnknownTable(_)
         | EngineError::SnapshotNotFound(_) => Status::not_found(message),
         EngineError::ReplayTable { .. } => Status::invalid_argument(message),
         EngineError::NotStarted
@@ -1125,9 +1175,80 @@ fn index_infos(target: &IndexedTarget) -> Vec<pb::IndexInfo> {
         .collect()
 }
 
-fn watch_response(event: &StatusEvent) -> pb::WatchStatusResponse {
+/// What a watcher needs to print row events as the source does: each pipeline's
+/// source (for its position format) and each table's key columns, looked up once.
+struct RowEvents {
+    engine: Engine,
+    sources: HashMap<String, Option<Arc<dyn SyncSource>>>,
+    keys: HashMap<TableIdentifier, Vec<String>>,
+}
+
+impl RowEvents {
+    fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            sources: HashMap::new(),
+            keys: HashMap::new(),
+        }
+    }
+
+    /// `position` as the pipeline's source prints it (`16/B374D848` for PostgreSQL).
+    fn position(&mut self, pipeline_id: &str, position: &Position) -> String {
+        let engine = &self.engine;
+        let source = self
+            .sources
+            .entry(pipeline_id.to_string())
+            .or_insert_with(|| {
+                let source_id = engine
+                    .pipelines()
+                    .into_iter()
+                    .find(|p| p.id == pipeline_id)?
+                    .source_id;
+                engine.source(&source_id)
+            });
+        match source {
+            Some(source) => source.position_to_string(position),
+            None => position.to_string(),
+        }
+    }
+
+    /// The primary key columns of `identity` (the whole identity for a table without
+    /// a primary key, whose identity is the full row).
+    fn key(&mut self, table: &TableIdentifier, identity: &Row) -> pb::Row {
+        let engine = &self.engine;
+        let fields = self.keys.entry(table.clone()).or_insert_with(|| {
+            engine
+                .table_schema(table)
+                .map(|columns| {
+                    primary_key_columns(&columns)
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        if fields.is_empty() {
+            return pb::Row::from(identity);
+        }
+        let key = Row::from_pairs(
+            fields
+                .iter()
+                .filter_map(|f| identity.get(f).map(|v| (f.as_str(), v.clone()))),
+        );
+        pb::Row::from(&key)
+    }
+}
+
+fn watch_response(event: &StatusEvent, rows: &mut RowEvents) -> pb::WatchStatusResponse {
     use pb::watch_status_response::Event;
     let (at, event) = match event {
+        StatusEvent::ServiceState { at, old, new } => (
+            *at,
+            Event::ServiceStateChange(pb::ServiceStateChange {
+                old_state: *old as i32,
+                new_state: *new as i32,
+            }),
+        ),
         StatusEvent::PipelineState {
             at,
             pipeline_id,
@@ -1166,6 +1287,8 @@ fn watch_response(event: &StatusEvent) -> pb::WatchStatusResponse {
             table,
             action,
             position,
+            xid,
+            identity,
         } => (
             *at,
             Event::RowChange(pb::WatchRowChange {
@@ -1173,37 +1296,15 @@ fn watch_response(event: &StatusEvent) -> pb::WatchStatusResponse {
                 schema: table.schema().to_string(),
                 table: table.table().to_string(),
                 action: pb::ChangeAction::from(*action) as i32,
-                position: position.clone(),
-                xid: 0,
-                key: None,
+                position: rows.position(pipeline_id, position),
+                xid: *xid,
+                key: identity.as_ref().map(|identity| rows.key(table, identity)),
             }),
         ),
     };
     pb::WatchStatusResponse {
         timestamp: Some(timestamp(at)),
         event: Some(event),
-    }
-}
-
-fn service_state(pipelines: &[PipelineInfo]) -> pb::ServiceState {
-    let any = |s: PipelineState| pipelines.iter().any(|p| p.state == s);
-    if any(PipelineState::Error) {
-        pb::ServiceState::Error
-    } else if any(PipelineState::Baselining) {
-        if pipelines
-            .iter()
-            .any(|p| p.state == PipelineState::Streaming)
-        {
-            pb::ServiceState::Reloading
-        } else {
-            pb::ServiceState::Baselining
-        }
-    } else if any(PipelineState::Initializing) || pipelines.is_empty() {
-        pb::ServiceState::Starting
-    } else if pipelines.iter().all(|p| p.state == PipelineState::Paused) {
-        pb::ServiceState::Paused
-    } else {
-        pb::ServiceState::Streaming
     }
 }
 

@@ -545,3 +545,196 @@ async fn a_shutdown_snapshot_restores_at_the_next_start_and_streams_what_was_wri
     );
     second.engine.stop().await.unwrap();
 }
+
+/// A snapshot store in a temporary directory (kept alive by the returned guard).
+fn scratch_snapshots() -> (tempfile::TempDir, SnapshotOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SnapshotOptions::new(Arc::new(LocalSnapshotStore::new(dir.path())));
+    (dir, options)
+}
+
+/// The next WatchStatus row change.
+async fn next_row_change(
+    stream: &mut tonic::Streaming<pb::WatchStatusResponse>,
+) -> pb::WatchRowChange {
+    loop {
+        let message = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        if let Some(pb::watch_status_response::Event::RowChange(row)) = message.event {
+            return row;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_subscribe_carry_postgresql_positions_transaction_ids_and_keys() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "oamwatch");
+    let scratch = scratch_snapshots();
+    let Server {
+        engine,
+        mut oam,
+        mut query,
+    } = serve(pg, &db, target(), scratch.1, TestObserver::new()).await;
+    let mut watch = oam
+        .watch_status(pb::WatchStatusRequest {
+            tables: vec!["public.users".into()],
+            pipeline_ids: Vec::new(),
+            include_row_changes: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut subscription = query
+        .subscribe(pb::SubscribeRequest {
+            schema: "public".into(),
+            table: "users".into(),
+            replay_existing: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // One transaction: the insert and its transaction id.
+    let txid: u64 = pg
+        .psql(
+            &db,
+            "INSERT INTO users VALUES (51, 'new', 'odd'); SELECT txid_current();",
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let xid = i64::try_from(txid % (1 << 32)).unwrap();
+
+    let row = next_row_change(&mut watch).await;
+    assert_eq!(
+        (row.schema.as_str(), row.table.as_str(), row.action, row.xid),
+        ("public", "users", pb::ChangeAction::Insert as i32, xid)
+    );
+    // PostgreSQL's own LSN format (`16/B374D848`, `#n` for the n-th change of a
+    // transaction), not a generic rendering.
+    let lsn = row.position.split('#').next().unwrap();
+    let (high, low) = lsn.split_once('/').expect("an LSN");
+    assert!(
+        u32::from_str_radix(high, 16).is_ok() && u32::from_str_radix(low, 16).is_ok(),
+        "{}",
+        row.position
+    );
+    let key = row.key.expect("the row's key");
+    assert_eq!(
+        (key.columns, key.values),
+        (vec!["id".to_string()], vec![int(51)])
+    );
+
+    let change = loop {
+        let message = tokio::time::timeout(WAIT, subscription.message())
+            .await
+            .expect("a change in time")
+            .unwrap()
+            .expect("the stream stays open");
+        if let Some(pb::subscribe_response::Event::Change(change)) = message.event {
+            break change;
+        }
+    };
+    assert_eq!(
+        (change.position.as_str(), change.xid),
+        (row.position.as_str(), xid)
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_reset_report_the_sources_details() {
+    use prost_types::value::Kind;
+    let pg = PgCluster::shared();
+    let db = setup(pg, "oamdetails");
+    let scratch = scratch_snapshots();
+    let Server {
+        engine, mut oam, ..
+    } = serve(pg, &db, target(), scratch.1, TestObserver::new()).await;
+    let status = oam
+        .get_status(pb::GetStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let details = status.sources[0].details.as_ref().expect("source details");
+    assert_eq!(
+        field(details, &["slot", "name"]),
+        Some(&Kind::StringValue(format!("slot_{db}")))
+    );
+    assert_eq!(
+        field(details, &["publication", "name"]),
+        Some(&Kind::StringValue(format!("pub_{db}")))
+    );
+    let reset = oam
+        .reset_source(pb::ResetSourceRequest {
+            source_id: "pg".into(),
+            confirm: true,
+            drop_publication: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let details = reset.details.as_ref().expect("reset details");
+    assert_eq!(
+        (
+            field(details, &["source_type"]),
+            field(details, &["drop_publication"]),
+            field(details, &["source", "publication", "name"]),
+        ),
+        (
+            Some(&Kind::StringValue("postgresql".into())),
+            Some(&Kind::BoolValue(false)),
+            Some(&Kind::StringValue(format!("pub_{db}"))),
+        )
+    );
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_a_row_identity_is_warned_about_at_startup() {
+    use prost_types::value::Kind;
+    let pg = PgCluster::shared();
+    let db = pg.create_database("oamnokey").unwrap();
+    pg.psql(
+        &db,
+        "CREATE TABLE users (id int8 NOT NULL, name text, team text); \
+         INSERT INTO users VALUES (1, 'a', 'odd');",
+    )
+    .unwrap();
+    let observer = TestObserver::new();
+    let scratch = scratch_snapshots();
+    let target = IndexedTarget::builder().lookup_fields(["id"]).build();
+    let Server {
+        engine, mut oam, ..
+    } = serve(pg, &db, target, scratch.1, observer.clone()).await;
+    let warning = observer.wait_for_event("ValidationWarning", WAIT).await;
+    assert_eq!(
+        (
+            warning.subject.as_str(),
+            warning.field("table"),
+            warning.field("code")
+        ),
+        ("pg", Some("public.users"), Some("NO_ROW_IDENTITY"))
+    );
+    // The table is still served.
+    assert!(engine.is_ready());
+    let status = oam
+        .get_status(pb::GetStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let details = status.sources[0].details.as_ref().expect("source details");
+    let Some(Kind::ListValue(warnings)) = field(details, &["warnings"]) else {
+        panic!("no warnings in {details:?}");
+    };
+    assert_eq!(warnings.values.len(), 1);
+    let Some(Kind::StringValue(text)) = &warnings.values[0].kind else {
+        panic!("{warnings:?}");
+    };
+    assert!(text.contains("public.users: NO_ROW_IDENTITY"), "{text}");
+    engine.stop().await.unwrap();
+}

@@ -38,8 +38,11 @@
 //! A subscription ends when the client goes away (its listener is removed) or when the
 //! target closes.
 //!
-//! Not sent: a change's source `position` and `xid` (left empty and 0), because the
-//! targets' listeners are not told them.
+//! Each live change carries its source `position` (as the source prints it, e.g.
+//! `16/B374D848` for PostgreSQL) and origin transaction id `xid`, read from the
+//! engine's [`ChangeCursor`](laredo_core::ChangeCursor) while the target applies the
+//! change. Writes that are no source change (a snapshot restore, a TTL expiry, a
+//! replay) and replayed current rows carry an empty position and `xid` 0.
 //!
 //! ```
 //! use std::time::Duration;

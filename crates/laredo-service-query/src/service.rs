@@ -369,10 +369,12 @@ impl LaredoQueryService for QueryService {
             "subscription opened"
         );
         let guard = SubscriberGuard::new(&self.subscribers);
+        let cursor = served.change_cursor(&self.engine);
         Ok(Response::new(served.subscribe(
             request.replay_existing,
             self.subscriber_buffer,
             guard,
+            cursor,
         )))
     }
 }

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
+use laredo_core::{AppliedChange, ChangeCursor};
 use laredo_proto::laredo::v1 as wire;
 use laredo_target_memory::ListenerHandle;
 use parking_lot::Mutex;
@@ -38,6 +39,8 @@ enum Event<P> {
         old: Option<P>,
         new: Option<P>,
         at: SystemTime,
+        /// The source change being applied, when the change came from one.
+        source: Option<AppliedChange>,
     },
     Dropped(u64),
 }
@@ -71,7 +74,7 @@ impl<P> Queue<P> {
 
     /// Appends a change, or counts it as dropped when the queue is full. Never waits
     /// beyond the queue's own short lock.
-    fn push(&self, old: Option<P>, new: Option<P>) {
+    fn push(&self, old: Option<P>, new: Option<P>, source: Option<AppliedChange>) {
         let waker = {
             let mut state = self.state.lock();
             if state.changes < self.capacity {
@@ -79,6 +82,7 @@ impl<P> Queue<P> {
                     old,
                     new,
                     at: SystemTime::now(),
+                    source,
                 });
                 state.changes += 1;
             } else if let Some(Event::Dropped(count)) = state.events.back_mut() {
@@ -128,20 +132,30 @@ impl<P> Queue<P> {
 /// the subscription stops counting.
 pub(crate) struct Producer<P> {
     queue: Arc<Queue<P>>,
+    /// Which source change the target is applying (`None` for a target the engine
+    /// does not run).
+    cursor: Option<ChangeCursor>,
     _guard: SubscriberGuard,
 }
 
 impl<P> Producer<P> {
-    pub(crate) fn new(queue: &Arc<Queue<P>>, guard: SubscriberGuard) -> Self {
+    pub(crate) fn new(
+        queue: &Arc<Queue<P>>,
+        cursor: Option<ChangeCursor>,
+        guard: SubscriberGuard,
+    ) -> Self {
         Self {
             queue: Arc::clone(queue),
+            cursor,
             _guard: guard,
         }
     }
 
-    /// Queues `(old, new)` as the target reported it.
+    /// Queues `(old, new)` as the target reported it, with the source change being
+    /// applied (the listener runs inside the apply call).
     pub(crate) fn push(&self, old: Option<P>, new: Option<P>) {
-        self.queue.push(old, new);
+        let source = self.cursor.as_ref().and_then(ChangeCursor::current);
+        self.queue.push(old, new, source);
     }
 }
 
@@ -184,6 +198,8 @@ pub(crate) struct Subscription<P, C> {
     phase: Phase<P>,
     queue: Arc<Queue<P>>,
     convert: C,
+    /// Prints positions as the source does.
+    cursor: Option<ChangeCursor>,
     // Dropped with the stream: removes the listener from the target.
     _listener: ListenerHandle,
 }
@@ -199,6 +215,7 @@ where
         existing: Option<Vec<P>>,
         queue: Arc<Queue<P>>,
         convert: C,
+        cursor: Option<ChangeCursor>,
         listener: ListenerHandle,
     ) -> Self {
         let phase = match existing {
@@ -212,6 +229,7 @@ where
             phase,
             queue,
             convert,
+            cursor,
             _listener: listener,
         }
     }
@@ -224,19 +242,30 @@ where
         use wire::subscribe_response::Event as Out;
         match event {
             Event::Dropped(count) => Out::EventsDropped(wire::EventsDropped { count }),
-            Event::Change { old, new, at } => {
+            Event::Change {
+                old,
+                new,
+                at,
+                source,
+            } => {
                 let action = match (&old, &new) {
                     (None, Some(_)) => wire::ChangeAction::Insert,
                     (Some(_), Some(_)) => wire::ChangeAction::Update,
                     (Some(_), None) => wire::ChangeAction::Delete,
                     (None, None) => wire::ChangeAction::Truncate,
                 };
+                // Writes that are no source change (a snapshot restore, the TTL
+                // scanner) carry no position.
+                let (position, xid) = match (&source, &self.cursor) {
+                    (Some(source), Some(cursor)) => {
+                        (cursor.position_to_string(&source.position), source.xid)
+                    }
+                    _ => (String::new(), 0),
+                };
                 Out::Change(wire::RowChange {
                     action: action.into(),
-                    // The target's listeners are not told the change's position or
-                    // transaction (see the crate docs).
-                    position: String::new(),
-                    xid: 0,
+                    position,
+                    xid,
                     timestamp: Some(at.into()),
                     old_values: old.as_ref().map(&self.convert),
                     new_values: new.as_ref().map(&self.convert),
@@ -308,7 +337,7 @@ mod tests {
     fn a_full_queue_counts_drops_in_one_marker_at_their_place() {
         let queue = Queue::new(2);
         let count = Arc::new(AtomicUsize::new(0));
-        let producer = Producer::new(&queue, SubscriberGuard::new(&count));
+        let producer = Producer::new(&queue, None, SubscriberGuard::new(&count));
         assert_eq!(count.load(Ordering::SeqCst), 1);
         for n in 1..=5 {
             producer.push(None, Some(n));

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use laredo_core::{Row, TableIdentifier, Value, primary_key_columns};
+use laredo_core::{ChangeCursor, Engine, Row, TableIdentifier, Value, primary_key_columns};
 use laredo_proto::laredo::v1 as wire;
 use laredo_target_memory::{CompiledTarget, IndexError, IndexedTarget, PRIMARY_INDEX};
 use tonic::Status;
@@ -51,9 +51,20 @@ pub(crate) trait QueryTable: Send + Sync {
     /// The number of rows.
     fn count(&self) -> u64;
 
+    /// The engine's cursor of the pipeline writing this table's target (which source
+    /// change it is applying); `None` when the engine does not run the target.
+    fn change_cursor(&self, engine: &Engine) -> Option<ChangeCursor>;
+
     /// A change stream: registers a listener, then (with `replay`) reads the current
-    /// rows, so a change made meanwhile is sent after them.
-    fn subscribe(&self, replay: bool, capacity: usize, guard: SubscriberGuard) -> SubscribeStream;
+    /// rows, so a change made meanwhile is sent after them. Changes carry the source
+    /// position and transaction id that `cursor` reports.
+    fn subscribe(
+        &self,
+        replay: bool,
+        capacity: usize,
+        guard: SubscriberGuard,
+        cursor: Option<ChangeCursor>,
+    ) -> SubscribeStream;
 }
 
 /// `INVALID_ARGUMENT` unless `key` has one value per field.
@@ -179,9 +190,19 @@ impl QueryTable for IndexedTable {
         self.target.count() as u64
     }
 
-    fn subscribe(&self, replay: bool, capacity: usize, guard: SubscriberGuard) -> SubscribeStream {
+    fn change_cursor(&self, engine: &Engine) -> Option<ChangeCursor> {
+        engine.change_cursor(self.target.as_ref())
+    }
+
+    fn subscribe(
+        &self,
+        replay: bool,
+        capacity: usize,
+        guard: SubscriberGuard,
+        cursor: Option<ChangeCursor>,
+    ) -> SubscribeStream {
         let queue = Queue::new(capacity);
-        let producer = Producer::new(&queue, guard);
+        let producer = Producer::new(&queue, cursor.clone(), guard);
         let listener = self
             .target
             .listen(move |old: Option<&Row>, new: Option<&Row>| {
@@ -189,7 +210,7 @@ impl QueryTable for IndexedTable {
             });
         let existing = replay.then(|| self.target.all());
         let convert = |row: &Row| wire::Row::from(row);
-        Subscription::new(existing, queue, convert, listener).boxed()
+        Subscription::new(existing, queue, convert, cursor, listener).boxed()
     }
 }
 
@@ -278,9 +299,19 @@ impl<T: Send + Sync + 'static> QueryTable for CompiledTable<T> {
         self.target.count() as u64
     }
 
-    fn subscribe(&self, replay: bool, capacity: usize, guard: SubscriberGuard) -> SubscribeStream {
+    fn change_cursor(&self, engine: &Engine) -> Option<ChangeCursor> {
+        engine.change_cursor(self.target.as_ref())
+    }
+
+    fn subscribe(
+        &self,
+        replay: bool,
+        capacity: usize,
+        guard: SubscriberGuard,
+        cursor: Option<ChangeCursor>,
+    ) -> SubscribeStream {
         let queue = Queue::new(capacity);
-        let producer = Producer::new(&queue, guard);
+        let producer = Producer::new(&queue, cursor.clone(), guard);
         // Objects are queued as they are (an `Arc` clone) and serialized by the
         // stream, off the pipeline's task.
         let listener = self
@@ -291,6 +322,6 @@ impl<T: Send + Sync + 'static> QueryTable for CompiledTable<T> {
         let existing = replay.then(|| self.target.all());
         let serializer = Arc::clone(&self.serializer);
         let convert = move |object: &Arc<T>| wire::Row::from(&serializer(object));
-        Subscription::new(existing, queue, convert, listener).boxed()
+        Subscription::new(existing, queue, convert, cursor, listener).boxed()
     }
 }

@@ -37,6 +37,33 @@ fn summary(change: &pb::RowChange) -> (pb::ChangeAction, Option<Row>, Option<Row
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_changes_carry_their_source_position_and_transaction_id() {
+    let mut f = fixture(1..=3).await;
+    let mut stream = f
+        .client
+        .subscribe(subscribe(&users(), true))
+        .await
+        .unwrap()
+        .into_inner();
+    // Replayed current rows are no source change: no position, no transaction.
+    for _ in 1..=3 {
+        let existing = change(next(&mut stream).await);
+        assert_eq!((existing.position.as_str(), existing.xid), ("", 0));
+    }
+    assert!(matches!(next(&mut stream).await, Event::ReplayComplete(_)));
+
+    let position = f.source.enqueue([
+        ChangeEvent::insert(users(), Position::from_u64(0), user(4)).with_commit(None, 777)
+    ]);
+    let insert = change(next(&mut stream).await);
+    assert_eq!(
+        (insert.position.as_str(), insert.xid),
+        (position.to_string().as_str(), 777)
+    );
+    assert!(!insert.position.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_inserts_updates_deletes_and_truncates_arrive_in_order() {
     let mut f = fixture(1..=3).await;
     let mut stream = f

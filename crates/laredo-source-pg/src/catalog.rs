@@ -176,7 +176,9 @@ pub async fn validate_tables(client: &Client, tables: &[TableIdentifier]) -> Vec
     for table in tables {
         let row = client
             .query_one(
-                "SELECT c.oid IS NOT NULL, COALESCE(has_table_privilege(c.oid, 'SELECT'), false) \
+                "SELECT c.oid IS NOT NULL, COALESCE(has_table_privilege(c.oid, 'SELECT'), false), \
+                        COALESCE((SELECT r.relreplident::text FROM pg_class r WHERE r.oid = c.oid), 'd'), \
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
                  FROM (SELECT to_regclass($1) AS oid) AS c",
                 &[&quote_table(table)],
             )
@@ -192,7 +194,13 @@ pub async fn validate_tables(client: &Client, tables: &[TableIdentifier]) -> Vec
                 ValidationError::PERMISSION_DENIED,
                 "no SELECT privilege on the table",
             )),
-            Ok(_) => {}
+            Ok(row) => {
+                if let Some(warning) =
+                    row_identity_warning(table, &row.get::<_, String>(2), row.get::<_, bool>(3))
+                {
+                    problems.push(warning);
+                }
+            }
             Err(e) => problems.push(ValidationError::new(
                 Some(table.clone()),
                 ValidationError::TABLE_NOT_FOUND,
@@ -340,6 +348,31 @@ async fn check_publication(
     let mut check_only = config.clone();
     check_only.create = false;
     sync_publication(client, &check_only, tables).await
+}
+
+/// A warning when updates and deletes of `table` cannot be matched to a row by key:
+/// replica identity NOTHING, or DEFAULT without a primary key (PG-17). `replident` is
+/// `pg_class.relreplident` (`d`, `n`, `f`, `i`).
+fn row_identity_warning(
+    table: &TableIdentifier,
+    replident: &str,
+    has_primary_key: bool,
+) -> Option<ValidationError> {
+    let why = match replident {
+        "n" => "REPLICA IDENTITY NOTHING",
+        "d" if !has_primary_key => "no primary key and REPLICA IDENTITY DEFAULT",
+        _ => return None,
+    };
+    Some(ValidationError::warning(
+        Some(table.clone()),
+        ValidationError::NO_ROW_IDENTITY,
+        format!(
+            "{why}: updates and deletes carry no key, so targets cannot find the row \
+             (PostgreSQL also refuses them while the table is published); add a primary \
+             key or run ALTER TABLE {} REPLICA IDENTITY FULL",
+            quote_table(table)
+        ),
+    ))
 }
 
 /// What the publication must look like.
@@ -585,5 +618,17 @@ mod tests {
             quote_table(&laredo_core::table("My Schema", "t")),
             "\"My Schema\".\"t\""
         );
+    }
+    #[test]
+    fn tables_without_a_row_identity_are_warned_about() {
+        let t = laredo_core::table("public", "t");
+        let warned =
+            |replident, pk| row_identity_warning(&t, replident, pk).map(|w| (w.code, w.warning));
+        let warning = Some((ValidationError::NO_ROW_IDENTITY.to_string(), true));
+        assert_eq!(warned("d", false), warning);
+        assert_eq!(warned("n", true), warning);
+        assert_eq!(warned("d", true), None);
+        assert_eq!(warned("f", false), None);
+        assert_eq!(warned("i", false), None);
     }
 }

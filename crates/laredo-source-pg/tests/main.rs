@@ -383,7 +383,7 @@ mod catalog {
         let pg = PgCluster::shared();
         let db = pg.create_database("validate").unwrap();
         let role = format!("reader_{db}");
-        pg.psql(&db, &format!("CREATE TABLE open (id int8); CREATE TABLE closed (id int8); CREATE ROLE {role} LOGIN; GRANT SELECT ON open TO {role}"))
+        pg.psql(&db, &format!("CREATE TABLE open (id int8 PRIMARY KEY); CREATE TABLE closed (id int8); CREATE ROLE {role} LOGIN; GRANT SELECT ON open TO {role}"))
             .unwrap();
         let client = connect(&format!("postgresql://{role}@127.0.0.1:{}/{db}", pg.port())).await;
         let problems = catalog::validate_tables(

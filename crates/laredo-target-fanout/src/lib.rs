@@ -71,9 +71,15 @@
 //! `client_buffer.max_size` (50,000), `client_buffer.policy` (`drop_disconnect`),
 //! `heartbeat_interval` (5 s).
 //!
-//! Not implemented yet: the cold-tier archive (`archive.*`, `REPLAY_ARCHIVE`), a
-//! durable snapshot store for fan-out snapshots, and fan-out metrics (observer events
-//! are emitted when an observer is given to [`FanoutTargetBuilder::observer`]).
+//! Observability: the target emits the `on_fanout_*` observer events (client
+//! connected, disconnected, caught up, backpressure; snapshot created; journal pruned)
+//! to the observer given to [`FanoutTargetBuilder::observer`]. Its client count and
+//! journal size and age are readable (laredo-server exports them as the metrics
+//! `laredo_fanout_connected_clients`, `laredo_fanout_journal_entries` and
+//! `laredo_fanout_journal_oldest_age_seconds`).
+//!
+//! Not implemented yet: the cold-tier archive (`archive.*`, `REPLAY_ARCHIVE`) and a
+//! durable snapshot store for fan-out snapshots.
 //!
 //! # Example
 //!

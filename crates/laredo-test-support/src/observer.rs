@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use laredo_core::{
-    BufferPolicy, ChangeAction, DeadLetterEntry, EngineObserver, PipelineState, Position,
-    SchemaChangeEvent, SyncMode, TableIdentifier,
+    BufferPolicy, ChangeAction, ChangeEvent, DeadLetterEntry, EngineObserver, PipelineState,
+    Position, SchemaChangeEvent, SyncMode, TableIdentifier, ValidationError,
 };
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -223,20 +223,15 @@ impl EngineObserver for TestObserver {
     fn on_rebaseline_triggered(&self, source_id: &str) {
         self.record("ReBaselineTriggered", source_id, vec![]);
     }
-    fn on_change_received(
-        &self,
-        pipeline_id: &str,
-        table: &TableIdentifier,
-        action: ChangeAction,
-        position: &Position,
-    ) {
+    fn on_change_received(&self, pipeline_id: &str, change: &ChangeEvent) {
         self.record(
             "ChangeReceived",
             pipeline_id,
             vec![
-                ("table", s(table)),
-                ("action", s(action)),
-                ("position", s(position)),
+                ("table", s(&change.table)),
+                ("action", s(change.action)),
+                ("position", s(&change.position)),
+                ("xid", s(change.xid)),
             ],
         );
     }
@@ -366,6 +361,17 @@ impl EngineObserver for TestObserver {
                 ("action", s(entry.action)),
                 ("position", entry.position.clone()),
                 ("error", entry.error.clone()),
+            ],
+        );
+    }
+    fn on_validation_warning(&self, source_id: &str, warning: &ValidationError) {
+        self.record(
+            "ValidationWarning",
+            source_id,
+            vec![
+                ("table", warning.table.as_ref().map(s).unwrap_or_default()),
+                ("code", warning.code.clone()),
+                ("message", warning.message.clone()),
             ],
         );
     }

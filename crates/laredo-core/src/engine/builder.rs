@@ -45,6 +45,8 @@ pub struct PipelineOptions {
     pub(crate) retry_backoff: Duration,
     pub(crate) retry_backoff_max: Duration,
     pub(crate) validation_action: ValidationAction,
+    pub(crate) post_baseline_validation: bool,
+    pub(crate) validation_interval: Option<Duration>,
     pub(crate) ttl: Option<Ttl>,
     pub(crate) ttl_scan_interval: Duration,
 }
@@ -94,6 +96,8 @@ impl Default for PipelineOptions {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             validation_action: ValidationAction::default(),
+            post_baseline_validation: true,
+            validation_interval: None,
             ttl: None,
             ttl_scan_interval: DEFAULT_TTL_SCAN_INTERVAL,
         }
@@ -113,6 +117,8 @@ impl fmt::Debug for PipelineOptions {
             .field("retry_backoff", &self.retry_backoff)
             .field("retry_backoff_max", &self.retry_backoff_max)
             .field("validation_action", &self.validation_action)
+            .field("post_baseline_validation", &self.post_baseline_validation)
+            .field("validation_interval", &self.validation_interval)
             .field(
                 "ttl",
                 &self.ttl.as_ref().map(|t| match t {
@@ -210,10 +216,32 @@ impl PipelineOptions {
         self
     }
 
-    /// What a post-baseline row-count mismatch does (default `warn`).
+    /// What a row-count mismatch (after a baseline or periodic) does (default `warn`).
     #[must_use]
     pub fn validation_action(mut self, action: ValidationAction) -> Self {
         self.validation_action = action;
+        self
+    }
+
+    /// Whether to validate row counts after each baseline (default true): the target's
+    /// count against the rows the baseline delivered, then, for a pipeline that keeps
+    /// every row (no filter, transform or TTL), against the source's own count
+    /// ([`SyncSource::count_rows`](crate::SyncSource::count_rows)) once the pipeline
+    /// streams. `false` skips both: no validation result is reported.
+    #[must_use]
+    pub fn post_baseline_validation(mut self, enabled: bool) -> Self {
+        self.post_baseline_validation = enabled;
+        self
+    }
+
+    /// Periodic drift validation (off by default): every `interval` while the
+    /// pipeline streams, compares the target's row count with the count the engine
+    /// expects and, for a pipeline that keeps every row, with the source's count; a
+    /// mismatch is reported (`on_validation_result`) and handled as
+    /// [`PipelineOptions::validation_action`] says.
+    #[must_use]
+    pub fn validation_interval(mut self, interval: Duration) -> Self {
+        self.validation_interval = Some(interval);
         self
     }
 }
@@ -415,6 +443,9 @@ impl EngineBuilder {
             }
             if p.options.ttl.is_some() && p.options.ttl_scan_interval.is_zero() {
                 errors.push(ConfigError::at(&at, "ttl scan interval must be positive"));
+            }
+            if p.options.validation_interval.is_some_and(|i| i.is_zero()) {
+                errors.push(ConfigError::at(&at, "validation interval must be positive"));
             }
             if p.options.retry_backoff > p.options.retry_backoff_max {
                 errors.push(ConfigError::at(

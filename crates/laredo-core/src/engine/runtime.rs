@@ -86,6 +86,11 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
         .extend(schemas.iter().map(|(t, c)| (t.clone(), c.clone())));
 
     for problem in source.source.validate_tables(&source.tables).await {
+        if problem.warning {
+            tracing::warn!(source = %source.id, %problem, "table check");
+            inner.observer.on_validation_warning(&source.id, &problem);
+            continue;
+        }
         tracing::error!(source = %source.id, %problem, "table validation failed");
         for p in &pipelines {
             if problem.table.as_ref().is_none_or(|t| *t == p.table) {
@@ -117,7 +122,10 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
             Arc::clone(&buffer),
         ));
         if p.options.ttl.is_some() {
-            consumers.spawn(scan_ttl(Arc::clone(&inner), p.idx, buffer));
+            consumers.spawn(scan_ttl(Arc::clone(&inner), p.idx, Arc::clone(&buffer)));
+        }
+        if p.options.post_baseline_validation || p.options.validation_interval.is_some() {
+            consumers.spawn(validate_counts(Arc::clone(&inner), p.idx, buffer));
         }
     }
 
@@ -348,8 +356,9 @@ async fn run_baseline_locked(
         inner
             .observer
             .on_baseline_completed(&p.id, &p.table, rows, started.elapsed());
-        match validate_count(inner, p, rows) {
-            Validation::Passed => {}
+        let validation = validate_count(inner, p, rows);
+        match validation {
+            Validation::Matched | Validation::Passed => {}
             Validation::Failed => continue,
             Validation::ReBaseline => {
                 if !mismatched.contains(&p.table) {
@@ -358,11 +367,18 @@ async fn run_baseline_locked(
             }
         }
         inner.set_state(p, PipelineState::Streaming, Transition::Bulk);
+        if matches!(validation, Validation::Matched) {
+            // The target holds the baseline: now compare with the source's own count.
+            p.baselined.notify_one();
+        }
     }
     Ok((position, mismatched))
 }
 
 enum Validation {
+    /// The target holds the rows the baseline delivered.
+    Matched,
+    /// Not checked, or a mismatch the action tolerates.
     Passed,
     Failed,
     ReBaseline,
@@ -370,6 +386,9 @@ enum Validation {
 
 /// Post-baseline row-count validation for countable targets.
 fn validate_count(inner: &Inner, p: &PipelineEntry, expected: u64) -> Validation {
+    if !p.options.post_baseline_validation {
+        return Validation::Passed;
+    }
     let Some(held) = p.target.count() else {
         return Validation::Passed;
     };
@@ -378,7 +397,7 @@ fn validate_count(inner: &Inner, p: &PipelineEntry, expected: u64) -> Validation
         .observer
         .on_validation_result(&p.id, &p.table, expected, held, matched);
     if matched {
-        return Validation::Passed;
+        return Validation::Matched;
     }
     match p.options.validation_action {
         ValidationAction::Warn => {
@@ -857,9 +876,7 @@ async fn handle_change(
     event: &ChangeEvent,
     clock: &mut Instant,
 ) -> Handled {
-    inner
-        .observer
-        .on_change_received(&p.id, &p.table, event.action, &event.position);
+    inner.observer.on_change_received(&p.id, event);
     let completed;
     let event = match complete_unchanged_values(p, event) {
         Some(full) => {
@@ -872,6 +889,10 @@ async fn handle_change(
     if matches!(op, Op::Skip) {
         return Handled::Done;
     }
+    *p.applying.lock() = Some(super::AppliedChange {
+        position: event.position.clone(),
+        xid: event.xid,
+    });
     p.target.set_change_position(&event.position);
     let mut backoff = p.options.retry_backoff;
     let mut attempt = 0;
@@ -1034,6 +1055,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                 // shutdown (buffer closed) a paused pipeline drains what it holds.
                 PipelineState::Paused if buffer.is_closed() => {}
                 PipelineState::Paused | PipelineState::Baselining | PipelineState::Initializing => {
+                    *p.applying.lock() = None;
                     drop(guard);
                     state_rx.borrow_and_update();
                     tokio::select! {
@@ -1049,12 +1071,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                 Item::Change(event) | Item::Failed { event, .. }
                     if is_below_floor(&inner, p, &event.position) => {}
                 Item::Failed { event, error } => {
-                    inner.observer.on_change_received(
-                        &p.id,
-                        &p.table,
-                        event.action,
-                        &event.position,
-                    );
+                    inner.observer.on_change_received(&p.id, event);
                     inner
                         .observer
                         .on_change_error(&p.id, &p.table, event.action, error);
@@ -1093,6 +1110,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
             }
             at += 1;
         }
+        *p.applying.lock() = None;
         drop(guard);
         buffer.recycle(&mut batch);
         // Everything routed here before a pending caught-up mark is now applied when the
@@ -1314,6 +1332,154 @@ async fn scan_ttl(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuff
                     tracing::warn!(pipeline = %p.id, error = %e, "expiring a row failed; retried next scan")
                 }
             }
+        }
+    }
+}
+
+/// Counts of the source taken before a source-count mismatch is reported: a count
+/// races the changes in flight, so a mismatch must persist.
+const SOURCE_COUNT_TRIES: u32 = 3;
+/// The pause between two source counts of one check (backoff, not synchronisation).
+const SOURCE_COUNT_PAUSE: Duration = Duration::from_millis(200);
+/// How long a source count waits for the pipeline's buffer to empty.
+const SOURCE_COUNT_SETTLE: Duration = Duration::from_secs(5);
+
+/// One pipeline's row-count validation task for a source run: after each baseline
+/// (post-baseline validation), and every `validation_interval` while streaming
+/// (drift validation, CORE-43), compares the target's count with what it should hold.
+/// Ends with the source run.
+async fn validate_counts(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffer>) {
+    let p = &inner.pipelines[pipeline_idx];
+    let mut ticker = p.options.validation_interval.map(|interval| {
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
+    loop {
+        let periodic = tokio::select! {
+            () = buffer.closed() => return,
+            () = p.baselined.notified() => false,
+            _ = async {
+                match ticker.as_mut() {
+                    Some(ticker) => ticker.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        if p.state() != PipelineState::Streaming {
+            continue;
+        }
+        let outcome = if periodic {
+            check_drift(&inner, p, &buffer).await
+        } else if p.options.post_baseline_validation {
+            // The target matched the baseline already; now the source's own count.
+            check_source_count(&inner, p, &buffer).await
+        } else {
+            None
+        };
+        let Some((source_count, target_count)) = outcome else {
+            continue;
+        };
+        let matched = source_count == target_count;
+        inner
+            .observer
+            .on_validation_result(&p.id, &p.table, source_count, target_count, matched);
+        if !matched {
+            act_on_mismatch(&inner, p, source_count, target_count, periodic);
+        }
+    }
+}
+
+/// Drift check: the target's count against the engine's expected count (under the
+/// apply lock, so no change is half applied), then against the source's count.
+/// `None` when nothing can be compared.
+async fn check_drift(
+    inner: &Arc<Inner>,
+    p: &PipelineEntry,
+    buffer: &ChangeBuffer,
+) -> Option<(u64, u64)> {
+    let (expected, held) = {
+        let _guard = p.apply_lock.lock().await;
+        let held = p.target.count()?;
+        let expected = u64::try_from(p.expected_rows.load(AtomicOrdering::Relaxed)).unwrap_or(0);
+        (expected, held)
+    };
+    if expected != held {
+        return Some((expected, held));
+    }
+    check_source_count(inner, p, buffer)
+        .await
+        .or(Some((expected, held)))
+}
+
+/// The source's count of the table against the target's, for a pipeline that keeps
+/// every row (no filter, transform or TTL) of a source that can count. Each try waits
+/// for the pipeline's buffer to empty first; a mismatch is reported only when
+/// [`SOURCE_COUNT_TRIES`] tries all differ. `None` when the comparison does not apply.
+async fn check_source_count(
+    inner: &Arc<Inner>,
+    p: &PipelineEntry,
+    buffer: &ChangeBuffer,
+) -> Option<(u64, u64)> {
+    if !p.chain.is_empty() || p.options.ttl.is_some() {
+        return None;
+    }
+    let source = &inner.sources[p.source_idx].source;
+    let mut last = None;
+    for attempt in 0..SOURCE_COUNT_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(SOURCE_COUNT_PAUSE).await;
+        }
+        let settle_by = Instant::now() + SOURCE_COUNT_SETTLE;
+        while buffer.len() > 0 && Instant::now() < settle_by && !buffer.is_closed() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let source_count = source.count_rows(&p.table).await?;
+        let held = {
+            let _guard = p.apply_lock.lock().await;
+            p.target.count()?
+        };
+        if source_count == held {
+            return Some((source_count, held));
+        }
+        last = Some((source_count, held));
+    }
+    last
+}
+
+/// Applies the pipeline's validation action to a row-count mismatch.
+fn act_on_mismatch(
+    inner: &Arc<Inner>,
+    p: &PipelineEntry,
+    expected: u64,
+    held: u64,
+    periodic: bool,
+) {
+    let when = if periodic {
+        "drift validation"
+    } else {
+        "after baseline"
+    };
+    match p.options.validation_action {
+        ValidationAction::Warn => {
+            tracing::warn!(pipeline = %p.id, expected, held, when, "row count mismatch");
+        }
+        ValidationAction::Error => {
+            tracing::error!(pipeline = %p.id, expected, held, when, "row count mismatch");
+            inner.observer.on_pipeline_failed(
+                &p.id,
+                &format!("row count mismatch ({when}): expected {expected}, target holds {held}"),
+            );
+            inner.set_state(p, PipelineState::Error, Transition::Bulk);
+        }
+        // A baseline just ran: reloading again could loop on a source that keeps
+        // differing, so after a baseline the mismatch only warns.
+        ValidationAction::ReBaseline if !periodic => {
+            tracing::warn!(pipeline = %p.id, expected, held, when, "row count mismatch; not reloading right after a baseline");
+        }
+        ValidationAction::ReBaseline => {
+            tracing::warn!(pipeline = %p.id, expected, held, when, "row count mismatch; reloading");
+            spawn_reload(inner, p.source_idx, p.table.clone());
         }
     }
 }

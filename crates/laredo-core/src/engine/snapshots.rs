@@ -30,7 +30,7 @@ use crate::status::PipelineState;
 use crate::table::TableIdentifier;
 use crate::value::Value;
 
-use super::{Engine, EngineError, Inner, PipelineEntry, Transition, ack, runtime};
+use super::{Engine, EngineError, Inner, PipelineEntry, SourceEntry, Transition, ack, runtime};
 
 /// What a restore does when the snapshot's user metadata differs from the configured
 /// one ([`SnapshotOptions::user_meta`]).
@@ -242,7 +242,32 @@ impl Engine {
     ) -> Result<SnapshotDescriptor, EngineError> {
         self.inner.ensure_running()?;
         self.snapshot_state()?;
-        create(&self.inner, user_meta).await
+        create(&self.inner, None, user_meta).await
+    }
+
+    /// As [`Engine::create_snapshot`], of `tables` only: only the sources serving them
+    /// pause, only their pipelines are exported, and only those sources' positions are
+    /// recorded. Such a snapshot restores at startup only where it covers every
+    /// pipeline of a source (otherwise that source baselines); `RestoreSnapshot` and
+    /// replays use the tables it has.
+    ///
+    /// # Errors
+    /// As [`Engine::create_snapshot`]; [`EngineError::UnknownTable`] for a table no
+    /// pipeline serves (nothing is taken).
+    pub async fn create_snapshot_of(
+        &self,
+        tables: &[TableIdentifier],
+        user_meta: BTreeMap<String, Value>,
+    ) -> Result<SnapshotDescriptor, EngineError> {
+        self.inner.ensure_running()?;
+        self.snapshot_state()?;
+        if let Some(unknown) = tables
+            .iter()
+            .find(|t| !self.inner.pipelines.iter().any(|p| &p.table == *t))
+        {
+            return Err(EngineError::UnknownTable(unknown.clone()));
+        }
+        create(&self.inner, Some(tables), user_meta).await
     }
 
     /// Snapshots in the store, newest first.
@@ -648,6 +673,7 @@ pub(crate) async fn restore_at_startup(inner: &Inner, source_idx: usize) -> Rest
 /// Takes a snapshot (the engine's running state is checked by the caller).
 pub(crate) async fn create(
     inner: &Arc<Inner>,
+    only: Option<&[TableIdentifier]>,
     user_meta: BTreeMap<String, Value>,
 ) -> Result<SnapshotDescriptor, EngineError> {
     let state = inner
@@ -661,7 +687,7 @@ pub(crate) async fn create(
     let id = format!("snap-{}", now.as_nanos());
     inner.observer.on_snapshot_started(&id);
     let started = Instant::now();
-    let result = export_and_save(inner, state, &id, now, user_meta).await;
+    let result = export_and_save(inner, state, &id, now, only, user_meta).await;
     match &result {
         Ok(descriptor) => {
             let rows = descriptor.tables.iter().map(|t| t.row_count).sum();
@@ -688,16 +714,24 @@ async fn export_and_save(
     state: &SnapshotState,
     id: &str,
     now: Duration,
+    only: Option<&[TableIdentifier]>,
     user_meta: BTreeMap<String, Value>,
 ) -> Result<SnapshotDescriptor, EngineError> {
+    let wanted = |table: &TableIdentifier| only.is_none_or(|tables| tables.contains(table));
+    // Only the sources with a table to export take part.
+    let sources: Vec<&SourceEntry> = inner
+        .sources
+        .iter()
+        .filter(|s| s.tables.iter().any(wanted))
+        .collect();
     // Admin locks in index order keep reloads and resets out; pause what runs.
-    let mut admin = Vec::with_capacity(inner.sources.len());
-    for source in &inner.sources {
+    let mut admin = Vec::with_capacity(sources.len());
+    for source in &sources {
         admin.push(source.admin.lock().await);
     }
     let mut paused = Vec::new();
     let mut failure = None;
-    for source in &inner.sources {
+    for source in &sources {
         if source.user_paused.load(AtomicOrdering::SeqCst) {
             continue;
         }
@@ -715,7 +749,7 @@ async fn export_and_save(
     }
     let exported = match failure {
         Some(e) => Err(e),
-        None => export(inner).await,
+        None => export(inner, only).await,
     };
     for source in paused {
         if let Err(e) = source.source.resume().await {
@@ -744,13 +778,16 @@ async fn export_and_save(
 
 type Exported = (TableEntries, BTreeMap<String, String>);
 
-async fn export(inner: &Inner) -> Result<Exported, EngineError> {
+async fn export(inner: &Inner, only: Option<&[TableIdentifier]>) -> Result<Exported, EngineError> {
     let mut tables = Vec::new();
     let mut positions = BTreeMap::new();
     for source in &inner.sources {
         let mut any = false;
         for &p in &source.pipelines {
             let p = &inner.pipelines[p];
+            if only.is_some_and(|only| !only.contains(&p.table)) {
+                continue;
+            }
             if !matches!(p.state(), PipelineState::Streaming | PipelineState::Paused) {
                 continue;
             }
@@ -799,7 +836,7 @@ pub(crate) async fn schedule(inner: Arc<Inner>, interval: Duration, cancel: Canc
             () = tokio::time::sleep(interval) => {}
         }
         let meta = BTreeMap::from([("trigger".to_string(), Value::text("scheduled"))]);
-        if let Err(e) = create(&inner, meta).await {
+        if let Err(e) = create(&inner, None, meta).await {
             tracing::warn!(error = %e, "scheduled snapshot failed");
         }
     }

@@ -9,3 +9,4 @@ mod snapshots;
 mod streaming;
 mod support;
 mod ttl;
+mod validation;
