@@ -193,6 +193,7 @@ const SOURCE: Node = Node::Tagged(&Tagged {
                 ),
                 opt("slot_name", NON_EMPTY_STR),
                 opt("always_baseline", BOOL),
+                opt("max_protocol_failures", POSITIVE),
                 opt("publication", PUBLICATION),
                 opt("reconnect", RECONNECT),
             ],

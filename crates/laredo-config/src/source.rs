@@ -71,6 +71,9 @@ pub struct PgSourceConfig {
     pub publication: PublicationConfig,
     /// Reconnect policy after a lost connection.
     pub reconnect: ReconnectConfig,
+    /// How many times in a row the replication message at one position may fail to
+    /// decode before the source stops naming it; default 5.
+    pub max_protocol_failures: u32,
 }
 
 impl Default for PgSourceConfig {
@@ -82,6 +85,7 @@ impl Default for PgSourceConfig {
             always_baseline: false,
             publication: PublicationConfig::default(),
             reconnect: ReconnectConfig::default(),
+            max_protocol_failures: 5,
         }
     }
 }

@@ -228,7 +228,8 @@ pub(crate) fn pg_source(id: &str, pg: &PgConfig) -> Result<PgSource, String> {
         .slot_name(pg.slot_name.clone())
         .always_baseline(pg.always_baseline)
         .publication(publication)
-        .reconnect(reconnect);
+        .reconnect(reconnect)
+        .max_protocol_failures(pg.max_protocol_failures);
     PgSource::new(config).map_err(|e| format!("{path}.connection: {e}"))
 }
 

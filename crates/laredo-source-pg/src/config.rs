@@ -109,6 +109,10 @@ pub struct PgSourceConfig {
     /// this long is treated as lost and re-opened. The server sends keepalives at half
     /// its `wal_sender_timeout` (60 s by default) when idle, so keep this above that.
     pub receive_timeout: Duration,
+    /// How many times in a row a replication message at one WAL position may fail to
+    /// decode (the stream reconnects with backoff in between) before the source stops
+    /// with an error naming the position and the cause. Default 5.
+    pub max_protocol_failures: u32,
 }
 
 impl PgSourceConfig {
@@ -126,7 +130,16 @@ impl PgSourceConfig {
             status_interval: Duration::from_secs(1),
             read_ahead: 8192,
             receive_timeout: Duration::from_secs(90),
+            max_protocol_failures: 5,
         }
+    }
+
+    /// Sets how many times in a row a message at one position may fail to decode
+    /// before the source stops (at least 1).
+    #[must_use]
+    pub fn max_protocol_failures(mut self, failures: u32) -> Self {
+        self.max_protocol_failures = failures.max(1);
+        self
     }
 
     /// Sets the slot mode.

@@ -698,8 +698,39 @@ enum SessionEnd {
     },
 }
 
+/// Counts decode failures of the replication message at one WAL position across
+/// reconnects: the same message failing again and again is a poison message, and the
+/// source must stop and say so instead of reconnecting for ever.
+#[derive(Debug, Default)]
+struct PoisonGuard {
+    /// The position of the last failure and how many times in a row it failed.
+    last: Option<(u64, u32)>,
+}
+
+impl PoisonGuard {
+    /// Records a failure at `lsn`; `Some(count)` once it failed `max` times in a row.
+    fn record(&mut self, lsn: u64, max: u32) -> Option<u32> {
+        let count = match self.last {
+            Some((at, count)) if at == lsn => count + 1,
+            _ => 1,
+        };
+        self.last = Some((lsn, count));
+        (count >= max).then_some(count)
+    }
+
+    /// A message past the failing one decoded: the failure did not repeat.
+    fn passed(&mut self, lsn: u64) {
+        if self.last.is_some_and(|(at, _)| lsn > at) {
+            self.last = None;
+        }
+    }
+}
+
 /// The decoding state of one stream.
 struct Decoder {
+    /// A replication message that did not decode: its position and why (set by
+    /// `handle_event`, taken by the reconnect loop).
+    undecodable: Option<(u64, String)>,
     relations: HashMap<u32, RelationInfo>,
     tables: Vec<TableIdentifier>,
     tx: Option<Tx>,
@@ -1203,12 +1234,14 @@ impl PgSource {
         let (from_lsn, from_seq) = pair(&from);
         inner.advance_delivered((from_lsn, from_seq));
         let mut decoder = Decoder {
+            undecodable: None,
             relations: HashMap::new(),
             tables: inner.tables.lock().clone(),
             tx: None,
             last_complete: from_lsn,
         };
         let mut failures = 0u32;
+        let mut poison = PoisonGuard::default();
         loop {
             let pending = inner.pending.lock().await.take();
             let client = match pending {
@@ -1235,8 +1268,45 @@ impl PgSource {
             let end = match client {
                 Ok(client) => {
                     inner.set_streaming();
-                    self.run_session(client, &mut decoder, handler, &cancel)
-                        .await?
+                    match self
+                        .run_session(client, &mut decoder, handler, &cancel)
+                        .await
+                    {
+                        Ok(end) => {
+                            poison.passed(decoder.last_complete);
+                            end
+                        }
+                        Err(error) => match decoder.undecodable.take() {
+                            // A message that did not decode: maybe damaged on the way,
+                            // maybe a poison message. Reconnect and read it again; stop
+                            // once it failed max_protocol_failures times in a row.
+                            Some((lsn, cause)) => {
+                                let max = inner.config.max_protocol_failures;
+                                if let Some(count) = poison.record(lsn, max) {
+                                    return Err(other(
+                                        format!(
+                                            "the replication message at {} could not be \
+                                             decoded {count} times in a row \
+                                             (max_protocol_failures): {cause}; the source \
+                                             stops instead of reading it again",
+                                            format_lsn(lsn)
+                                        ),
+                                        error,
+                                    ));
+                                }
+                                tracing::warn!(
+                                    position = %format_lsn(lsn),
+                                    error = %error,
+                                    "an undecodable replication message: reconnecting to read it again"
+                                );
+                                SessionEnd::Lost {
+                                    error,
+                                    progressed: false,
+                                }
+                            }
+                            None => return Err(error),
+                        },
+                    }
                 }
                 Err(error) if error.is_rebaseline_required() => return Err(error),
                 Err(error) => SessionEnd::Lost {
@@ -1549,12 +1619,22 @@ impl PgSource {
                         .await?;
                 }
             }
-            ReplicationEvent::XLogData { data, wal_end, .. } => {
+            ReplicationEvent::XLogData {
+                data,
+                wal_start,
+                wal_end,
+                ..
+            } => {
                 inner
                     .server_wal_end
                     .fetch_max(wal_end.as_u64(), AtomicOrdering::SeqCst);
-                let message = pgoutput::decode(&data)
-                    .map_err(|e| other("undecodable pgoutput message", e))?;
+                let message = match pgoutput::decode(&data) {
+                    Ok(message) => message,
+                    Err(e) => {
+                        decoder.undecodable = Some((wal_start.as_u64(), e.to_string()));
+                        return Err(other("undecodable pgoutput message", e));
+                    }
+                };
                 self.handle_message(message, decoder, handler).await?;
             }
             ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
@@ -1883,6 +1963,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_same_message_failing_max_times_in_a_row_is_a_poison_message() {
+        let mut guard = PoisonGuard::default();
+        assert_eq!(guard.record(100, 3), None);
+        assert_eq!(guard.record(100, 3), None);
+        assert_eq!(guard.record(100, 3), Some(3));
+        // Another position starts over; getting past the failing one clears it.
+        let mut guard = PoisonGuard::default();
+        assert_eq!(guard.record(100, 3), None);
+        assert_eq!(guard.record(200, 3), None);
+        assert_eq!(guard.record(200, 3), None);
+        guard.passed(250);
+        assert_eq!(guard.record(200, 3), None);
+        guard.passed(150);
+        assert_eq!(guard.record(200, 3), None);
+        assert_eq!(guard.record(200, 3), Some(3));
+    }
+
+    #[test]
     fn lsns_format_and_parse() {
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
         assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
@@ -1943,6 +2041,7 @@ mod tests {
             vec![ColumnDefinition::new("id", "int8").primary_key(1).oid(20)],
         );
         let mut decoder = Decoder {
+            undecodable: None,
             relations: HashMap::new(),
             tables: vec![t],
             tx: None,
@@ -2010,6 +2109,32 @@ mod tests {
         assert_eq!(source.acknowledged_lsn(), 50);
         source.ack(&Position::from_pair(110, 0)).await.unwrap();
         assert_eq!(source.acknowledged_lsn(), 110);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_message_is_recorded_with_its_position_for_the_poison_guard() {
+        let source = PgSource::new(PgSourceConfig::new("postgres://u@localhost/db")).unwrap();
+        let mut decoder = Decoder {
+            undecodable: None,
+            relations: HashMap::new(),
+            tables: Vec::new(),
+            tx: None,
+            last_complete: 0,
+        };
+        let garbage = ReplicationEvent::XLogData {
+            wal_start: Lsn(0x16_B374_D848),
+            wal_end: Lsn(0x16_B374_D900),
+            server_time_micros: 0,
+            data: vec![b'Z', 1, 2, 3].into(),
+        };
+        let error = source
+            .handle_event(garbage, &mut decoder, &mut Collect::default())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("undecodable"), "{error}");
+        let (lsn, cause) = decoder.undecodable.take().expect("recorded");
+        assert_eq!(format_lsn(lsn), "16/B374D848");
+        assert!(!cause.is_empty());
     }
 
     #[test]
