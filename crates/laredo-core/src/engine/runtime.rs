@@ -153,7 +153,11 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
                             .observer
                             .on_source_disconnected(&source.id, &format!("stream error: {e}"));
                         tracing::error!(source = %source.id, error = %e, "source stream failed");
+                        let reason = format!("source {} stopped: {e}", source.id);
                         for p in &pipelines {
+                            if !p.state().is_terminal() {
+                                inner.observer.on_pipeline_failed(&p.id, &reason);
+                            }
                             inner.set_state(p, PipelineState::Error, Transition::Bulk);
                         }
                     }

@@ -337,6 +337,13 @@ async fn a_failed_stream_disconnects_and_fails_its_pipelines() {
         engine.pipelines()[0].state,
         laredo_core::PipelineState::Error
     );
+    // Each pipeline hears why, so status and readiness can say it.
+    let failed = observer.wait_for_event("PipelineFailed", WAIT).await;
+    assert_eq!(failed.subject, engine.pipelines()[0].id);
+    assert_eq!(
+        failed.field("reason"),
+        Some("source main stopped: connection reset")
+    );
     engine.stop().await.unwrap();
 }
 
