@@ -190,117 +190,17 @@ pub(crate) fn select_page<E>(
     })
 }
 
-/// Orders two keys of the same table: value by value ([`compare_values`]).
+/// Orders two keys of the same table: the order of their sort keys
+/// ([`laredo_target_memory::sort_key`]), the one the indexed target keeps its ordered
+/// index in, so pages of every target and their tokens follow one order.
 pub(crate) fn compare_keys(a: &[Value], b: &[Value]) -> Ordering {
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| compare_values(a, b))
-        .find(|o| o.is_ne())
-        .unwrap_or_else(|| a.len().cmp(&b.len()))
+    laredo_target_memory::sort_key(a).cmp(&laredo_target_memory::sort_key(b))
 }
 
-/// A total order on values that agrees with key equality: kinds in a fixed order
-/// (NULL first), then the natural order of the kind, then (for the rare values that tie
-/// there without being equal keys, such as numbers beyond f64 precision) the canonical
-/// key bytes.
+/// [`compare_keys`] for single values.
+#[cfg(test)]
 pub(crate) fn compare_values(a: &Value, b: &Value) -> Ordering {
-    rank(a)
-        .cmp(&rank(b))
-        .then_with(|| natural(a, b))
-        .then_with(|| a.key_bytes().cmp(&b.key_bytes()))
-}
-
-fn rank(value: &Value) -> u8 {
-    match value {
-        Value::Null => 0,
-        Value::Bool(_) => 1,
-        Value::Int64(_) | Value::Float64(_) | Value::Numeric(_) => 2,
-        Value::Text(_) => 3,
-        Value::Json(_) => 4,
-        Value::Bytes(_) => 5,
-        Value::Uuid(_) => 6,
-        Value::Date(_) => 7,
-        Value::Time(_) => 8,
-        Value::TimeTz { .. } => 9,
-        Value::Timestamp(_) => 10,
-        Value::TimestampTz(_) => 11,
-        Value::Interval { .. } => 12,
-        Value::Array(_) => 13,
-        Value::UnchangedToast => 14,
-        _ => 15,
-    }
-}
-
-/// The natural order of two values of the same rank; `Equal` where it has nothing to
-/// say (the key bytes decide).
-fn natural(a: &Value, b: &Value) -> Ordering {
-    match (a, b) {
-        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
-        (Value::Int64(a), Value::Int64(b)) => a.cmp(b),
-        (Value::Text(a), Value::Text(b)) | (Value::Json(a), Value::Json(b)) => a.cmp(b),
-        (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
-        (Value::Uuid(a), Value::Uuid(b)) => a.cmp(b),
-        (Value::Date(a), Value::Date(b)) => a.cmp(b),
-        (Value::Time(a), Value::Time(b))
-        | (Value::Timestamp(a), Value::Timestamp(b))
-        | (Value::TimestampTz(a), Value::TimestampTz(b)) => a.cmp(b),
-        (
-            Value::TimeTz {
-                micros: a,
-                offset_seconds: a_offset,
-            },
-            Value::TimeTz {
-                micros: b,
-                offset_seconds: b_offset,
-            },
-        ) => utc_micros(*a, *a_offset)
-            .cmp(&utc_micros(*b, *b_offset))
-            .then(a_offset.cmp(b_offset)),
-        (
-            Value::Interval {
-                months: am,
-                days: ad,
-                micros: au,
-            },
-            Value::Interval {
-                months: bm,
-                days: bd,
-                micros: bu,
-            },
-        ) => (am, ad, au).cmp(&(bm, bd, bu)),
-        (Value::Array(a), Value::Array(b)) => compare_keys(a, b),
-        _ => match (number(a), number(b)) {
-            (Some(a), Some(b)) => a.total_cmp(&b),
-            _ => Ordering::Equal,
-        },
-    }
-}
-
-/// A `timetz` as microseconds UTC (PostgreSQL orders `timetz` this way first).
-fn utc_micros(micros: i64, offset_seconds: i32) -> i64 {
-    micros.saturating_sub(i64::from(offset_seconds).saturating_mul(1_000_000))
-}
-
-/// A number's value as f64, normalised so that values with equal keys map to equal
-/// floats (`-0.0` is `0.0`, every NaN the same).
-fn number(value: &Value) -> Option<f64> {
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "an approximation: the key bytes break ties beyond f64 precision"
-    )]
-    let f = match value {
-        Value::Int64(v) => *v as f64,
-        Value::Float64(f) => *f,
-        Value::Numeric(s) => s.trim().parse::<f64>().unwrap_or(f64::NAN),
-        _ => return None,
-    };
-    Some(if f.is_nan() {
-        f64::NAN
-    } else if f == 0.0 {
-        0.0
-    } else {
-        f
-    })
+    compare_keys(std::slice::from_ref(a), std::slice::from_ref(b))
 }
 
 #[cfg(test)]
