@@ -17,6 +17,10 @@
 //! `Value::raw_size` per row. It counts requested bytes, not the allocator's own
 //! per-block overhead; RSS growth is printed beside it for that.
 //!
+//! Each phase checks that it measured what it names, or panics: the changes went through
+//! the engine's stream (no baseline row reached a target, the no-op target saw every
+//! insert, and the loaded target holds exactly the inserted, then the updated rows).
+//!
 //! Options: `--rows N` (default 1,000,000).
 
 use std::alloc::System;
@@ -39,11 +43,13 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 const BENCH: &str = "engine";
 
 /// Averages the pipeline buffer's fill over every enqueue and dequeue: near 1 the
-/// target (consumer) limits throughput, near 0 the source side does.
+/// target (consumer) limits throughput, near 0 the source side does. Also counts the
+/// rows the engine reports baselined, which must stay 0: the bench streams.
 #[derive(Default)]
 struct FillObserver {
     samples: AtomicU64,
     permille_sum: AtomicU64,
+    baseline_rows: AtomicU64,
 }
 
 impl EngineObserver for FillObserver {
@@ -51,6 +57,10 @@ impl EngineObserver for FillObserver {
         self.samples.fetch_add(1, Ordering::Relaxed);
         self.permille_sum
             .fetch_add((depth * 1000 / capacity.max(1)) as u64, Ordering::Relaxed);
+    }
+
+    fn on_baseline_completed(&self, _: &str, _: &TableIdentifier, rows: u64, _: Duration) {
+        self.baseline_rows.fetch_add(rows, Ordering::Relaxed);
     }
 }
 
@@ -182,8 +192,12 @@ fn new_target() -> Arc<IndexedTarget> {
         .build()
 }
 
-/// A target that applies nothing: the engine's own ceiling.
-struct NoopTarget;
+/// A target that applies nothing, only counts: the engine's own ceiling.
+#[derive(Default)]
+struct NoopTarget {
+    baseline_rows: AtomicU64,
+    inserts: AtomicU64,
+}
 
 #[async_trait::async_trait]
 impl SyncTarget for NoopTarget {
@@ -198,12 +212,14 @@ impl SyncTarget for NoopTarget {
         Ok(())
     }
     async fn on_baseline_row(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        self.baseline_rows.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
     async fn on_baseline_complete(&self, _: &TableIdentifier) -> Result<(), TargetError> {
         Ok(())
     }
     async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+        self.inserts.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
     async fn on_update(
@@ -250,12 +266,13 @@ impl SyncTarget for NoopTarget {
 async fn engine_only_rate(inserts: &[Row], t: &TableIdentifier) -> f64 {
     let source = TestSource::new();
     source.set_schema(t.clone(), TestSource::columns(&columns()));
+    let target = Arc::new(NoopTarget::default());
     let engine = Engine::builder()
         .source("bench", source.clone())
         .pipeline(
             "bench",
             t.clone(),
-            Arc::new(NoopTarget),
+            target.clone(),
             PipelineOptions::default(),
         )
         .build()
@@ -270,6 +287,14 @@ async fn engine_only_rate(inserts: &[Row], t: &TableIdentifier) -> f64 {
         .map(|r| ChangeEvent::insert(t.clone(), Position::from_u64(0), r.clone()));
     let elapsed = stream_through_engine(&source, t, events, || true).await;
     engine.stop().await.expect("engine stops");
+    assert_eq!(
+        (
+            target.baseline_rows.load(Ordering::Relaxed),
+            target.inserts.load(Ordering::Relaxed)
+        ),
+        (0, inserts.len() as u64),
+        "engine_only: every insert, and nothing else, went through the engine"
+    );
     inserts.len() as f64 / elapsed.as_secs_f64()
 }
 
@@ -375,6 +400,21 @@ async fn run(rows: usize) -> Vec<Figure> {
     )
     .await;
     let engine_rate = (2 * rows) as f64 / (insert_time + update_time).as_secs_f64();
+    // What was measured went through the engine's stream: no baseline, and the target
+    // holds exactly the updated rows (checked after the timing).
+    assert_eq!(
+        fill.baseline_rows.load(Ordering::Relaxed),
+        0,
+        "no row may come from a baseline"
+    );
+    assert_eq!(target.count(), rows);
+    for row in &updates {
+        let id = row.get_i64("id").expect("id");
+        assert!(
+            target.lookup(id).as_ref() == Some(row),
+            "row {id} does not hold its streamed update"
+        );
+    }
     figures.push(Figure {
         name: "changes_per_sec",
         value: rows as f64 / insert_time.as_secs_f64(),
@@ -459,6 +499,7 @@ async fn run(rows: usize) -> Vec<Figure> {
     }
     let direct_rate = (2 * rows) as f64 / started.elapsed().as_secs_f64();
     let direct_update_time = update_started.elapsed();
+    assert_eq!(direct.count(), rows, "reference applied every row");
     figures.push(Figure {
         name: "direct_insert_changes_per_sec",
         value: rows as f64 / direct_insert_time.as_secs_f64(),

@@ -4,6 +4,10 @@
 //! `rows_per_sec` covers the baseline as the engine reports it (slot creation with its
 //! exported snapshot, then the COPY into the target); `start_to_ready_*` also covers
 //! connecting, reading the catalog and syncing the publication.
+//!
+//! Each run checks that it measured a baseline: every row reached the target as a
+//! baseline row (none through the stream) and the engine reported the baseline of all
+//! of them; otherwise the bench panics.
 
 mod common;
 
@@ -11,20 +15,20 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use common::{Figure, arg, engine_observed, print, run, runtime, source};
+use common::{Figure, arg, checked_target, engine_observed, print, run, runtime, source};
 use laredo_core::{EngineObserver, TableIdentifier};
 use laredo_source_pg::SlotMode;
 use laredo_test_support::PgCluster;
 use parking_lot::Mutex;
 
-/// Keeps the duration the engine reports for the baseline (slot creation with its
-/// snapshot, then the COPY into the target).
+/// Keeps the row count and duration the engine reports for the baseline (slot
+/// creation with its snapshot, then the COPY into the target).
 #[derive(Default)]
-struct BaselineTimer(Mutex<Option<Duration>>);
+struct BaselineTimer(Mutex<Option<(u64, Duration)>>);
 
 impl EngineObserver for BaselineTimer {
-    fn on_baseline_completed(&self, _: &str, _: &TableIdentifier, _: u64, duration: Duration) {
-        *self.0.lock() = Some(duration);
+    fn on_baseline_completed(&self, _: &str, _: &TableIdentifier, rows: u64, duration: Duration) {
+        *self.0.lock() = Some((rows, duration));
     }
 }
 
@@ -68,15 +72,25 @@ fn main() {
 
         let (baseline, ready) = rt.block_on(async {
             let timer = Arc::new(BaselineTimer::default());
-            let (engine, target) =
-                engine_observed(source(&pg, &db, SlotMode::Ephemeral), timer.clone());
+            let target = checked_target(false);
+            let engine = engine_observed(
+                source(&pg, &db, SlotMode::Ephemeral),
+                target.clone(),
+                timer.clone(),
+            );
             let started = Instant::now();
             engine.start().await.expect("start");
             assert!(engine.await_ready(Duration::from_secs(600)).await, "ready");
             let ready = started.elapsed();
-            assert_eq!(target.count() as u64, rows, "every row loaded");
+            assert_eq!(target.inner.count() as u64, rows, "every row loaded");
             engine.stop().await.expect("stop");
-            let baseline = timer.0.lock().expect("baseline completed");
+            assert_eq!(
+                (target.baseline_rows(), target.streamed()),
+                (rows, 0),
+                "baseline bench: every row must reach the target by the baseline, none streamed"
+            );
+            let (baselined, baseline) = timer.0.lock().expect("baseline completed");
+            assert_eq!(baselined, rows, "rows the engine reports baselined");
             (baseline, ready)
         });
         ours = ours.min(baseline);

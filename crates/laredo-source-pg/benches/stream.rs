@@ -3,6 +3,19 @@
 //! the same WAL in the same run; then the end-to-end lag (row written → applied in the
 //! target) at `R` changes/s (default 10,000) for `S` seconds (default 5).
 //!
+//! How it makes sure the changes come from the WAL: a first engine creates the slot and
+//! baselines the still-empty table into a target; it stops, the changes are written, and
+//! a second engine is given **that same target object**, which says `retains_state() =
+//! true` (it is the one the first engine filled, kept by this process, so it does hold
+//! the state at the slot's position). A new engine therefore resumes the slot into it
+//! and streams the changes from the WAL, as `pg_recvlogical` does, instead of
+//! baselining the written table (which it does into targets that start empty, and which
+//! would make this a baseline bench). Keeping the first engine running while the
+//! changes are written would make the write rate, not the streaming, the limit.
+//! The target counts how rows reach it: the bench panics if any baseline row reached it
+//! while measuring (`baseline_rows_applied`, always 0 in a printed result) or if the
+//! streamed inserts and updates are not exactly the changes written.
+//!
 //! `cargo xtask bench stream --big-tx N` measures something else instead: the growth of
 //! this process's resident set while one N-row transaction (for example 10,000,000)
 //! streams into a target that keeps no rows, i.e. laredo's own memory for a large
@@ -13,7 +26,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Figure, arg, engine, print, run, runtime, source};
+use common::{CheckedTarget, Figure, arg, checked_target, engine, print, run, runtime, source};
 use laredo_core::{Engine, PipelineOptions, Row, Value, table};
 use laredo_source_pg::SlotMode;
 use laredo_test_support::{CountingTarget, PgCluster, memory_kib};
@@ -38,6 +51,7 @@ fn main() {
     let rate = arg("--rate", 10_000);
     let seconds = arg("--seconds", 5);
     let inserts = changes / 2;
+    let changes = 2 * inserts;
     let pg = PgCluster::start().expect("PostgreSQL");
     let db = pg.create_database("bench_stream").expect("database");
     pg.psql(
@@ -48,13 +62,24 @@ fn main() {
     .expect("table");
     let rt = runtime();
     let src = source(&pg, &db, SlotMode::Stateful);
+    // One target for both engines; see the module docs.
+    let target = checked_target(true);
     // First run: creates the slot and the publication, baselines the empty table.
     rt.block_on(async {
-        let (engine, _) = engine(Arc::clone(&src));
+        let engine = engine(Arc::clone(&src), Arc::clone(&target));
         engine.start().await.expect("start");
         assert!(engine.await_ready(Duration::from_secs(60)).await);
         engine.stop().await.expect("stop");
     });
+    assert_eq!(
+        (
+            target.baseline_rows(),
+            target.streamed(),
+            target.inner.count()
+        ),
+        (0, 0, 0),
+        "the first engine baselines the empty table and streams nothing"
+    );
     let publication = format!("bench_{db}");
     pg.psql(
         &db,
@@ -113,12 +138,14 @@ fn main() {
     let reference = started.elapsed();
 
     let (ours, lags) = rt.block_on(async {
-        let (engine, target) = engine(Arc::clone(&src));
+        target.reset();
+        let engine = engine(Arc::clone(&src), Arc::clone(&target));
         let cpu_before = laredo_test_support::process_cpu_seconds("self");
         let started = Instant::now();
         engine.start().await.expect("start");
         let last = i64::try_from(inserts).expect("count");
         while target
+            .inner
             .lookup(last)
             .is_none_or(|row| row.get_i64("v") != Some(1))
         {
@@ -126,6 +153,7 @@ fn main() {
         }
         let ours = started.elapsed();
         let cpu = laredo_test_support::process_cpu_seconds("self") - cpu_before;
+        check_streamed(&target, changes, "measuring changes/s");
         println!(
             "laredo used {cpu:.2} s of CPU in {:.2} s ({:.0}% of one core)",
             ours.as_secs_f64(),
@@ -134,7 +162,7 @@ fn main() {
 
         // Lag under a steady write load: batches of 100 rows every 100/rate seconds.
         let lags = Arc::new(Mutex::new(Vec::new()));
-        let _listener = target.listen({
+        let _listener = target.inner.listen({
             let lags = Arc::clone(&lags);
             move |old: Option<&Row>, new: Option<&Row>| {
                 if old.is_none()
@@ -168,6 +196,11 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         engine.stop().await.expect("stop");
+        check_streamed(
+            &target,
+            changes + batches * 100,
+            "measuring the lag under write load",
+        );
         let mut lags = lags.lock().clone();
         lags.sort_unstable();
         (ours, lags)
@@ -185,6 +218,11 @@ fn main() {
             per_sec(ours) / per_sec(reference),
             "ratio",
         ),
+        Figure::new(
+            "baseline_rows_applied",
+            target.baseline_rows() as f64,
+            "rows",
+        ),
         Figure::new("lag_p50_ms", pct(0.50), "ms"),
         Figure::new("lag_p99_ms", pct(0.99), "ms"),
         Figure::new("lag_max_ms", pct(1.0), "ms"),
@@ -196,6 +234,22 @@ fn main() {
              reference: pg_recvlogical to /dev/null; lag at {rate} changes/s for {seconds} s"
         ),
         &figures,
+    );
+}
+
+/// Panics unless every change since the target's last reset came from the stream:
+/// no baseline row, and exactly `changes` inserts and updates.
+fn check_streamed(target: &CheckedTarget, changes: u64, phase: &str) {
+    let baseline_rows = target.baseline_rows();
+    assert!(
+        baseline_rows == 0,
+        "stream bench measured a baseline, not the WAL: {baseline_rows} baseline rows reached \
+         the target while {phase} (the engine did not resume from the slot)"
+    );
+    assert_eq!(
+        target.streamed(),
+        changes,
+        "streamed changes applied while {phase}"
     );
 }
 
@@ -238,6 +292,8 @@ fn big_transaction(rows: u64) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let elapsed = started.elapsed();
+        // The table was empty at the baseline: the rows counted are streamed inserts.
+        assert_eq!(target.inserts(), rows, "streamed inserts");
         let peak = memory_kib("VmHWM");
         engine.stop().await.expect("stop");
         (peak.saturating_sub(before), elapsed)

@@ -3,9 +3,14 @@
 #![allow(dead_code, reason = "each bench uses part of it")]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use laredo_core::{Engine, PipelineOptions, table};
+use async_trait::async_trait;
+use laredo_core::{
+    ColumnDefinition, Engine, PipelineOptions, Position, Row, SchemaChangeResponse, SnapshotEntry,
+    SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError, table,
+};
 use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, SlotMode};
 use laredo_target_memory::IndexedTarget;
 use laredo_test_support::PgCluster;
@@ -79,18 +84,28 @@ pub(crate) fn source(pg: &PgCluster, db: &str, mode: SlotMode) -> Arc<PgSource> 
     )
 }
 
-/// An engine streaming `public.t` into an IndexedTarget keyed by `id`.
-pub(crate) fn engine(source: Arc<PgSource>) -> (Engine, Arc<IndexedTarget>) {
-    engine_observed(source, Arc::new(laredo_core::NullObserver))
+/// An IndexedTarget keyed by `id`, wrapped in a [`CheckedTarget`].
+pub(crate) fn checked_target(retains_state: bool) -> Arc<CheckedTarget> {
+    Arc::new(CheckedTarget {
+        inner: IndexedTarget::builder().lookup_fields(["id"]).build(),
+        retains_state,
+        baseline_rows: AtomicU64::new(0),
+        streamed: AtomicU64::new(0),
+    })
+}
+
+/// An engine streaming `public.t` into `target`.
+pub(crate) fn engine(source: Arc<PgSource>, target: Arc<CheckedTarget>) -> Engine {
+    engine_observed(source, target, Arc::new(laredo_core::NullObserver))
 }
 
 /// [`engine`] with an observer.
 pub(crate) fn engine_observed(
     source: Arc<PgSource>,
+    target: Arc<CheckedTarget>,
     observer: Arc<dyn laredo_core::EngineObserver>,
-) -> (Engine, Arc<IndexedTarget>) {
-    let target = IndexedTarget::builder().lookup_fields(["id"]).build();
-    let engine = Engine::builder()
+) -> Engine {
+    Engine::builder()
         .observer(observer)
         .source("pg", source)
         .pipeline(
@@ -100,8 +115,140 @@ pub(crate) fn engine_observed(
             PipelineOptions::default(),
         )
         .build()
-        .expect("engine");
-    (engine, target)
+        .expect("engine")
+}
+
+/// An IndexedTarget that counts how rows reach it, so that a bench can check it
+/// measured what it names: `baseline_rows` (rows loaded by a baseline) against
+/// `streamed` (inserts, updates and deletes from the stream). It delegates everything
+/// else, so the engine treats it as the IndexedTarget it wraps.
+///
+/// `retains_state` is the bench's statement that this same object, with its rows, is
+/// handed from one engine to the next in one process: then it truly outlives the engine,
+/// and a new engine may resume the source's slot into it instead of baselining.
+pub(crate) struct CheckedTarget {
+    pub(crate) inner: Arc<IndexedTarget>,
+    retains_state: bool,
+    baseline_rows: AtomicU64,
+    streamed: AtomicU64,
+}
+
+impl CheckedTarget {
+    /// Rows a baseline loaded into the target since the last [`CheckedTarget::reset`].
+    pub(crate) fn baseline_rows(&self) -> u64 {
+        self.baseline_rows.load(Ordering::SeqCst)
+    }
+
+    /// Inserts, updates and deletes applied since the last [`CheckedTarget::reset`].
+    pub(crate) fn streamed(&self) -> u64 {
+        self.streamed.load(Ordering::SeqCst)
+    }
+
+    /// Zeroes both counters.
+    pub(crate) fn reset(&self) {
+        self.baseline_rows.store(0, Ordering::SeqCst);
+        self.streamed.store(0, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl SyncTarget for CheckedTarget {
+    fn type_name(&self) -> &str {
+        self.inner.type_name()
+    }
+    fn describe(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.inner.describe()
+    }
+    async fn on_init(
+        &self,
+        table: &TableIdentifier,
+        columns: &[ColumnDefinition],
+    ) -> Result<(), TargetError> {
+        self.inner.on_init(table, columns).await
+    }
+    async fn on_baseline_row(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+        self.baseline_rows.fetch_add(1, Ordering::Relaxed);
+        self.inner.on_baseline_row(table, row).await
+    }
+    async fn on_baseline_rows(
+        &self,
+        table: &TableIdentifier,
+        rows: &[Row],
+    ) -> Result<(), TargetError> {
+        self.baseline_rows
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.inner.on_baseline_rows(table, rows).await
+    }
+    async fn on_baseline_complete(&self, table: &TableIdentifier) -> Result<(), TargetError> {
+        self.inner.on_baseline_complete(table).await
+    }
+    async fn on_insert(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+        self.streamed.fetch_add(1, Ordering::Relaxed);
+        self.inner.on_insert(table, row).await
+    }
+    async fn on_update(
+        &self,
+        table: &TableIdentifier,
+        row: &Row,
+        identity: Option<&Row>,
+    ) -> Result<(), TargetError> {
+        self.streamed.fetch_add(1, Ordering::Relaxed);
+        self.inner.on_update(table, row, identity).await
+    }
+    async fn on_delete(&self, table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
+        self.streamed.fetch_add(1, Ordering::Relaxed);
+        self.inner.on_delete(table, identity).await
+    }
+    async fn on_truncate(&self, table: &TableIdentifier) -> Result<(), TargetError> {
+        self.inner.on_truncate(table).await
+    }
+    fn is_durable(&self) -> bool {
+        self.inner.is_durable()
+    }
+    fn retains_state(&self) -> bool {
+        self.retains_state
+    }
+    fn durable_position(&self, applied: &Position) -> Option<Position> {
+        self.inner.durable_position(applied)
+    }
+    fn set_change_position(&self, position: &Position) {
+        self.inner.set_change_position(position);
+    }
+    async fn on_schema_change(
+        &self,
+        table: &TableIdentifier,
+        old_columns: &[ColumnDefinition],
+        new_columns: &[ColumnDefinition],
+    ) -> SchemaChangeResponse {
+        self.inner
+            .on_schema_change(table, old_columns, new_columns)
+            .await
+    }
+    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
+        self.inner.export_snapshot().await
+    }
+    async fn restore_snapshot(
+        &self,
+        info: &TableSnapshotInfo,
+        entries: Vec<SnapshotEntry>,
+    ) -> Result<(), TargetError> {
+        self.inner.restore_snapshot(info, entries).await
+    }
+    fn supports_consistent_snapshot(&self) -> bool {
+        self.inner.supports_consistent_snapshot()
+    }
+    async fn on_close(&self, table: &TableIdentifier) -> Result<(), TargetError> {
+        self.inner.on_close(table).await
+    }
+    fn current_row(&self, table: &TableIdentifier, identity: &Row) -> Option<Row> {
+        self.inner.current_row(table, identity)
+    }
+    fn count(&self) -> Option<u64> {
+        SyncTarget::count(&*self.inner)
+    }
+    fn scan_rows(&self) -> Option<Vec<Row>> {
+        self.inner.scan_rows()
+    }
 }
 
 /// Runs `program` with `args`, failing loudly.
