@@ -67,5 +67,5 @@ pub mod types;
 
 pub use crate::catalog::PublicationConfig;
 pub use crate::config::{PgSourceConfig, ReconnectPolicy, SlotMode};
-pub use crate::source::{PgSource, format_lsn, parse_lsn};
+pub use crate::source::{MessageDecoder, PgSource, format_lsn, parse_lsn};
 pub use crate::tls::{SslMode, SslNegotiation, TlsSettings};

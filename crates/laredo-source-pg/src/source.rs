@@ -79,9 +79,14 @@ struct Pending {
 type QueryConnection =
     tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream<tokio_postgres::Socket>>;
 
+/// Decodes one pgoutput message (see [`PgSource::with_message_decoder`]).
+pub type MessageDecoder = fn(&[u8]) -> Result<Message, pgoutput::DecodeError>;
+
 struct Inner {
     config: PgSourceConfig,
     params: ConnectionParams,
+    /// `pgoutput::decode`, unless a test injects a fault.
+    decode: MessageDecoder,
     state: Mutex<SourceState>,
     query: tokio::sync::Mutex<Option<Arc<Client>>>,
     tables: Mutex<Vec<TableIdentifier>>,
@@ -129,6 +134,24 @@ impl PgSource {
         problems
     }
 
+    /// A source whose replication messages go through `decode` instead of
+    /// [`pgoutput::decode`]. For tests of faults a real server does not produce, such
+    /// as a message that never decodes (a poison message).
+    ///
+    /// # Errors
+    /// As [`PgSource::new`].
+    #[doc(hidden)]
+    pub fn with_message_decoder(
+        config: PgSourceConfig,
+        decode: MessageDecoder,
+    ) -> Result<Self, SourceError> {
+        let mut source = Self::new(config)?;
+        Arc::get_mut(&mut source.inner)
+            .expect("a new source is not shared yet")
+            .decode = decode;
+        Ok(source)
+    }
+
     /// A source for `config`. Nothing connects until the engine starts it.
     ///
     /// # Errors
@@ -147,6 +170,7 @@ impl PgSource {
             inner: Arc::new(Inner {
                 config,
                 params,
+                decode: pgoutput::decode,
                 state: Mutex::new(SourceState::Closed),
                 query: tokio::sync::Mutex::new(None),
                 tables: Mutex::new(Vec::new()),
@@ -1628,7 +1652,7 @@ impl PgSource {
                 inner
                     .server_wal_end
                     .fetch_max(wal_end.as_u64(), AtomicOrdering::SeqCst);
-                let message = match pgoutput::decode(&data) {
+                let message = match (inner.decode)(&data) {
                     Ok(message) => message,
                     Err(e) => {
                         decoder.undecodable = Some((wal_start.as_u64(), e.to_string()));

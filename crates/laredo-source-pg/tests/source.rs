@@ -1153,3 +1153,74 @@ async fn an_idle_stream_is_kept_by_probing_rather_than_dropped() {
     converge(&url, &target, "still streaming").await;
     engine.stop().await.unwrap();
 }
+
+/// Fails to decode any message that carries the marker: a poison message at one WAL
+/// position, read again after every reconnect. A real server sends no undecodable
+/// pgoutput, so the fault is injected here (in the decoder only; the server, the slot,
+/// the reconnects and the resumes are real).
+fn poison_decoder(
+    data: &[u8],
+) -> Result<laredo_source_pg::pgoutput::Message, laredo_source_pg::pgoutput::DecodeError> {
+    if data.windows(13).any(|w| w == b"laredo-poison") {
+        return Err(laredo_source_pg::pgoutput::DecodeError {
+            message: "Insert",
+            offset: 0,
+            problem: "injected poison".to_string(),
+        });
+    }
+    laredo_source_pg::pgoutput::decode(data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_never_decodes_stops_the_source_after_max_protocol_failures_tries() {
+    use laredo_core::PipelineState;
+    use laredo_target_memory::IndexedTarget;
+
+    let pg = PgCluster::shared();
+    let db = pg.create_database("poison_msg").unwrap();
+    pg.psql(&db, "CREATE TABLE t (id int8 PRIMARY KEY, v text)")
+        .unwrap();
+    let config = config(pg, &db, SlotMode::Stateful).max_protocol_failures(3);
+    let source = Arc::new(PgSource::with_message_decoder(config, poison_decoder).unwrap());
+    let target = IndexedTarget::builder().lookup_fields(["id"]).build();
+    let observer = TestObserver::new();
+    let engine = Engine::builder()
+        .source("pg", source)
+        .pipeline(
+            "pg",
+            table("public", "t"),
+            target.clone(),
+            PipelineOptions::default(),
+        )
+        .observer(observer.clone())
+        .build()
+        .unwrap();
+    engine.start().await.unwrap();
+    assert!(engine.await_ready(WAIT).await, "engine ready");
+    pg.psql(&db, "INSERT INTO t VALUES (1, 'fine')").unwrap();
+    wait_until("the first row streamed", WAIT, || {
+        target.lookup(1i64).is_some()
+    })
+    .await;
+
+    pg.psql(&db, "INSERT INTO t VALUES (2, 'laredo-poison')")
+        .unwrap();
+    let failed = observer.wait_for_event("PipelineFailed", WAIT).await;
+    let reason = failed.field("reason").unwrap().to_string();
+    assert!(
+        reason.contains("could not be decoded 3 times in a row (max_protocol_failures)")
+            && reason.contains("injected poison"),
+        "{reason}"
+    );
+    // The position is the message's own, in PostgreSQL's format.
+    assert!(
+        reason.contains("the replication message at ") && reason.contains('/'),
+        "{reason}"
+    );
+    wait_until("the pipeline is in ERROR", WAIT, || {
+        engine.pipelines()[0].state == PipelineState::Error
+    })
+    .await;
+    assert!(target.lookup(2i64).is_none());
+    engine.stop().await.unwrap();
+}
