@@ -1224,3 +1224,96 @@ async fn a_message_that_never_decodes_stops_the_source_after_max_protocol_failur
     assert!(target.lookup(2i64).is_none());
     engine.stop().await.unwrap();
 }
+
+/// Decodes as PostgreSQL sent it, then turns a text value `laredo-poison-value` into
+/// bytes that are not UTF-8: a value the source cannot read, in one table's change.
+/// PostgreSQL itself refuses to send text invalid in the client encoding (SQLSTATE
+/// 22021 ends the walsender) and its pinned output styles all parse, so the damage is
+/// injected here; the server, the tables and the streaming are real.
+fn poison_value_decoder(
+    data: &[u8],
+) -> Result<laredo_source_pg::pgoutput::Message, laredo_source_pg::pgoutput::DecodeError> {
+    use laredo_source_pg::pgoutput::{Message, TupleValue};
+    let mut message = laredo_source_pg::pgoutput::decode(data)?;
+    if let Message::Insert(insert) = &mut message {
+        for value in &mut insert.new {
+            if matches!(value, TupleValue::Text(bytes) if bytes.as_slice() == b"laredo-poison-value")
+            {
+                *value = TupleValue::Text(vec![b'b', b'a', b'd', 0xFF]);
+            }
+        }
+    }
+    Ok(message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_value_goes_to_its_dead_letter_store_and_the_other_table_keeps_streaming() {
+    use laredo_core::{DeadLetterStore, PipelineState};
+    use laredo_deadletter::MemoryDeadLetterStore;
+    use laredo_target_memory::IndexedTarget;
+
+    let pg = PgCluster::shared();
+    let db = pg.create_database("poison_value").unwrap();
+    pg.psql(
+        &db,
+        "CREATE TABLE a (id int8 PRIMARY KEY, v text); CREATE TABLE b (id int8 PRIMARY KEY, v text)",
+    )
+    .unwrap();
+    let config = config(pg, &db, SlotMode::Stateful);
+    let source = Arc::new(PgSource::with_message_decoder(config, poison_value_decoder).unwrap());
+    let (a, b) = (table("public", "a"), table("public", "b"));
+    let target_a = IndexedTarget::builder().lookup_fields(["id"]).build();
+    let target_b = IndexedTarget::builder().lookup_fields(["id"]).build();
+    let dead_letters = Arc::new(MemoryDeadLetterStore::new());
+    let engine = Engine::builder()
+        .source("pg", source)
+        .pipeline(
+            "pg",
+            a.clone(),
+            target_a.clone(),
+            PipelineOptions::default(),
+        )
+        .pipeline(
+            "pg",
+            b.clone(),
+            target_b.clone(),
+            PipelineOptions::default(),
+        )
+        .dead_letter_store(dead_letters.clone())
+        .build()
+        .unwrap();
+    engine.start().await.unwrap();
+    assert!(engine.await_ready(WAIT).await, "engine ready");
+
+    pg.psql(
+        &db,
+        "INSERT INTO a VALUES (1, 'laredo-poison-value'); INSERT INTO b VALUES (1, 'one'); \
+         INSERT INTO a VALUES (2, 'two');",
+    )
+    .unwrap();
+    wait_until("both tables streamed past the poison", WAIT, || {
+        target_a.lookup(2i64).is_some() && target_b.lookup(1i64).is_some()
+    })
+    .await;
+    assert!(
+        target_a.lookup(1i64).is_none(),
+        "the poison row was not applied"
+    );
+    let pipeline_a = engine
+        .pipelines()
+        .into_iter()
+        .find(|p| p.table == a)
+        .unwrap();
+    let parked = dead_letters.read(&pipeline_a.id, 0).await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(parked[0].error.contains("not UTF-8"), "{parked:?}");
+    assert!(
+        engine
+            .pipelines()
+            .iter()
+            .all(|p| p.state == PipelineState::Streaming),
+        "{:?}",
+        engine.pipelines()
+    );
+    engine.stop().await.unwrap();
+}
