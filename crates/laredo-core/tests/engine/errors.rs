@@ -352,18 +352,20 @@ async fn a_failed_pipeline_whose_target_retains_state_holds_the_ack() {
     engine.stop().await.unwrap();
 }
 
-/// A change the source could not read, tied to one table, goes to that pipeline's dead
-/// letter store; the table and its sibling keep streaming. Scripted with the test
-/// source: PostgreSQL itself refuses to send text that is not valid in the client
-/// encoding (SQLSTATE 22021 ends the walsender), and its pinned output styles parse, so
-/// the fault cannot be produced with a real server.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_change_is_dead_lettered_and_every_table_keeps_streaming() {
+/// A started engine streaming users and orders of one test source into two targets,
+/// with `dead_letters` when given.
+struct TwoTables {
+    source: Arc<laredo_source_test::TestSource>,
+    users_target: Arc<FaultTarget>,
+    orders_target: Arc<FaultTarget>,
+    engine: Engine,
+}
+
+async fn two_tables(dead_letters: Option<Arc<MemoryDeadLetterStore>>) -> TwoTables {
     let source = source_with_users([1]);
     let users_target = FaultTarget::new("users");
     let orders_target = FaultTarget::new("orders");
-    let dead_letters = Arc::new(MemoryDeadLetterStore::new());
-    let engine = Engine::builder()
+    let mut builder = Engine::builder()
         .source("main", source.clone())
         .pipeline(
             "main",
@@ -376,11 +378,34 @@ async fn an_unreadable_change_is_dead_lettered_and_every_table_keeps_streaming()
             orders(),
             orders_target.clone(),
             PipelineOptions::default(),
-        )
-        .dead_letter_store(dead_letters.clone())
-        .build()
-        .unwrap();
+        );
+    if let Some(store) = dead_letters {
+        builder = builder.dead_letter_store(store);
+    }
+    let engine = builder.build().unwrap();
     started(&engine).await;
+    TwoTables {
+        source,
+        users_target,
+        orders_target,
+        engine,
+    }
+}
+
+/// A change the source could not read, tied to one table, goes to that pipeline's dead
+/// letter store; the table and its sibling keep streaming. Scripted with the test
+/// source: PostgreSQL itself refuses to send text that is not valid in the client
+/// encoding (SQLSTATE 22021 ends the walsender), and its pinned output styles parse, so
+/// the fault cannot be produced with a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_change_is_dead_lettered_and_every_table_keeps_streaming() {
+    let dead_letters = Arc::new(MemoryDeadLetterStore::new());
+    let TwoTables {
+        source,
+        users_target,
+        orders_target,
+        engine,
+    } = two_tables(Some(dead_letters.clone())).await;
 
     source
         .emit_unreadable_insert(
@@ -426,26 +451,12 @@ async fn an_unreadable_change_is_dead_lettered_and_every_table_keeps_streaming()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_dead_letter_store_an_unreadable_change_fails_only_its_pipeline() {
-    let source = source_with_users([1]);
-    let users_target = FaultTarget::new("users");
-    let orders_target = FaultTarget::new("orders");
-    let engine = Engine::builder()
-        .source("main", source.clone())
-        .pipeline(
-            "main",
-            users(),
-            users_target.clone(),
-            PipelineOptions::default(),
-        )
-        .pipeline(
-            "main",
-            orders(),
-            orders_target.clone(),
-            PipelineOptions::default(),
-        )
-        .build()
-        .unwrap();
-    started(&engine).await;
+    let TwoTables {
+        source,
+        orders_target,
+        engine,
+        ..
+    } = two_tables(None).await;
     source
         .emit_unreadable_insert(users(), user(2, "raw"), "cannot read the value")
         .await;
