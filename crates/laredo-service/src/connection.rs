@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::limits::Limits;
@@ -77,8 +77,16 @@ pub(crate) fn incoming(
     force_close: CancellationToken,
 ) -> impl Stream<Item = io::Result<Connection>> + use<> {
     let admission = Arc::new(Admission::new(limits));
+    // Once the drain deadline passes, end every connection still open. Reads then look
+    // at one atomic flag per connection instead of polling the shared token.
+    let watched = Arc::clone(&admission);
+    tokio::spawn(async move {
+        force_close.cancelled().await;
+        for state in watched.open_connections() {
+            state.end("closed by the server: drain deadline passed");
+        }
+    });
     futures_util::stream::unfold(listener, move |listener| {
-        let force_close = force_close.clone();
         let admission = Arc::clone(&admission);
         async move {
             loop {
@@ -87,7 +95,7 @@ pub(crate) fn incoming(
                         Ok(accepted) => accepted,
                         Err(e) => return Some((Err(e), listener)),
                     };
-                if let Some(connection) = admission.admit(stream, remote_addr, &force_close) {
+                if let Some(connection) = admission.admit(stream, remote_addr) {
                     return Some((Ok(connection), listener));
                 }
             }
@@ -106,6 +114,9 @@ struct Admission {
     refused: AtomicU64,
     last_warning: AtomicU64,
     started: Instant,
+    /// Every connection accepted, to end them at the drain deadline (pruned of the
+    /// closed ones as it grows).
+    connections: Mutex<Vec<std::sync::Weak<ConnState>>>,
 }
 
 impl Admission {
@@ -117,40 +128,54 @@ impl Admission {
             refused: AtomicU64::new(0),
             last_warning: AtomicU64::new(u64::MAX),
             started: Instant::now(),
+            connections: Mutex::new(Vec::new()),
         }
     }
 
-    fn admit(
-        &self,
-        stream: TcpStream,
-        remote_addr: SocketAddr,
-        force_close: &CancellationToken,
-    ) -> Option<Connection> {
+    /// Remembers a connection for the drain deadline.
+    fn register(&self, state: &Arc<ConnState>) {
+        let mut connections = lock(&self.connections);
+        if connections.len() == connections.capacity() {
+            connections.retain(|c| c.strong_count() > 0);
+        }
+        connections.push(Arc::downgrade(state));
+    }
+
+    /// The connections still open.
+    fn open_connections(&self) -> Vec<Arc<ConnState>> {
+        lock(&self.connections)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
+    fn admit(&self, stream: TcpStream, remote_addr: SocketAddr) -> Option<Connection> {
         let info = TcpConnectInfo {
             local_addr: stream.local_addr().ok(),
             remote_addr: Some(remote_addr),
         };
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             let state = ConnState::new(info, None, &self.limits);
+            self.register(&state);
             return Some(Connection::new(
                 stream,
                 state,
                 permit,
-                force_close.clone(),
                 self.limits.idle_timeout,
+                None,
             ));
         }
         self.note_refused(remote_addr);
         let permit = Arc::clone(&self.over_limit).try_acquire_owned().ok()?;
         let state = ConnState::new(info, Some(self.limits.max_connections), &self.limits);
+        self.register(&state);
         // Lives just long enough to answer its calls with the limit's name.
-        state.kill_at(Instant::now() + OVER_LIMIT_LIFETIME);
         Some(Connection::new(
             stream,
             state,
             permit,
-            force_close.clone(),
             OVER_LIMIT_LIFETIME,
+            Some(Instant::now() + OVER_LIMIT_LIFETIME),
         ))
     }
 
@@ -191,8 +216,6 @@ pub(crate) struct ConnState {
     /// Why the connection must end, once it must.
     kill: Mutex<Option<&'static str>>,
     killed: AtomicBool,
-    /// An absolute end, for connections over the limit.
-    deadline: Mutex<Option<Instant>>,
     /// The connection task, woken when it must look at the state again.
     waker: AtomicWaker,
 }
@@ -209,7 +232,6 @@ impl ConnState {
             max_cancelled_calls: limits.max_cancelled_calls,
             kill: Mutex::new(None),
             killed: AtomicBool::new(false),
-            deadline: Mutex::new(None),
             waker: AtomicWaker::new(),
         })
     }
@@ -267,10 +289,6 @@ impl ConnState {
         self.killed.store(true, Ordering::SeqCst);
         self.waker.wake();
     }
-
-    fn kill_at(&self, at: Instant) {
-        *lock(&self.deadline) = Some(at);
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -288,10 +306,11 @@ pub(crate) struct Connection {
     stream: TcpStream,
     state: Arc<ConnState>,
     _permit: OwnedSemaphorePermit,
-    // Boxed: the futures are not `Unpin`, and this keeps `Connection` `Unpin`.
-    force_closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    // Boxed: `Sleep` is not `Unpin`, and this keeps `Connection` `Unpin`.
     idle_timer: Pin<Box<Sleep>>,
     idle_timeout: Duration,
+    /// An absolute end, for connections over the limit.
+    deadline: Option<Instant>,
     closed: Option<&'static str>,
 }
 
@@ -300,17 +319,17 @@ impl Connection {
         stream: TcpStream,
         state: Arc<ConnState>,
         permit: OwnedSemaphorePermit,
-        force_close: CancellationToken,
         idle_timeout: Duration,
+        deadline: Option<Instant>,
     ) -> Self {
         let idle_timer = Box::pin(tokio::time::sleep(idle_timeout));
         Self {
             stream,
             state,
             _permit: permit,
-            force_closed: Box::pin(force_close.cancelled_owned()),
             idle_timer,
             idle_timeout,
+            deadline,
             closed: None,
         }
     }
@@ -332,14 +351,11 @@ impl Connection {
     }
 
     fn why_closed(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
-        if self.force_closed.as_mut().poll(cx).is_ready() {
-            return Some("closed by the server: drain deadline passed");
-        }
         self.state.waker.register(cx.waker());
         if self.state.killed.load(Ordering::SeqCst) {
             return Some(lock(&self.state.kill).unwrap_or("closed by the server"));
         }
-        let deadline = *lock(&self.state.deadline);
+        let deadline = self.deadline;
         let idle_deadline = if self.state.open_calls.load(Ordering::SeqCst) == 0 {
             Some(*lock(&self.state.idle_since) + self.idle_timeout)
         } else {

@@ -574,6 +574,8 @@ impl GrpcServer {
             drain(serving, &draining, &force_close, drain_timeout).await
         };
 
+        // Also ends the task that waits to close connections at the drain deadline.
+        force_close.cancel();
         follower_stop.cancel();
         if let Err(e) = follower.await {
             tracing::error!(error = %e, "health follower task panicked");
