@@ -264,6 +264,9 @@ pub(crate) struct PipelineEntry {
     /// listeners ([`ChangeCursor`]); `None` between batches, so that writes of a
     /// baseline, a restore or the TTL scanner carry none.
     pub(crate) applying: Mutex<Option<AppliedChange>>,
+    /// Set once a [`ChangeCursor`] of the pipeline was handed out: only then does the
+    /// consumer record `applying` (a lock and a position clone per change otherwise).
+    pub(crate) cursor_wanted: std::sync::atomic::AtomicBool,
     /// Signalled when a baseline of the pipeline completed (its validation task then
     /// compares the source's count).
     pub(crate) baselined: tokio::sync::Notify,
@@ -532,6 +535,7 @@ impl Engine {
                 apply_lock: tokio::sync::Mutex::new(()),
                 baseline_floor: Mutex::new(None),
                 applying: Mutex::new(None),
+                cursor_wanted: std::sync::atomic::AtomicBool::new(false),
                 baselined: tokio::sync::Notify::new(),
                 buffer: Mutex::new(None),
             });
@@ -867,6 +871,8 @@ impl Engine {
             .pipelines
             .iter()
             .find(|p| std::ptr::eq(Arc::as_ptr(&p.target).cast::<()>(), wanted))?;
+        p.cursor_wanted
+            .store(true, std::sync::atomic::Ordering::Release);
         Some(ChangeCursor {
             inner: Arc::downgrade(&self.inner),
             pipeline_idx: p.idx,

@@ -893,10 +893,12 @@ async fn handle_change(
     if matches!(op, Op::Skip) {
         return Handled::Done;
     }
-    *p.applying.lock() = Some(super::AppliedChange {
-        position: event.position.clone(),
-        xid: event.xid,
-    });
+    if p.cursor_wanted.load(AtomicOrdering::Acquire) {
+        *p.applying.lock() = Some(super::AppliedChange {
+            position: event.position.clone(),
+            xid: event.xid,
+        });
+    }
     p.target.set_change_position(&event.position);
     let mut backoff = p.options.retry_backoff;
     let mut attempt = 0;
@@ -1038,6 +1040,13 @@ async fn consume_guarded(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<Cha
     }
 }
 
+/// Forgets the change being applied (see `PipelineEntry::applying`).
+fn clear_applying(p: &PipelineEntry) {
+    if p.cursor_wanted.load(AtomicOrdering::Acquire) {
+        *p.applying.lock() = None;
+    }
+}
+
 /// One pipeline's consumer: applies its buffer to its target until the buffer closes.
 async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffer>) {
     let p = &inner.pipelines[pipeline_idx];
@@ -1059,7 +1068,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                 // shutdown (buffer closed) a paused pipeline drains what it holds.
                 PipelineState::Paused if buffer.is_closed() => {}
                 PipelineState::Paused | PipelineState::Baselining | PipelineState::Initializing => {
-                    *p.applying.lock() = None;
+                    clear_applying(p);
                     drop(guard);
                     state_rx.borrow_and_update();
                     tokio::select! {
@@ -1114,7 +1123,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
             }
             at += 1;
         }
-        *p.applying.lock() = None;
+        clear_applying(p);
         drop(guard);
         buffer.recycle(&mut batch);
         // Everything routed here before a pending caught-up mark is now applied when the
