@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use laredo_core::{ColumnDefinition, IndexDefinition, Row, SyncTarget, TableIdentifier};
+use laredo_core::{
+    Change, ChangeKind, ColumnDefinition, IndexDefinition, Row, SyncTarget, TableIdentifier,
+};
 use laredo_target_memory::IndexedTarget;
 use parking_lot::Mutex;
 
@@ -70,46 +72,58 @@ impl Replica {
         Ok(())
     }
 
+    /// Applies one change to the replica's rows; a failure is logged (`what` failed).
+    async fn apply(&self, kind: ChangeKind, what: &str) {
+        let change = Change::new(kind);
+        if let Err(e) = self
+            .target
+            .apply(&self.table, std::slice::from_ref(&change))
+            .await
+        {
+            tracing::warn!(error = %e, "{what} failed");
+        }
+    }
+
     pub(crate) async fn clear(&self) {
         *self.position.lock() = String::new();
-        if let Err(e) = self.target.on_truncate(&self.table).await {
-            tracing::warn!(error = %e, "clearing the replica failed");
-        }
+        self.apply(ChangeKind::Truncate, "clearing the replica")
+            .await;
     }
 
     pub(crate) async fn upsert_rows(&self, rows: &[Row]) {
         *self.position.lock() = String::new();
-        if let Err(e) = self.target.on_baseline_rows(&self.table, rows).await {
+        if let Err(e) = self.target.on_baseline(&self.table, rows).await {
             tracing::warn!(error = %e, "storing snapshot rows failed");
         }
     }
 
     pub(crate) async fn insert(&self, row: &Row, position: &str) {
         *self.position.lock() = position.to_string();
-        if let Err(e) = self.target.on_insert(&self.table, row).await {
-            tracing::warn!(error = %e, "applying an insert failed");
-        }
+        let kind = ChangeKind::Insert { row: row.clone() };
+        self.apply(kind, "applying an insert").await;
     }
 
     pub(crate) async fn update_row(&self, row: &Row, old: Option<&Row>, position: &str) {
         *self.position.lock() = position.to_string();
-        if let Err(e) = self.target.on_update(&self.table, row, old).await {
-            tracing::warn!(error = %e, "applying an update failed");
-        }
+        let kind = ChangeKind::Update {
+            row: row.clone(),
+            identity: old.cloned(),
+        };
+        self.apply(kind, "applying an update").await;
     }
 
     pub(crate) async fn delete(&self, old: &Row, position: &str) {
         *self.position.lock() = position.to_string();
-        if let Err(e) = self.target.on_delete(&self.table, old).await {
-            tracing::warn!(error = %e, "applying a delete failed");
-        }
+        let kind = ChangeKind::Delete {
+            identity: old.clone(),
+        };
+        self.apply(kind, "applying a delete").await;
     }
 
     pub(crate) async fn truncate(&self, position: &str) {
         *self.position.lock() = position.to_string();
-        if let Err(e) = self.target.on_truncate(&self.table).await {
-            tracing::warn!(error = %e, "applying a truncate failed");
-        }
+        self.apply(ChangeKind::Truncate, "applying a truncate")
+            .await;
     }
 
     /// Loads a saved replica (before any stream).

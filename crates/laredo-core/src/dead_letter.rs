@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::BoxError;
 use crate::change::{ChangeAction, ChangeEvent};
+use crate::position::Position;
 use crate::row::Row;
 use crate::table::TableIdentifier;
-use crate::target::SyncTarget;
+use crate::target::{Change, ChangeKind, SyncTarget};
 use crate::time;
 
 /// One parked change.
@@ -141,7 +142,9 @@ pub trait DeadLetterStore: Send + Sync {
     async fn count(&self, pipeline_id: &str) -> Result<u64, DeadLetterError>;
 
     /// Re-applies every entry of a pipeline to `target`, oldest first, and removes the
-    /// entries that succeeded; failed ones stay for a later attempt.
+    /// entries that succeeded; failed ones stay for a later attempt. The changes are
+    /// applied at `position`, the stream's current position: they are applied now,
+    /// after the changes that followed them at the source.
     ///
     /// # Errors
     /// When the store cannot be read or written (apply failures are counted instead).
@@ -149,13 +152,14 @@ pub trait DeadLetterStore: Send + Sync {
         &self,
         pipeline_id: &str,
         target: &dyn SyncTarget,
+        position: &Position,
     ) -> Result<ReplayOutcome, DeadLetterError> {
         let entries = self.read(pipeline_id, 0).await?;
         let mut outcome = ReplayOutcome::default();
         let mut done = Vec::new();
         for entry in &entries {
             outcome.replayed += 1;
-            if apply_entry(target, entry).await.is_ok() {
+            if apply_entry(target, entry, position).await.is_ok() {
                 outcome.succeeded += 1;
                 done.push(entry.id);
             } else {
@@ -172,6 +176,7 @@ pub trait DeadLetterStore: Send + Sync {
 async fn apply_entry(
     target: &dyn SyncTarget,
     entry: &DeadLetterEntry,
+    position: &Position,
 ) -> Result<(), crate::TargetError> {
     let missing = || {
         crate::TargetError::new(format!(
@@ -179,26 +184,26 @@ async fn apply_entry(
             entry.id, entry.action
         ))
     };
-    match entry.action {
-        ChangeAction::Insert => {
-            target
-                .on_insert(&entry.table, entry.new_values.as_ref().ok_or_else(missing)?)
-                .await
-        }
-        ChangeAction::Update => {
-            let new = entry.new_values.as_ref().ok_or_else(missing)?;
-            target
-                .on_update(&entry.table, new, entry.old_values.as_ref())
-                .await
-        }
-        ChangeAction::Delete => {
-            let identity = entry
+    let kind = match entry.action {
+        ChangeAction::Insert => ChangeKind::Insert {
+            row: entry.new_values.clone().ok_or_else(missing)?,
+        },
+        ChangeAction::Update => ChangeKind::Update {
+            row: entry.new_values.clone().ok_or_else(missing)?,
+            identity: entry.old_values.clone(),
+        },
+        ChangeAction::Delete => ChangeKind::Delete {
+            identity: entry
                 .old_values
-                .as_ref()
-                .or(entry.new_values.as_ref())
-                .ok_or_else(missing)?;
-            target.on_delete(&entry.table, identity).await
-        }
-        ChangeAction::Truncate => target.on_truncate(&entry.table).await,
-    }
+                .clone()
+                .or_else(|| entry.new_values.clone())
+                .ok_or_else(missing)?,
+        },
+        ChangeAction::Truncate => ChangeKind::Truncate,
+    };
+    let change = Change::new(kind).at(position.clone());
+    target
+        .apply(&entry.table, std::slice::from_ref(&change))
+        .await
+        .map_err(|e| e.error)
 }

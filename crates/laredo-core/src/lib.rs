@@ -114,5 +114,8 @@ pub use crate::status::{
 pub use crate::table::{
     ColumnDefinition, IndexDefinition, ParseTableError, TableIdentifier, primary_key_columns, table,
 };
-pub use crate::target::{SyncTarget, TargetError};
+pub use crate::target::{
+    ApplyError, Change, ChangeKind, RowAccess, SnapshotTarget, SyncTarget, TargetError,
+    TargetStatus,
+};
 pub use crate::value::{Value, ValueKind};

@@ -2,7 +2,7 @@
 //! baseline path, for debugging, demos and scratch targets.
 //!
 //! For each table of the snapshot that has a target, in snapshot order: `on_init` with
-//! the snapshot's columns, the rows in batches through `on_baseline_rows`, then
+//! the snapshot's columns, the rows in batches through `on_baseline`, then
 //! `on_baseline_complete`. Tables without a target are skipped. When a snapshot holds a
 //! table twice (two pipelines of it), a target takes the entry exported from its own
 //! target type, else the table's first entry. Targets apply baseline rows by key, so a
@@ -45,7 +45,7 @@ use crate::target::{SyncTarget, TargetError};
 /// The default pace of [`ReplaySpeed::Realtime`], in rows per second.
 pub const DEFAULT_REALTIME_ROWS_PER_SECOND: u32 = 1000;
 
-/// Rows per `on_baseline_rows` call at full speed.
+/// Rows per `on_baseline` call at full speed.
 const FULL_SPEED_BATCH: usize = 1024;
 
 /// A replay error.
@@ -351,10 +351,7 @@ impl SnapshotReplay {
                     return Err(ReplayError::Cancelled);
                 }
                 let rows: Vec<Row> = chunk.iter().map(|e| e.row.clone()).collect();
-                target
-                    .on_baseline_rows(table, &rows)
-                    .await
-                    .map_err(failed)?;
+                target.on_baseline(table, &rows).await.map_err(failed)?;
                 let delivered = progress
                     .rows
                     .fetch_add(rows.len() as u64, Ordering::Relaxed)
@@ -364,7 +361,10 @@ impl SnapshotReplay {
                     self.pace(pace_started, delivered, cancel).await?;
                 }
             }
-            target.on_baseline_complete(table).await.map_err(failed)?;
+            target
+                .on_baseline_complete(table, None)
+                .await
+                .map_err(failed)?;
         }
         Ok(ReplayReport {
             snapshot_id: snapshot_id.to_string(),
@@ -555,7 +555,6 @@ mod tests {
     use crate::snapshot::{
         SnapshotDescriptor, SnapshotEntry, SnapshotFilter, SnapshotMetadata, TableSnapshotInfo,
     };
-    use crate::status::SchemaChangeResponse;
     use crate::table::{ColumnDefinition, table};
     use crate::value::Value;
 
@@ -680,15 +679,7 @@ mod tests {
             self.calls.lock().push(Call::Init(table.clone(), names));
             Ok(())
         }
-        async fn on_baseline_row(
-            &self,
-            table: &TableIdentifier,
-            row: &Row,
-        ) -> Result<(), TargetError> {
-            self.on_baseline_rows(table, std::slice::from_ref(row))
-                .await
-        }
-        async fn on_baseline_rows(
+        async fn on_baseline(
             &self,
             table: &TableIdentifier,
             rows: &[Row],
@@ -701,37 +692,20 @@ mod tests {
                 .push(Call::Rows(table.clone(), rows.to_vec()));
             Ok(())
         }
-        async fn on_baseline_complete(&self, table: &TableIdentifier) -> Result<(), TargetError> {
+        async fn on_baseline_complete(
+            &self,
+            table: &TableIdentifier,
+            _position: Option<&crate::Position>,
+        ) -> Result<(), TargetError> {
             self.calls.lock().push(Call::Complete(table.clone()));
             Ok(())
         }
-        async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn on_update(
+        async fn apply(
             &self,
             _: &TableIdentifier,
-            _: &Row,
-            _: Option<&Row>,
-        ) -> Result<(), TargetError> {
+            _: &[crate::Change],
+        ) -> Result<(), crate::ApplyError> {
             Ok(())
-        }
-        async fn on_delete(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-            Ok(())
-        }
-        async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
-            Ok(())
-        }
-        fn is_durable(&self) -> bool {
-            true
-        }
-        async fn on_schema_change(
-            &self,
-            _: &TableIdentifier,
-            _: &[ColumnDefinition],
-            _: &[ColumnDefinition],
-        ) -> SchemaChangeResponse {
-            SchemaChangeResponse::proceed()
         }
     }
 

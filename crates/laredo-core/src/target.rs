@@ -1,10 +1,39 @@
-//! The target side: [`SyncTarget`].
+//! The target side: [`SyncTarget`], the batches it applies ([`Change`]) and its optional
+//! capabilities ([`SnapshotTarget`], [`RowAccess`], [`TargetStatus`]).
+//!
+//! # The contract between the engine and a target
+//!
+//! - **One writer, in order.** The engine calls a target's data methods (`on_init`,
+//!   `on_baseline`, `on_baseline_complete`, `apply`, `on_schema_change`, `on_close`)
+//!   from one task per pipeline, never two at once, in source order. Methods take
+//!   `&self` because readers (queries, listeners, fan-out clients) use the target
+//!   concurrently: a target protects its own state.
+//! - **Batches are not transactions.** [`SyncTarget::apply`] receives the changes the
+//!   engine had buffered for the pipeline, up to a few hundred, in order. A batch may
+//!   end in the middle of a source transaction or hold several; a target must not read
+//!   meaning into its boundaries. Each [`Change`] carries its own position and
+//!   transaction id. Positions never go backwards within a pipeline's stream (equal
+//!   positions are possible for sources without a per-change position).
+//! - **Partial failure.** A target that fails part way reports how many changes it
+//!   applied ([`ApplyError::applied`]); the engine retries from the failing change, and
+//!   after its retries dead-letters that change alone (or applies the pipeline's error
+//!   policy) and goes on with the rest.
+//! - **At-least-once.** After a crash or restart the source resumes from its last
+//!   acknowledged position, so a change a target applied may arrive again; after a
+//!   re-baseline every row arrives again. Apply by key: an insert of an existing key
+//!   replaces the row, a delete of a missing key is a no-op.
+//! - **Durability.** After each batch the engine asks [`SyncTarget::durable_position`]
+//!   how far the target is durable and acknowledges the source at the minimum over the
+//!   source's pipelines. A target must never report a position whose change (or any
+//!   earlier one) could still be lost: that change would never be delivered again.
 
 use std::any::Any;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 
 use crate::BoxError;
+use crate::change::ChangeAction;
 use crate::position::Position;
 use crate::row::Row;
 use crate::snapshot::{SnapshotEntry, TableSnapshotInfo};
@@ -48,30 +77,195 @@ impl TargetError {
     }
 }
 
+/// A batch that failed part way: the first [`ApplyError::applied`] changes are applied,
+/// the next one failed with [`ApplyError::error`], the rest were not tried.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct ApplyError {
+    /// How many changes of the batch, from its start, are applied.
+    pub applied: usize,
+    /// Why the change at index `applied` failed.
+    pub error: TargetError,
+}
+
+impl ApplyError {
+    /// The change at index `applied` failed with `error`.
+    pub fn at(applied: usize, error: TargetError) -> Self {
+        Self { applied, error }
+    }
+}
+
+impl From<TargetError> for ApplyError {
+    /// A failure before any change of the batch was applied (a target that is not
+    /// initialised, a closed connection). Do not use it once a change is applied: the
+    /// engine would blame the first change of the batch.
+    fn from(error: TargetError) -> Self {
+        Self { applied: 0, error }
+    }
+}
+
+/// What a [`Change`] does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeKind {
+    /// A new row.
+    Insert {
+        /// The row.
+        row: Row,
+    },
+    /// A changed row.
+    Update {
+        /// The complete new row.
+        row: Row,
+        /// The old row or its key columns, when the source had them. When its key
+        /// differs from the new row's, the row moved to a new key.
+        identity: Option<Row>,
+    },
+    /// A removed row.
+    Delete {
+        /// The old row or at least its key columns.
+        identity: Row,
+    },
+    /// Every row removed.
+    Truncate,
+}
+
+/// One change as a target receives it: what it does, with its source position and
+/// transaction, after the pipeline's filters and transforms.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Change {
+    /// What the change does.
+    pub kind: ChangeKind,
+    /// The source position of the change.
+    pub position: Position,
+    /// The origin transaction id (0 when unknown).
+    pub xid: i64,
+    /// The commit time at the origin, when known.
+    pub commit_timestamp: Option<SystemTime>,
+}
+
+impl Change {
+    /// A change of `kind` at position 0, with no transaction; see [`Change::at`].
+    pub fn new(kind: ChangeKind) -> Self {
+        Self {
+            kind,
+            position: Position::from_u64(0),
+            xid: 0,
+            commit_timestamp: None,
+        }
+    }
+
+    /// An insert of `row`.
+    pub fn insert(row: Row) -> Self {
+        Self::new(ChangeKind::Insert { row })
+    }
+
+    /// An update to `row`, with the old row or its identity when known.
+    pub fn update(row: Row, identity: Option<Row>) -> Self {
+        Self::new(ChangeKind::Update { row, identity })
+    }
+
+    /// A delete of the row identified by `identity`.
+    pub fn delete(identity: Row) -> Self {
+        Self::new(ChangeKind::Delete { identity })
+    }
+
+    /// A truncate.
+    pub fn truncate() -> Self {
+        Self::new(ChangeKind::Truncate)
+    }
+
+    /// The same change at `position`.
+    #[must_use]
+    pub fn at(mut self, position: Position) -> Self {
+        self.position = position;
+        self
+    }
+
+    /// The same change with its transaction id and commit time.
+    #[must_use]
+    pub fn with_commit(mut self, xid: i64, commit_timestamp: Option<SystemTime>) -> Self {
+        self.xid = xid;
+        self.commit_timestamp = commit_timestamp;
+        self
+    }
+
+    /// The kind as a [`ChangeAction`].
+    pub fn action(&self) -> ChangeAction {
+        match self.kind {
+            ChangeKind::Insert { .. } => ChangeAction::Insert,
+            ChangeKind::Update { .. } => ChangeAction::Update,
+            ChangeKind::Delete { .. } => ChangeAction::Delete,
+            ChangeKind::Truncate => ChangeAction::Truncate,
+        }
+    }
+
+    /// The new row (insert and update).
+    pub fn row(&self) -> Option<&Row> {
+        match &self.kind {
+            ChangeKind::Insert { row } | ChangeKind::Update { row, .. } => Some(row),
+            ChangeKind::Delete { .. } | ChangeKind::Truncate => None,
+        }
+    }
+
+    /// The row that identifies the changed row: the identity when present, else the new
+    /// row; `None` for a truncate.
+    pub fn identity(&self) -> Option<&Row> {
+        match &self.kind {
+            ChangeKind::Insert { row } => Some(row),
+            ChangeKind::Update { row, identity } => Some(identity.as_ref().unwrap_or(row)),
+            ChangeKind::Delete { identity } => Some(identity),
+            ChangeKind::Truncate => None,
+        }
+    }
+}
+
 /// Consumes the baseline rows and the changes of one table (one pipeline).
 ///
-/// The engine calls the apply methods from a single task per pipeline, in source order,
-/// so a target sees its changes strictly ordered. Methods take `&self` because readers
-/// (queries, listeners) use the target concurrently: a target protects its own state.
-///
-/// Delivery is at-least-once (after a restart from the last ACK or a re-baseline a
-/// change may arrive twice), so apply by primary key: an insert of an existing key
-/// replaces it, a delete of a missing key is a no-op.
+/// The required surface is what every target needs: initialise, load the baseline,
+/// apply batches of changes, say how far it is durable, close. What only some targets
+/// can do is a capability behind an accessor that returns `None` by default:
+/// [`SyncTarget::snapshots`] (engine snapshots), [`SyncTarget::rows`] (reading the rows
+/// held) and [`SyncTarget::status`] (what operators see). The module docs state the
+/// contract: ordering, batches, partial failure, redelivery and durability.
 ///
 /// `Any` is a supertrait so that [`Engine::get_target`](crate::Engine::get_target) can
 /// hand back the concrete type.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use laredo_core::{ApplyError, Change, ChangeKind, Row, SyncTarget, TableIdentifier, TargetError};
+///
+/// /// Counts the rows a table holds.
+/// #[derive(Default)]
+/// struct Counter(std::sync::atomic::AtomicI64);
+///
+/// #[async_trait]
+/// impl SyncTarget for Counter {
+///     fn type_name(&self) -> &str { "counter" }
+///     async fn on_baseline(&self, _: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
+///         self.0.fetch_add(rows.len() as i64, std::sync::atomic::Ordering::Relaxed);
+///         Ok(())
+///     }
+///     async fn apply(&self, _: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+///         for change in batch {
+///             let delta = match change.kind {
+///                 ChangeKind::Insert { .. } => 1,
+///                 ChangeKind::Delete { .. } => -1,
+///                 ChangeKind::Update { .. } => 0,
+///                 ChangeKind::Truncate => -self.0.load(std::sync::atomic::Ordering::Relaxed),
+///             };
+///             self.0.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait SyncTarget: Any + Send + Sync {
     /// The target type name: `indexed-memory`, `compiled-memory`, `http-sync`,
     /// `replication-fanout`, or a custom name. Part of the pipeline id.
     fn type_name(&self) -> &str;
-
-    /// The target's configuration for operators (OAM `ListTables`): lookup fields,
-    /// indexes, an endpoint. Leave secrets out (OAM also masks keys that look like
-    /// them). The default describes nothing.
-    fn describe(&self) -> serde_json::Map<String, serde_json::Value> {
-        serde_json::Map::new()
-    }
 
     /// Prepares for `table` with its columns. Called before the baseline and again
     /// before a re-baseline. The default accepts any columns.
@@ -87,69 +281,44 @@ pub trait SyncTarget: Any + Send + Sync {
         Ok(())
     }
 
-    /// Receives one baseline row.
+    /// Receives a batch of baseline rows (after the pipeline's filters and transforms).
     ///
     /// # Errors
-    /// When the row cannot be stored; the pipeline goes to ERROR.
-    async fn on_baseline_row(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError>;
+    /// When the rows cannot be stored; the pipeline goes to ERROR.
+    async fn on_baseline(&self, table: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError>;
 
-    /// Receives a batch of baseline rows. The default calls
-    /// [`SyncTarget::on_baseline_row`] for each; override to amortise locking.
-    ///
-    /// # Errors
-    /// As [`SyncTarget::on_baseline_row`].
-    async fn on_baseline_rows(
-        &self,
-        table: &TableIdentifier,
-        rows: &[Row],
-    ) -> Result<(), TargetError> {
-        for row in rows {
-            self.on_baseline_row(table, row).await?;
-        }
-        Ok(())
-    }
-
-    /// The baseline is complete. The default does nothing.
+    /// The baseline is complete; `position` is the source position it is consistent
+    /// with (the changes that follow come after it), when the source has one. The
+    /// default does nothing.
     ///
     /// # Errors
     /// When the target cannot finish the load.
-    async fn on_baseline_complete(&self, table: &TableIdentifier) -> Result<(), TargetError> {
-        let _ = table;
+    async fn on_baseline_complete(
+        &self,
+        table: &TableIdentifier,
+        position: Option<&Position>,
+    ) -> Result<(), TargetError> {
+        let _ = (table, position);
         Ok(())
     }
 
-    /// Applies an insert.
+    /// Applies `batch` in order: one call per batch, the hot path. See the module docs
+    /// for ordering, batch boundaries and redelivery.
     ///
     /// # Errors
-    /// When the change cannot be applied (it is retried, then dead-lettered).
-    async fn on_insert(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError>;
+    /// An [`ApplyError`] saying how many changes were applied before one failed; the
+    /// engine retries from that change, then dead-letters it or applies the error
+    /// policy.
+    async fn apply(&self, table: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError>;
 
-    /// Applies an update: `row` is the complete new row, `identity` the old row or its
-    /// key columns when the source had them.
-    ///
-    /// # Errors
-    /// As [`SyncTarget::on_insert`].
-    async fn on_update(
-        &self,
-        table: &TableIdentifier,
-        row: &Row,
-        identity: Option<&Row>,
-    ) -> Result<(), TargetError>;
-
-    /// Applies a delete of the row identified by `identity` (at least its key columns).
-    ///
-    /// # Errors
-    /// As [`SyncTarget::on_insert`].
-    async fn on_delete(&self, table: &TableIdentifier, identity: &Row) -> Result<(), TargetError>;
-
-    /// Removes every row.
-    ///
-    /// # Errors
-    /// As [`SyncTarget::on_insert`].
-    async fn on_truncate(&self, table: &TableIdentifier) -> Result<(), TargetError>;
-
-    /// True once everything applied so far is durable (in-memory targets: always).
-    fn is_durable(&self) -> bool;
+    /// The position up to which this target is durable, given that it has applied
+    /// everything up to `applied`. The default, `applied`, is right for a target whose
+    /// applied changes are safe at once (in memory: a restart re-baselines it anyway).
+    /// A batching or remote target returns the position of its last change that is
+    /// safely stored, or `None`, so the ACK never passes buffered data.
+    fn durable_position(&self, applied: &Position) -> Option<Position> {
+        Some(applied.clone())
+    }
 
     /// True when what this target applied outlives the process (a database, a remote
     /// service), so a new process may resume a stateful source into it. The default,
@@ -161,59 +330,16 @@ pub trait SyncTarget: Any + Send + Sync {
         false
     }
 
-    /// The position up to which this target is durable, given that it has applied
-    /// everything up to `applied`. The default is `applied` when
-    /// [`SyncTarget::is_durable`], else `None`; a batching target returns the position
-    /// of its last flushed change so the ACK never passes buffered data.
-    fn durable_position(&self, applied: &Position) -> Option<Position> {
-        self.is_durable().then(|| applied.clone())
-    }
-
-    /// Called before each change (and before [`SyncTarget::on_baseline_complete`] with
-    /// the baseline's end position) for targets that track source positions.
-    fn set_change_position(&self, position: &Position) {
-        let _ = position;
-    }
-
-    /// Reacts to a column change of the table.
+    /// Reacts to a column change of the table, in stream order with the changes. The
+    /// default continues.
     async fn on_schema_change(
         &self,
         table: &TableIdentifier,
         old_columns: &[ColumnDefinition],
         new_columns: &[ColumnDefinition],
-    ) -> SchemaChangeResponse;
-
-    /// Every row, for an engine snapshot. The default refuses: a target that keeps no
-    /// rows cannot be snapshotted.
-    ///
-    /// # Errors
-    /// When the target cannot export.
-    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
-        Err(TargetError::new(format!(
-            "{} targets do not support snapshots",
-            self.type_name()
-        )))
-    }
-
-    /// Replaces the contents with a snapshot's rows. The default refuses.
-    ///
-    /// # Errors
-    /// When the rows cannot be loaded.
-    async fn restore_snapshot(
-        &self,
-        info: &TableSnapshotInfo,
-        entries: Vec<SnapshotEntry>,
-    ) -> Result<(), TargetError> {
-        let _ = (info, entries);
-        Err(TargetError::new(format!(
-            "{} targets do not support snapshots",
-            self.type_name()
-        )))
-    }
-
-    /// Reserved: whether the target can export without the sources paused.
-    fn supports_consistent_snapshot(&self) -> bool {
-        false
+    ) -> SchemaChangeResponse {
+        let _ = (table, old_columns, new_columns);
+        SchemaChangeResponse::proceed()
     }
 
     /// The engine is stopping. The default does nothing.
@@ -225,24 +351,70 @@ pub trait SyncTarget: Any + Send + Sync {
         Ok(())
     }
 
-    /// The row the target holds for `identity` (a row carrying at least the key
-    /// columns), for targets that keep rows. The engine uses it to complete an update
-    /// whose new row lacks values the source did not resend (PostgreSQL's unchanged
-    /// TOAST columns). `None` (the default) when the target keeps no rows or has none
-    /// for that key.
-    fn current_row(&self, table: &TableIdentifier, identity: &Row) -> Option<Row> {
-        let _ = (table, identity);
+    /// The snapshot capability, for targets whose rows can be exported and restored
+    /// (engine snapshots). `None` (the default): the target cannot be snapshotted.
+    fn snapshots(&self) -> Option<&dyn SnapshotTarget> {
         None
     }
 
-    /// The number of rows held, for targets that can count (row-count validation).
-    fn count(&self) -> Option<u64> {
+    /// The row access capability, for targets that keep rows. `None` (the default):
+    /// the target keeps none.
+    fn rows(&self) -> Option<&dyn RowAccess> {
         None
     }
 
-    /// Every row held, for targets that can scan (the TTL scanner); `None` when the
-    /// target cannot.
-    fn scan_rows(&self) -> Option<Vec<Row>> {
+    /// The status capability: what operators see of the target. `None` (the default):
+    /// the type name only.
+    fn status(&self) -> Option<&dyn TargetStatus> {
         None
     }
+}
+
+/// Capability: a target whose rows can be exported into an engine snapshot and
+/// restored from one.
+#[async_trait]
+pub trait SnapshotTarget: Send + Sync {
+    /// Every row, for an engine snapshot.
+    ///
+    /// # Errors
+    /// When the target cannot export.
+    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError>;
+
+    /// Replaces the contents with a snapshot's rows.
+    ///
+    /// # Errors
+    /// When the rows cannot be loaded.
+    async fn restore_snapshot(
+        &self,
+        info: &TableSnapshotInfo,
+        entries: Vec<SnapshotEntry>,
+    ) -> Result<(), TargetError>;
+
+    /// Reserved: whether the target can export without the sources paused.
+    fn supports_consistent_snapshot(&self) -> bool {
+        false
+    }
+}
+
+/// Capability: read access to the rows a target holds.
+///
+/// The engine uses it to complete an update whose new row lacks values the source did
+/// not resend (PostgreSQL's unchanged TOAST columns), to validate row counts and to
+/// expire rows by TTL.
+pub trait RowAccess: Send + Sync {
+    /// The row held for `identity` (a row carrying at least the key columns), if any.
+    fn get(&self, identity: &Row) -> Option<Row>;
+
+    /// The number of rows held.
+    fn count(&self) -> u64;
+
+    /// Every row held, in no particular order.
+    fn scan(&self) -> Vec<Row>;
+}
+
+/// Capability: what operators see of a target (OAM `ListTables`).
+pub trait TargetStatus: Send + Sync {
+    /// The target's configuration: lookup fields, indexes, an endpoint. Leave secrets
+    /// out (OAM also masks keys that look like them).
+    fn describe(&self) -> serde_json::Map<String, serde_json::Value>;
 }

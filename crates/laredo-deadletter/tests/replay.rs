@@ -33,7 +33,10 @@ async fn replays_every_action_and_keeps_only_failures(store: &dyn DeadLetterStor
     store.write(insert_entry("other", 9)).await.unwrap();
     let target = RecordingTarget::failing_on(row! {"id" => 5});
 
-    let outcome = store.replay(PIPELINE, target.as_ref()).await.unwrap();
+    let outcome = store
+        .replay(PIPELINE, target.as_ref(), &Position::from_u64(500))
+        .await
+        .unwrap();
 
     assert_eq!(
         outcome,
@@ -43,6 +46,8 @@ async fn replays_every_action_and_keeps_only_failures(store: &dyn DeadLetterStor
             failed: 1
         }
     );
+    // Applied now, after the changes that followed them: at the stream's position.
+    assert_eq!(*target.positions.lock(), vec![Position::from_u64(500); 5]);
     assert_eq!(
         target.calls(),
         [
@@ -64,7 +69,10 @@ async fn replays_every_action_and_keeps_only_failures(store: &dyn DeadLetterStor
 
     // Once the target accepts it, a second replay clears the rest.
     *target.failing.lock() = None;
-    let outcome = store.replay(PIPELINE, target.as_ref()).await.unwrap();
+    let outcome = store
+        .replay(PIPELINE, target.as_ref(), &Position::from_u64(0))
+        .await
+        .unwrap();
     assert_eq!(
         outcome,
         ReplayOutcome {
@@ -79,7 +87,10 @@ async fn replays_every_action_and_keeps_only_failures(store: &dyn DeadLetterStor
 async fn replay_of_an_empty_pipeline_does_nothing(store: &dyn DeadLetterStore) {
     let target = RecordingTarget::default();
     assert_eq!(
-        store.replay(PIPELINE, &target).await.unwrap(),
+        store
+            .replay(PIPELINE, &target, &Position::from_u64(0))
+            .await
+            .unwrap(),
         ReplayOutcome::default()
     );
     assert!(target.calls().is_empty());
@@ -103,7 +114,10 @@ async fn local_replay_removals_persist() {
     let store = LocalDeadLetterStore::new(dir.path());
     write_one_of_each(&store).await;
     let target = RecordingTarget::failing_on(row! {"id" => 1});
-    store.replay(PIPELINE, target.as_ref()).await.unwrap();
+    store
+        .replay(PIPELINE, target.as_ref(), &Position::from_u64(0))
+        .await
+        .unwrap();
     let reopened = LocalDeadLetterStore::new(dir.path());
     assert_eq!(
         reopened

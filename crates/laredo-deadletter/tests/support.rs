@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use laredo_core::{
-    ChangeEvent, ColumnDefinition, DeadLetterEntry, Position, Row, SchemaChangeResponse,
-    SnapshotEntry, SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError, row, table,
+    ApplyError, Change, ChangeEvent, ChangeKind, DeadLetterEntry, Position, Row, SyncTarget,
+    TableIdentifier, TargetError, row, table,
 };
 use parking_lot::Mutex;
 
@@ -51,6 +51,8 @@ pub(crate) enum Call {
 pub(crate) struct RecordingTarget {
     pub(crate) calls: Mutex<Vec<Call>>,
     pub(crate) failing: Mutex<Option<Row>>,
+    /// The position of every change applied or tried, in order.
+    pub(crate) positions: Mutex<Vec<Position>>,
 }
 
 impl RecordingTarget {
@@ -58,6 +60,7 @@ impl RecordingTarget {
         Arc::new(Self {
             calls: Mutex::default(),
             failing: Mutex::new(Some(row)),
+            positions: Mutex::default(),
         })
     }
 
@@ -82,73 +85,35 @@ impl SyncTarget for RecordingTarget {
         "recording"
     }
 
-    async fn on_init(
+    async fn on_baseline(
         &self,
         _table: &TableIdentifier,
-        _columns: &[ColumnDefinition],
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
-
-    async fn on_baseline_row(
-        &self,
-        _table: &TableIdentifier,
-        _row: &Row,
+        _rows: &[Row],
     ) -> Result<(), TargetError> {
         Err(TargetError::new("replay must not send baseline rows"))
     }
 
-    async fn on_baseline_complete(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
+    async fn on_baseline_complete(
+        &self,
+        _table: &TableIdentifier,
+        _position: Option<&Position>,
+    ) -> Result<(), TargetError> {
         Err(TargetError::new("replay must not complete a baseline"))
     }
 
-    async fn on_insert(&self, _table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.record(Call::Insert(row.clone()), Some(row))
-    }
-
-    async fn on_update(
-        &self,
-        _table: &TableIdentifier,
-        row: &Row,
-        identity: Option<&Row>,
-    ) -> Result<(), TargetError> {
-        self.record(Call::Update(row.clone(), identity.cloned()), Some(row))
-    }
-
-    async fn on_delete(&self, _table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
-        self.record(Call::Delete(identity.clone()), Some(identity))
-    }
-
-    async fn on_truncate(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        self.record(Call::Truncate, None)
-    }
-
-    fn is_durable(&self) -> bool {
-        true
-    }
-
-    async fn on_schema_change(
-        &self,
-        _table: &TableIdentifier,
-        _old: &[ColumnDefinition],
-        _new: &[ColumnDefinition],
-    ) -> SchemaChangeResponse {
-        SchemaChangeResponse::proceed()
-    }
-
-    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
-        Ok(Vec::new())
-    }
-
-    async fn restore_snapshot(
-        &self,
-        _info: &TableSnapshotInfo,
-        _entries: Vec<SnapshotEntry>,
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
-
-    async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
+    async fn apply(&self, _table: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+        for (n, change) in batch.iter().enumerate() {
+            self.positions.lock().push(change.position.clone());
+            let (call, row) = match &change.kind {
+                ChangeKind::Insert { row } => (Call::Insert(row.clone()), Some(row)),
+                ChangeKind::Update { row, identity } => {
+                    (Call::Update(row.clone(), identity.clone()), Some(row))
+                }
+                ChangeKind::Delete { identity } => (Call::Delete(identity.clone()), Some(identity)),
+                ChangeKind::Truncate => (Call::Truncate, None),
+            };
+            self.record(call, row).map_err(|e| ApplyError::at(n, e))?;
+        }
         Ok(())
     }
 }

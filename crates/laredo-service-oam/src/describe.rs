@@ -46,7 +46,9 @@ pub(crate) async fn source_config(engine: &Engine, source_id: &str) -> Option<Ma
 pub(crate) fn target_config(target: &dyn SyncTarget) -> Map<String, J> {
     let mut config = Map::new();
     config.insert("type".into(), J::from(target.type_name()));
-    config.extend(target.describe());
+    if let Some(status) = target.status() {
+        config.extend(status.describe());
+    }
     masked(config)
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use laredo_core::{
-    ColumnDefinition, Engine, PipelineOptions, Row, SchemaChangeResponse, SyncTarget,
+    ApplyError, Change, ChangeKind, ColumnDefinition, Engine, PipelineOptions, Row, SyncTarget,
     TableIdentifier, TargetError, row, table,
 };
 use laredo_deadletter::MemoryDeadLetterStore;
@@ -95,42 +95,27 @@ impl SyncTarget for Picky {
     ) -> Result<(), TargetError> {
         self.inner.on_init(t, c).await
     }
-    async fn on_baseline_row(&self, t: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+    async fn on_baseline(&self, t: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
         if self.gated.load(Ordering::SeqCst) {
-            self.gate.acquire().await.unwrap().forget();
+            for _ in rows {
+                self.gate.acquire().await.unwrap().forget();
+            }
         }
-        self.inner.on_baseline_row(t, row).await
+        self.inner.on_baseline(t, rows).await
     }
-    async fn on_insert(&self, t: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        if row.get_str("name") == Some("bad") && !self.healed.load(Ordering::SeqCst) {
-            return Err(TargetError::new("bad row refused"));
+    /// Refuses an insert of a row named "bad" until healed; applies the rest.
+    async fn apply(&self, t: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+        for (n, change) in batch.iter().enumerate() {
+            let bad = matches!(&change.kind, ChangeKind::Insert { row } if row.get_str("name") == Some("bad"));
+            if bad && !self.healed.load(Ordering::SeqCst) {
+                return Err(ApplyError::at(n, TargetError::new("bad row refused")));
+            }
+            self.inner
+                .apply(t, std::slice::from_ref(change))
+                .await
+                .map_err(|e| ApplyError::at(n, e.error))?;
         }
-        self.inner.on_insert(t, row).await
-    }
-    async fn on_update(
-        &self,
-        t: &TableIdentifier,
-        row: &Row,
-        id: Option<&Row>,
-    ) -> Result<(), TargetError> {
-        self.inner.on_update(t, row, id).await
-    }
-    async fn on_delete(&self, t: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
-        self.inner.on_delete(t, identity).await
-    }
-    async fn on_truncate(&self, t: &TableIdentifier) -> Result<(), TargetError> {
-        self.inner.on_truncate(t).await
-    }
-    fn is_durable(&self) -> bool {
-        true
-    }
-    async fn on_schema_change(
-        &self,
-        _: &TableIdentifier,
-        _: &[ColumnDefinition],
-        _: &[ColumnDefinition],
-    ) -> SchemaChangeResponse {
-        SchemaChangeResponse::proceed()
+        Ok(())
     }
 }
 
@@ -541,7 +526,7 @@ async fn reload_pause_resume_and_reset_drive_the_engine() {
     assert_eq!(resumed.state, pb::ServiceState::Streaming as i32);
 
     // A row only the target has goes with a reload.
-    SyncTarget::on_insert(&*f.target, &users(), &user(99, "stale"))
+    laredo_test_support::OneChange::on_insert(&*f.target, &users(), &user(99, "stale"))
         .await
         .unwrap();
     let reload = f
@@ -590,7 +575,7 @@ async fn reload_pause_resume_and_reset_drive_the_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_table_answers_before_a_slow_reload_completes() {
     let mut f = fixture().await;
-    SyncTarget::on_insert(&*f.target, &users(), &user(99, "stale"))
+    laredo_test_support::OneChange::on_insert(&*f.target, &users(), &user(99, "stale"))
         .await
         .unwrap();
     // The reload's baseline waits at the picky target until the gate opens.

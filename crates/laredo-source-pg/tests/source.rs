@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use laredo_core::{
-    ColumnDefinition, Engine, PipelineOptions, Row, SchemaChangeResponse, SyncSource, SyncTarget,
-    TableIdentifier, TargetError, Value, table,
+    ApplyError, Change, ChangeKind, ColumnDefinition, Engine, PipelineOptions, Row, RowAccess,
+    SchemaChangeResponse, SyncSource, SyncTarget, TableIdentifier, TargetError, Value, table,
 };
 use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, ReconnectPolicy, SlotMode};
 use laredo_test_support::{CountingTarget, PgCluster, TestObserver, memory_kib, wait_until};
@@ -80,50 +80,49 @@ impl SyncTarget for ModelTarget {
     fn type_name(&self) -> &str {
         "model"
     }
-    async fn on_baseline_row(&self, _: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
+    async fn on_baseline(&self, _: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
         let mut model = self.model.lock();
-        model.baseline_rows += 1;
-        model.rows.insert(id_of(row), row.clone());
-        Ok(())
-    }
-    async fn on_insert(&self, _: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.wait_for_release().await;
-        let mut model = self.model.lock();
-        model.applied.push(('I', id_of(row), row.to_string()));
-        model.rows.insert(id_of(row), row.clone());
-        Ok(())
-    }
-    async fn on_update(
-        &self,
-        _: &TableIdentifier,
-        row: &Row,
-        identity: Option<&Row>,
-    ) -> Result<(), TargetError> {
-        self.wait_for_release().await;
-        let mut model = self.model.lock();
-        model.applied.push(('U', id_of(row), row.to_string()));
-        if let Some(old) = identity {
-            model.rows.remove(&id_of(old));
+        for row in rows {
+            model.baseline_rows += 1;
+            model.rows.insert(id_of(row), row.clone());
         }
-        model.rows.insert(id_of(row), row.clone());
         Ok(())
     }
-    async fn on_delete(&self, _: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
-        let mut model = self.model.lock();
-        model
-            .applied
-            .push(('D', id_of(identity), identity.to_string()));
-        model.rows.remove(&id_of(identity));
+    /// Inserts and updates wait while the model is held; every change is logged.
+    async fn apply(&self, _: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+        for change in batch {
+            if matches!(
+                change.kind,
+                ChangeKind::Insert { .. } | ChangeKind::Update { .. }
+            ) {
+                self.wait_for_release().await;
+            }
+            let mut model = self.model.lock();
+            match &change.kind {
+                ChangeKind::Insert { row } => {
+                    model.applied.push(('I', id_of(row), row.to_string()));
+                    model.rows.insert(id_of(row), row.clone());
+                }
+                ChangeKind::Update { row, identity } => {
+                    model.applied.push(('U', id_of(row), row.to_string()));
+                    if let Some(old) = identity {
+                        model.rows.remove(&id_of(old));
+                    }
+                    model.rows.insert(id_of(row), row.clone());
+                }
+                ChangeKind::Delete { identity } => {
+                    model
+                        .applied
+                        .push(('D', id_of(identity), identity.to_string()));
+                    model.rows.remove(&id_of(identity));
+                }
+                ChangeKind::Truncate => {
+                    model.truncates += 1;
+                    model.rows.clear();
+                }
+            }
+        }
         Ok(())
-    }
-    async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
-        let mut model = self.model.lock();
-        model.truncates += 1;
-        model.rows.clear();
-        Ok(())
-    }
-    fn is_durable(&self) -> bool {
-        true
     }
     /// The model stands for a target whose rows outlive the engine (tests restart
     /// engines over the same model and expect a resume).
@@ -145,8 +144,22 @@ impl SyncTarget for ModelTarget {
             .clone()
             .unwrap_or_else(SchemaChangeResponse::proceed)
     }
-    fn count(&self) -> Option<u64> {
-        Some(self.model.lock().rows.len() as u64)
+    fn rows(&self) -> Option<&dyn RowAccess> {
+        Some(self)
+    }
+}
+
+/// Counts the model's rows. It stands for a target that cannot look a row up by key
+/// or scan: `get` answers `None` and `scan` nothing.
+impl RowAccess for ModelTarget {
+    fn get(&self, _identity: &Row) -> Option<Row> {
+        None
+    }
+    fn count(&self) -> u64 {
+        self.model.lock().rows.len() as u64
+    }
+    fn scan(&self) -> Vec<Row> {
+        Vec::new()
     }
 }
 

@@ -8,8 +8,8 @@
 //!
 //! - the **rows**, keyed by primary key (by `id` when the table has none);
 //! - a **journal** of every change: sequences from 1, without gaps, each stamped with
-//!   the source position the engine gave for it ([`SyncTarget::set_change_position`]),
-//!   baseline rows with the baseline's end position; bounded by `journal.max_entries`
+//!   the source position its [`Change`] carries, baseline rows with the baseline's end
+//!   position; bounded by `journal.max_entries`
 //!   and `journal.max_age`, except that it never drops an entry a connected client
 //!   still needs (its pin);
 //! - in-memory **snapshots** (the rows at a sequence), taken at baseline end, after a
@@ -158,7 +158,7 @@
 //! # }
 //! ```
 //!
-//! [`SyncTarget::set_change_position`]: laredo_core::SyncTarget::set_change_position
+//! [`Change`]: laredo_core::Change
 
 mod config;
 mod encode;

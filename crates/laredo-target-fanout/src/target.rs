@@ -24,9 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use laredo_core::{
-    ChangeAction, ColumnDefinition, EngineObserver, Position, Row, SchemaChangeResponse,
-    SnapshotEntry, SyncMode, SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError,
-    primary_key_columns,
+    ApplyError, Change, ChangeAction, ChangeKind, ColumnDefinition, EngineObserver, Position, Row,
+    RowAccess, SchemaChangeResponse, SnapshotEntry, SnapshotTarget, SyncMode, SyncTarget,
+    TableIdentifier, TableSnapshotInfo, TargetError, primary_key_columns,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -262,6 +262,50 @@ impl State {
         row.key_bytes(&self.key_fields)
     }
 
+    /// Applies a change to the rows; returns the journal entry that describes it (an
+    /// update or delete carries the old row the target held, else the identity).
+    fn apply_change(&mut self, kind: &ChangeKind) -> EntryKind {
+        match kind {
+            ChangeKind::Insert { row } => {
+                let key = self.key_of(row);
+                self.rows.insert(key, row.clone());
+                EntryKind::Change {
+                    action: ChangeAction::Insert,
+                    old_values: None,
+                    new_values: Some(row.clone()),
+                }
+            }
+            ChangeKind::Update { row, identity } => {
+                let old_key = self.key_of(identity.as_ref().unwrap_or(row));
+                let old = self.rows.remove(&old_key);
+                let new_key = self.key_of(row);
+                self.rows.insert(new_key, row.clone());
+                EntryKind::Change {
+                    action: ChangeAction::Update,
+                    old_values: old.or_else(|| identity.clone()),
+                    new_values: Some(row.clone()),
+                }
+            }
+            ChangeKind::Delete { identity } => {
+                let key = self.key_of(identity);
+                let old = self.rows.remove(&key);
+                EntryKind::Change {
+                    action: ChangeAction::Delete,
+                    old_values: Some(old.unwrap_or_else(|| identity.clone())),
+                    new_values: None,
+                }
+            }
+            ChangeKind::Truncate => {
+                self.rows.clear();
+                EntryKind::Change {
+                    action: ChangeAction::Truncate,
+                    old_values: None,
+                    new_values: None,
+                }
+            }
+        }
+    }
+
     /// Appends a change entry (with its shape against the table now), or a schema
     /// entry, whose new columns the target takes (the rows before it follow the
     /// columns the target had, whatever the source says were the old ones).
@@ -430,7 +474,6 @@ impl FanoutTargetBuilder {
             pipeline_id: Mutex::new(self.pipeline_id.clone()),
             fixed_pipeline_id: self.pipeline_id.is_some(),
             state: RwLock::new(State::default()),
-            pending_position: Mutex::new(None),
             head: watch::Sender::new(0),
             lag_tick: watch::Sender::new(0),
             drain: watch::Sender::new(None),
@@ -483,8 +526,6 @@ pub struct FanoutTarget {
     pipeline_id: Mutex<Option<String>>,
     fixed_pipeline_id: bool,
     state: RwLock<State>,
-    /// The position given by the engine for the next change.
-    pending_position: Mutex<Option<Position>>,
     /// The journal's current sequence, published after each append.
     head: watch::Sender<u64>,
     /// The head in steps of [`FanoutTarget::lag_step`]: what a stream whose client has
@@ -1065,22 +1106,55 @@ impl FanoutTarget {
         Ok((opened, building))
     }
 
-    /// Appends under the write lock, prunes, then publishes the head.
-    fn append(&self, apply: impl FnOnce(&mut State) -> EntryKind) {
-        let position = self.pending_position.lock().take();
+    /// Applies `changes` and journals each at its position, under one write lock;
+    /// then prunes and publishes the head.
+    fn append_changes(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
         let (current, pruned) = {
             let mut state = self.state.write();
-            let kind = apply(&mut state);
-            let current = state.append(position, kind);
-            let pruned = self.prune_locked(&mut state, 1);
-            state.appended_since_snapshot_check += 1;
-            if state.appended_since_snapshot_check >= SNAPSHOT_AGE_CHECK_EVERY {
-                self.retain_snapshots(&mut state, SystemTime::now());
+            let mut current = state.journal.current_sequence();
+            for change in changes {
+                let kind = state.apply_change(&change.kind);
+                current = state.append(Some(change.position.clone()), kind);
             }
+            let pruned = self.prune_locked(&mut state, changes.len());
+            self.count_for_snapshot_check(&mut state, changes.len());
             (current, pruned)
         };
         self.publish_head(current);
         self.report_pruned(pruned);
+    }
+
+    /// Journals a schema entry at the journal's position, then prunes and publishes
+    /// the head.
+    fn append_schema(&self, old_columns: &[ColumnDefinition], new_columns: &[ColumnDefinition]) {
+        let (current, pruned) = {
+            let mut state = self.state.write();
+            let kind = EntryKind::Schema {
+                old_columns: old_columns.to_vec(),
+                new_columns: new_columns.to_vec(),
+            };
+            // It takes the journal's position, so clients can still resume by
+            // position across it.
+            let position = state.journal.head_position().cloned();
+            let current = state.append(position, kind);
+            let pruned = self.prune_locked(&mut state, 1);
+            self.count_for_snapshot_check(&mut state, 1);
+            (current, pruned)
+        };
+        self.publish_head(current);
+        self.report_pruned(pruned);
+    }
+
+    /// Counts appended entries; every [`SNAPSHOT_AGE_CHECK_EVERY`] of them, drops the
+    /// snapshots past their retention.
+    fn count_for_snapshot_check(&self, state: &mut State, appended: usize) {
+        state.appended_since_snapshot_check += appended;
+        if state.appended_since_snapshot_check >= SNAPSHOT_AGE_CHECK_EVERY {
+            self.retain_snapshots(state, SystemTime::now());
+        }
     }
 
     /// Prunes after `appended` new entries. Finding the lowest pin reads every client,
@@ -1197,16 +1271,7 @@ impl SyncTarget for FanoutTarget {
         Ok(())
     }
 
-    async fn on_baseline_row(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.on_baseline_rows(table, std::slice::from_ref(row))
-            .await
-    }
-
-    async fn on_baseline_rows(
-        &self,
-        _table: &TableIdentifier,
-        rows: &[Row],
-    ) -> Result<(), TargetError> {
+    async fn on_baseline(&self, _table: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
         let (current, pruned) = {
             let mut state = self.state.write();
             for row in rows {
@@ -1229,11 +1294,15 @@ impl SyncTarget for FanoutTarget {
         Ok(())
     }
 
-    async fn on_baseline_complete(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        let position = self.pending_position.lock().take();
+    /// Stamps the baseline's entries with `position` and takes the first snapshot.
+    async fn on_baseline_complete(
+        &self,
+        _table: &TableIdentifier,
+        position: Option<&Position>,
+    ) -> Result<(), TargetError> {
         let snapshot = {
             let mut state = self.state.write();
-            if let Some(position) = &position {
+            if let Some(position) = position {
                 state.journal.stamp_unpositioned(position);
             }
             state.ready = true;
@@ -1244,73 +1313,25 @@ impl SyncTarget for FanoutTarget {
         Ok(())
     }
 
-    async fn on_insert(&self, _table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.append(|state| {
-            let key = state.key_of(row);
-            state.rows.insert(key, row.clone());
-            EntryKind::Change {
-                action: ChangeAction::Insert,
-                old_values: None,
-                new_values: Some(row.clone()),
+    /// Applies and journals the batch under one write lock; a truncate ends a run of
+    /// the batch and is followed by a snapshot (clients far behind restart from it
+    /// instead of replaying what the truncate erased).
+    async fn apply(&self, _table: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let end = rest
+                .iter()
+                .position(|c| matches!(c.kind, ChangeKind::Truncate))
+                .map_or(rest.len(), |at| at + 1);
+            let (run, after) = rest.split_at(end);
+            self.append_changes(run);
+            if matches!(run.last().map(|c| &c.kind), Some(ChangeKind::Truncate)) && self.is_ready()
+            {
+                self.take_snapshot();
             }
-        });
-        Ok(())
-    }
-
-    async fn on_update(
-        &self,
-        _table: &TableIdentifier,
-        row: &Row,
-        identity: Option<&Row>,
-    ) -> Result<(), TargetError> {
-        self.append(|state| {
-            let old_key = state.key_of(identity.unwrap_or(row));
-            let old = state.rows.remove(&old_key);
-            let new_key = state.key_of(row);
-            state.rows.insert(new_key, row.clone());
-            EntryKind::Change {
-                action: ChangeAction::Update,
-                old_values: old.or_else(|| identity.cloned()),
-                new_values: Some(row.clone()),
-            }
-        });
-        Ok(())
-    }
-
-    async fn on_delete(&self, _table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
-        self.append(|state| {
-            let key = state.key_of(identity);
-            let old = state.rows.remove(&key);
-            EntryKind::Change {
-                action: ChangeAction::Delete,
-                old_values: Some(old.unwrap_or_else(|| identity.clone())),
-                new_values: None,
-            }
-        });
-        Ok(())
-    }
-
-    async fn on_truncate(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        self.append(|state| {
-            state.rows.clear();
-            EntryKind::Change {
-                action: ChangeAction::Truncate,
-                old_values: None,
-                new_values: None,
-            }
-        });
-        if self.is_ready() {
-            self.take_snapshot();
+            rest = after;
         }
         Ok(())
-    }
-
-    fn is_durable(&self) -> bool {
-        true
-    }
-
-    fn set_change_position(&self, position: &Position) {
-        *self.pending_position.lock() = Some(position.clone());
     }
 
     async fn on_schema_change(
@@ -1321,16 +1342,36 @@ impl SyncTarget for FanoutTarget {
     ) -> SchemaChangeResponse {
         // Journaled even when the target's columns were already these (taken by
         // `on_init`): the entry records the columns the target had before it.
-        self.append(|_| EntryKind::Schema {
-            old_columns: old_columns.to_vec(),
-            new_columns: new_columns.to_vec(),
-        });
+        self.append_schema(old_columns, new_columns);
         if self.is_ready() {
             self.take_snapshot();
         }
         SchemaChangeResponse::proceed()
     }
 
+    async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
+        if self.is_ready() {
+            self.take_snapshot();
+        }
+        self.state.write().ready = false;
+        if let Some(handle) = self.scheduler.lock().take() {
+            handle.abort();
+        }
+        self.disconnect_all();
+        Ok(())
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotTarget> {
+        Some(self)
+    }
+
+    fn rows(&self) -> Option<&dyn RowAccess> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SnapshotTarget for FanoutTarget {
     async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
         Ok(self
             .state
@@ -1378,36 +1419,27 @@ impl SyncTarget for FanoutTarget {
     fn supports_consistent_snapshot(&self) -> bool {
         false
     }
+}
 
-    async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        if self.is_ready() {
-            self.take_snapshot();
-        }
-        self.state.write().ready = false;
-        if let Some(handle) = self.scheduler.lock().take() {
-            handle.abort();
-        }
-        self.disconnect_all();
-        Ok(())
-    }
-
-    fn current_row(&self, _table: &TableIdentifier, identity: &Row) -> Option<Row> {
+impl RowAccess for FanoutTarget {
+    fn get(&self, identity: &Row) -> Option<Row> {
         let state = self.state.read();
         state.rows.get(&state.key_of(identity)).cloned()
     }
 
-    fn count(&self) -> Option<u64> {
-        Some(self.row_count() as u64)
+    fn count(&self) -> u64 {
+        self.row_count() as u64
     }
 
-    fn scan_rows(&self) -> Option<Vec<Row>> {
-        Some(self.rows())
+    fn scan(&self) -> Vec<Row> {
+        self.rows()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use laredo_core::{row, table};
+    use laredo_test_support::OneChange;
 
     use super::*;
 
@@ -1422,11 +1454,13 @@ mod tests {
         let t = table("public", "t");
         target.on_init(&t, &columns()).await.unwrap();
         target
-            .on_baseline_rows(&t, &[row! {"id" => 1, "name" => "a"}])
+            .on_baseline(&t, &[row! {"id" => 1, "name" => "a"}])
             .await
             .unwrap();
-        target.set_change_position(&Position::from_u64(10));
-        target.on_baseline_complete(&t).await.unwrap();
+        target
+            .on_baseline_complete(&t, Some(&Position::from_u64(10)))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -1480,17 +1514,18 @@ mod tests {
         let target = FanoutTarget::new();
         ready(&target).await;
         let t = table("public", "t");
-        target.set_change_position(&Position::from_u64(11));
+        let update = Change::update(row! {"id" => 2, "name" => "b"}, Some(row! {"id" => 1}));
+        let delete = Change::delete(row! {"id" => 2});
         target
-            .on_update(
+            .apply(
                 &t,
-                &row! {"id" => 2, "name" => "b"},
-                Some(&row! {"id" => 1}),
+                &[
+                    update.at(Position::from_u64(11)),
+                    delete.at(Position::from_u64(12)),
+                ],
             )
             .await
             .unwrap();
-        target.set_change_position(&Position::from_u64(12));
-        target.on_delete(&t, &row! {"id" => 2}).await.unwrap();
         let entries = target.entries_since(1, 10).unwrap();
         let kinds: Vec<&EntryKind> = entries.iter().map(|e| &e.kind).collect();
         assert_eq!(
@@ -1584,16 +1619,21 @@ mod tests {
             ColumnDefinition::new("title", "text"),
         ];
         target.on_init(&t, &renamed).await.unwrap();
-        target.set_change_position(&Position::from_u64(11));
         target
-            .on_insert(&t, &row! {"id" => 5, "title" => "e"})
+            .apply_at(
+                &t,
+                Change::insert(row! {"id" => 5, "title" => "e"}),
+                Position::from_u64(11),
+            )
             .await
             .unwrap();
-        target.set_change_position(&Position::from_u64(12));
         target.on_schema_change(&t, &columns(), &renamed).await;
-        target.set_change_position(&Position::from_u64(13));
         target
-            .on_insert(&t, &row! {"id" => 6, "title" => "f"})
+            .apply_at(
+                &t,
+                Change::insert(row! {"id" => 6, "title" => "f"}),
+                Position::from_u64(13),
+            )
             .await
             .unwrap();
         let entries = target.entries_since(1, 10).unwrap();
@@ -1764,8 +1804,8 @@ mod tests {
         let rows: Vec<Row> = (1..=10)
             .map(|id| row! {"id" => id, "name" => "a"})
             .collect();
-        target.on_baseline_rows(&t, &rows).await.unwrap();
-        target.on_baseline_complete(&t).await.unwrap();
+        target.on_baseline(&t, &rows).await.unwrap();
+        target.on_baseline_complete(&t, None).await.unwrap();
         let baseline = target.snapshots()[0].clone();
         for id in 11..=20 {
             target.on_insert(&t, &row! {"id" => id}).await.unwrap();

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hashbrown::HashMap;
 use laredo_core::{
-    ColumnDefinition, Row, SchemaChangeResponse, SnapshotEntry, SyncTarget, TableIdentifier,
-    TableSnapshotInfo, TargetError, Value, primary_key_columns,
+    ApplyError, Change, ChangeKind, ColumnDefinition, Row, RowAccess, SchemaChangeResponse,
+    SnapshotEntry, SnapshotTarget, SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError,
+    Value, primary_key_columns,
 };
 use parking_lot::RwLock;
 
@@ -32,7 +33,7 @@ type RowFilter = dyn Fn(&Row) -> bool + Send + Sync;
 type ObjectListener<T> = dyn Fn(Option<&Arc<T>>, Option<&Arc<T>>) + Send + Sync;
 
 /// A change to report to listeners once the write lock is released.
-type Change<T> = (Option<Arc<T>>, Option<Arc<T>>);
+type Notice<T> = (Option<Arc<T>>, Option<Arc<T>>);
 
 /// What the filter and the compiler made of a row.
 enum Outcome<T> {
@@ -117,7 +118,7 @@ impl<T> State<T> {
         row: &Row,
         identity: Option<&Row>,
         outcome: Outcome<T>,
-        changes: &mut Vec<Change<T>>,
+        changes: &mut Vec<Notice<T>>,
     ) -> Option<(String, String)> {
         let key = row.key_bytes(&self.key_fields);
         let moved = identity
@@ -150,7 +151,7 @@ impl<T> State<T> {
         row: &Row,
         object: Arc<T>,
         moved: Option<Entry<T>>,
-        changes: &mut Vec<Change<T>>,
+        changes: &mut Vec<Notice<T>>,
     ) {
         let replaced = self.entries.insert(
             key,
@@ -280,7 +281,7 @@ impl<T: Send + Sync + 'static> CompiledTarget<T> {
 
     /// Applies `rows` (with the update identity, if any) under one write lock, clearing
     /// first when `restore`; then logs compile failures and notifies.
-    fn apply(
+    fn put_rows(
         &self,
         rows: &[Row],
         identity: Option<&Row>,
@@ -307,7 +308,7 @@ impl<T: Send + Sync + 'static> CompiledTarget<T> {
         Ok(())
     }
 
-    fn notify(&self, changes: &[Change<T>]) {
+    fn notify(&self, changes: &[Notice<T>]) {
         if changes.is_empty() || self.listeners.is_empty() {
             return;
         }
@@ -368,64 +369,69 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
         Ok(())
     }
 
-    async fn on_baseline_row(
-        &self,
-        _table: &TableIdentifier,
-        row: &Row,
-    ) -> Result<(), TargetError> {
-        self.apply(std::slice::from_ref(row), None, false)
-    }
-
     /// Compiles the batch, then takes the write lock once for it.
-    async fn on_baseline_rows(
-        &self,
-        _table: &TableIdentifier,
-        rows: &[Row],
-    ) -> Result<(), TargetError> {
-        self.apply(rows, None, false)
+    async fn on_baseline(&self, _table: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
+        self.put_rows(rows, None, false)
     }
 
-    async fn on_baseline_complete(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        Ok(())
-    }
-
-    async fn on_insert(&self, _table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.apply(std::slice::from_ref(row), None, false)
-    }
-
-    /// When the new row fails the filter (or to compile), the object of its identity
-    /// (or its key) is removed: `(old, None)`. Otherwise the object is stored under the
-    /// new key, the identity's key removed when it differs: `(old?, new)`.
-    async fn on_update(
-        &self,
-        _table: &TableIdentifier,
-        row: &Row,
-        identity: Option<&Row>,
-    ) -> Result<(), TargetError> {
-        self.apply(std::slice::from_ref(row), identity, false)
-    }
-
-    async fn on_delete(&self, _table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
-        let removed = {
+    /// Compiles the batch's new rows first, then applies every change under one write
+    /// lock and notifies in order. When an update's new row fails the filter (or to
+    /// compile), the object of its identity (or its key) is removed: `(old, None)`.
+    /// Otherwise the object is stored under the new key, the identity's key removed
+    /// when it differs: `(old?, new)`.
+    async fn apply(&self, _table: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+        let mut outcomes: Vec<Outcome<T>> = batch
+            .iter()
+            .filter_map(Change::row)
+            .map(|row| self.outcome(row))
+            .collect();
+        outcomes.reverse();
+        let mut notices = Vec::new();
+        let mut failures = Vec::new();
+        {
             let mut state = self.state.write();
-            state.ensure_configured()?;
-            let key = identity.key_bytes(&state.key_fields);
-            state.entries.remove(&key)
-        };
-        if let Some(entry) = removed {
-            self.notify(&[(Some(entry.object), None)]);
+            if batch
+                .iter()
+                .any(|c| !matches!(c.kind, ChangeKind::Truncate))
+            {
+                // Checked before anything is applied: a failure blames no later change.
+                state.ensure_configured()?;
+            }
+            for change in batch {
+                match &change.kind {
+                    ChangeKind::Insert { row }
+                    | ChangeKind::Update {
+                        row,
+                        identity: None,
+                    } => {
+                        let outcome = outcomes.pop().expect("one outcome per new row");
+                        failures.extend(state.put(row, None, outcome, &mut notices));
+                    }
+                    ChangeKind::Update {
+                        row,
+                        identity: Some(identity),
+                    } => {
+                        let outcome = outcomes.pop().expect("one outcome per new row");
+                        failures.extend(state.put(row, Some(identity), outcome, &mut notices));
+                    }
+                    ChangeKind::Delete { identity } => {
+                        let key = identity.key_bytes(&state.key_fields);
+                        if let Some(entry) = state.entries.remove(&key) {
+                            notices.push((Some(entry.object), None));
+                        }
+                    }
+                    ChangeKind::Truncate => {
+                        state.entries = HashMap::new();
+                        notices.push((None, None));
+                    }
+                }
+            }
         }
+        for (error, key) in failures {
+            tracing::warn!(%error, %key, "row skipped: compile failed");
+        }
+        self.notify(&notices);
         Ok(())
-    }
-
-    async fn on_truncate(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        self.state.write().entries = HashMap::new();
-        self.notify(&[(None, None)]);
-        Ok(())
-    }
-
-    fn is_durable(&self) -> bool {
-        true
     }
 
     /// Always `RE_BASELINE`: the compiler may depend on any column.
@@ -438,6 +444,23 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
         SchemaChangeResponse::re_baseline("compiled objects are rebuilt from the new columns")
     }
 
+    /// Removes every listener; the objects stay readable.
+    async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
+        self.listeners.clear();
+        Ok(())
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotTarget> {
+        Some(self)
+    }
+
+    fn rows(&self) -> Option<&dyn RowAccess> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl<T: Send + Sync + 'static> SnapshotTarget for CompiledTarget<T> {
     /// The original rows of the objects.
     async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
         Ok(self
@@ -458,34 +481,36 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
         entries: Vec<SnapshotEntry>,
     ) -> Result<(), TargetError> {
         if self.state.read().ensure_configured().is_err() {
-            self.on_init(&info.table, &info.columns).await?;
+            SyncTarget::on_init(self, &info.table, &info.columns).await?;
         }
         let rows: Vec<Row> = entries.into_iter().map(|e| e.row).collect();
-        self.apply(&rows, None, true)
+        self.put_rows(&rows, None, true)
     }
 
     fn supports_consistent_snapshot(&self) -> bool {
         true
     }
+}
 
-    /// Removes every listener; the objects stay readable.
-    async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        self.listeners.clear();
-        Ok(())
+impl<T: Send + Sync + 'static> RowAccess for CompiledTarget<T> {
+    /// The original row of the object held for `identity`'s key.
+    fn get(&self, identity: &Row) -> Option<Row> {
+        let state = self.state.read();
+        let key = identity.key_bytes(&state.key_fields);
+        state.entries.get(&key).map(|e| e.row.clone())
     }
 
-    fn count(&self) -> Option<u64> {
-        Some(self.state.read().entries.len() as u64)
+    fn count(&self) -> u64 {
+        self.state.read().entries.len() as u64
     }
 
-    fn scan_rows(&self) -> Option<Vec<Row>> {
-        Some(
-            self.state
-                .read()
-                .entries
-                .values()
-                .map(|e| e.row.clone())
-                .collect(),
-        )
+    /// The original rows of the objects held.
+    fn scan(&self) -> Vec<Row> {
+        self.state
+            .read()
+            .entries
+            .values()
+            .map(|e| e.row.clone())
+            .collect()
     }
 }

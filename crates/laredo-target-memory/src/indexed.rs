@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use async_trait::async_trait;
 use laredo_core::{
-    ColumnDefinition, IndexDefinition, Row, SchemaChangeResponse, SnapshotEntry, SyncTarget,
-    TableIdentifier, TableSnapshotInfo, TargetError, Value, primary_key_columns,
+    ApplyError, Change, ChangeKind, ColumnDefinition, IndexDefinition, Row, RowAccess,
+    SchemaChangeResponse, SnapshotEntry, SnapshotTarget, SyncTarget, TableIdentifier,
+    TableSnapshotInfo, TargetError, TargetStatus, Value, primary_key_columns,
 };
 use parking_lot::RwLock;
 
@@ -378,21 +379,6 @@ impl SyncTarget for IndexedTarget {
         TYPE_NAME
     }
 
-    /// `lookup_fields` (the configured ones, else the key in use; empty before
-    /// `on_init`) and the configured `indexes` (`name`, `fields`, `unique`).
-    fn describe(&self) -> serde_json::Map<String, serde_json::Value> {
-        use serde_json::{Value as J, json};
-        let indexes: Vec<J> = self
-            .index_defs
-            .iter()
-            .map(|i| json!({"name": i.name, "fields": i.fields, "unique": i.unique}))
-            .collect();
-        let mut map = serde_json::Map::new();
-        map.insert("lookup_fields".into(), J::from(self.lookup_fields()));
-        map.insert("indexes".into(), J::Array(indexes));
-        map
-    }
-
     /// Checks the lookup and index fields against `columns` (every problem is reported
     /// in one error), takes the primary key as the row key (the lookup fields when the
     /// table has none) and re-keys any rows already held.
@@ -427,98 +413,29 @@ impl SyncTarget for IndexedTarget {
         Ok(())
     }
 
-    async fn on_baseline_row(
-        &self,
-        _table: &TableIdentifier,
-        row: &Row,
-    ) -> Result<(), TargetError> {
-        self.upsert_rows(std::slice::from_ref(row), false)
-    }
-
     /// Takes the write lock once for the whole batch.
-    async fn on_baseline_rows(
-        &self,
-        _table: &TableIdentifier,
-        rows: &[Row],
-    ) -> Result<(), TargetError> {
+    async fn on_baseline(&self, _table: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
         self.upsert_rows(rows, false)
     }
 
-    async fn on_baseline_complete(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        Ok(())
-    }
-
-    async fn on_insert(&self, _table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.upsert_rows(std::slice::from_ref(row), false)
-    }
-
-    /// Replaces the row with the identity's primary key (the new row's key when there
-    /// is no identity). When the key changed, the old row goes and the new one is
-    /// stored under its key, replacing any row already there, which is reported as
-    /// deleted first.
-    async fn on_update(
-        &self,
-        _table: &TableIdentifier,
-        row: &Row,
-        identity: Option<&Row>,
-    ) -> Result<(), TargetError> {
+    /// Applies the batch under one write lock, then notifies the listeners of every
+    /// change in order. An insert replaces the row of its key. An update replaces the
+    /// row with the identity's key (the new row's key when there is no identity); when
+    /// the key changed, the old row goes and the new one is stored under its key,
+    /// replacing any row already there, which is reported as deleted first.
+    async fn apply(&self, _table: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
         let listening = !self.listeners.is_empty();
         let mut notifications = Vec::new();
-        {
+        let result = {
             let mut store = self.store.write();
-            ensure_configured(&store)?;
-            let new_key = row.key_bytes(store.key_fields());
-            let moved = identity
-                .map(|i| i.key_bytes(store.key_fields()))
-                .filter(|old_key| *old_key != new_key)
-                .and_then(|old_key| store.remove(&old_key));
-            let replaced = store.upsert(row).map_err(full)?;
-            if listening {
-                let mut old = moved.and_then(|b| store.decode(&b));
-                let replaced = replaced.and_then(|b| store.decode(&b));
-                if old.is_some() && replaced.is_some() {
-                    notifications.push((replaced, None));
-                } else {
-                    old = old.or(replaced);
-                }
-                notifications.push((old, Some(row.clone())));
-            }
-        }
-        self.notify(&notifications);
-        Ok(())
-    }
-
-    async fn on_delete(&self, _table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
-        let listening = !self.listeners.is_empty();
-        let removed = {
-            let mut store = self.store.write();
-            ensure_configured(&store)?;
-            let key = identity.key_bytes(store.key_fields());
-            let removed = store.remove(&key);
-            removed.filter(|_| listening).and_then(|b| store.decode(&b))
+            batch.iter().enumerate().try_for_each(|(n, change)| {
+                apply_change(&mut store, change, listening, &mut notifications)
+                    .map_err(|e| ApplyError::at(n, e))
+            })
         };
-        if let Some(old) = removed {
-            self.notify(&[(Some(old), None)]);
-        }
-        Ok(())
-    }
-
-    async fn on_truncate(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        self.store.write().clear();
-        self.notify(&[(None, None)]);
-        Ok(())
-    }
-
-    fn is_durable(&self) -> bool {
-        true
-    }
-
-    fn current_row(&self, _table: &TableIdentifier, identity: &Row) -> Option<Row> {
-        let store = self.store.read();
-        if !store.is_configured() {
-            return None;
-        }
-        store.get(&identity.key_bytes(store.key_fields()))
+        // Changes applied before a failure are visible: report them too.
+        self.notify(&notifications);
+        result
     }
 
     /// `CONTINUE` when columns were only added, or when the dropped or retyped columns
@@ -578,6 +495,27 @@ impl SyncTarget for IndexedTarget {
         SchemaChangeResponse::proceed()
     }
 
+    /// Removes every listener; the rows stay readable.
+    async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
+        self.listeners.clear();
+        Ok(())
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotTarget> {
+        Some(self)
+    }
+
+    fn rows(&self) -> Option<&dyn RowAccess> {
+        Some(self)
+    }
+
+    fn status(&self) -> Option<&dyn TargetStatus> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SnapshotTarget for IndexedTarget {
     async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
         Ok(self
             .all()
@@ -594,7 +532,7 @@ impl SyncTarget for IndexedTarget {
         entries: Vec<SnapshotEntry>,
     ) -> Result<(), TargetError> {
         if !self.store.read().is_configured() {
-            self.on_init(&info.table, &info.columns).await?;
+            SyncTarget::on_init(self, &info.table, &info.columns).await?;
         }
         let rows: Vec<Row> = entries.into_iter().map(|e| e.row).collect();
         self.upsert_rows(&rows, true)
@@ -603,18 +541,94 @@ impl SyncTarget for IndexedTarget {
     fn supports_consistent_snapshot(&self) -> bool {
         true
     }
+}
 
-    /// Removes every listener; the rows stay readable.
-    async fn on_close(&self, _table: &TableIdentifier) -> Result<(), TargetError> {
-        self.listeners.clear();
-        Ok(())
+impl RowAccess for IndexedTarget {
+    fn get(&self, identity: &Row) -> Option<Row> {
+        let store = self.store.read();
+        if !store.is_configured() {
+            return None;
+        }
+        store.get(&identity.key_bytes(store.key_fields()))
     }
 
-    fn count(&self) -> Option<u64> {
-        Some(self.store.read().len() as u64)
+    fn count(&self) -> u64 {
+        self.store.read().len() as u64
     }
 
-    fn scan_rows(&self) -> Option<Vec<Row>> {
-        Some(self.all())
+    fn scan(&self) -> Vec<Row> {
+        self.all()
     }
+}
+
+impl TargetStatus for IndexedTarget {
+    /// `lookup_fields` (the configured ones, else the key in use; empty before
+    /// `on_init`) and the configured `indexes` (`name`, `fields`, `unique`).
+    fn describe(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::{Value as J, json};
+        let indexes: Vec<J> = self
+            .index_defs
+            .iter()
+            .map(|i| json!({"name": i.name, "fields": i.fields, "unique": i.unique}))
+            .collect();
+        let mut map = serde_json::Map::new();
+        map.insert("lookup_fields".into(), J::from(self.lookup_fields()));
+        map.insert("indexes".into(), J::Array(indexes));
+        map
+    }
+}
+
+/// Applies one change to the store (the caller holds the write lock), collecting the
+/// listener notifications when `listening`.
+fn apply_change(
+    store: &mut Store,
+    change: &Change,
+    listening: bool,
+    notifications: &mut Vec<Notification>,
+) -> Result<(), TargetError> {
+    match &change.kind {
+        ChangeKind::Insert { row } => {
+            ensure_configured(store)?;
+            let old = store.upsert(row).map_err(full)?;
+            if listening {
+                let old = old.and_then(|bytes| store.decode(&bytes));
+                notifications.push((old, Some(row.clone())));
+            }
+        }
+        ChangeKind::Update { row, identity } => {
+            ensure_configured(store)?;
+            let new_key = row.key_bytes(store.key_fields());
+            let moved = identity
+                .as_ref()
+                .map(|i| i.key_bytes(store.key_fields()))
+                .filter(|old_key| *old_key != new_key)
+                .and_then(|old_key| store.remove(&old_key));
+            let replaced = store.upsert(row).map_err(full)?;
+            if listening {
+                let mut old = moved.and_then(|b| store.decode(&b));
+                let replaced = replaced.and_then(|b| store.decode(&b));
+                if old.is_some() && replaced.is_some() {
+                    notifications.push((replaced, None));
+                } else {
+                    old = old.or(replaced);
+                }
+                notifications.push((old, Some(row.clone())));
+            }
+        }
+        ChangeKind::Delete { identity } => {
+            ensure_configured(store)?;
+            let key = identity.key_bytes(store.key_fields());
+            let removed = store.remove(&key);
+            if listening && let Some(old) = removed.and_then(|b| store.decode(&b)) {
+                notifications.push((Some(old), None));
+            }
+        }
+        ChangeKind::Truncate => {
+            store.clear();
+            if listening {
+                notifications.push((None, None));
+            }
+        }
+    }
+    Ok(())
 }

@@ -102,10 +102,10 @@ async fn bytes_held_per_row_stay_within_one_and_a_half_times_the_raw_size() {
             .map(|id| make_row(&layout, &mut rng, id))
             .collect();
         raw_bytes += batch.iter().map(Row::raw_size).sum::<usize>();
-        target.on_baseline_rows(&t, &batch).await.unwrap();
+        target.on_baseline(&t, &batch).await.unwrap();
         id = end;
     }
-    target.on_baseline_complete(&t).await.unwrap();
+    target.on_baseline_complete(&t, None).await.unwrap();
     let stats = region.change();
     let held = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
 

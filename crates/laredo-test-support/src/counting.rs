@@ -4,9 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use laredo_core::{
-    ColumnDefinition, Row, SchemaChangeResponse, SyncTarget, TableIdentifier, TargetError,
-};
+use laredo_core::{ApplyError, Change, ChangeKind, Row, SyncTarget, TableIdentifier, TargetError};
 
 /// A target that counts streamed inserts and keeps no rows, so memory growth while it
 /// runs is the engine's and the source's own. Always durable; accepts schema changes.
@@ -27,37 +25,16 @@ impl SyncTarget for CountingTarget {
     fn type_name(&self) -> &str {
         "counting"
     }
-    async fn on_baseline_row(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
+    async fn on_baseline(&self, _: &TableIdentifier, _: &[Row]) -> Result<(), TargetError> {
         Ok(())
     }
-    async fn on_insert(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        self.inserts.fetch_add(1, Ordering::SeqCst);
+    async fn apply(&self, _: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+        let inserts = batch
+            .iter()
+            .filter(|c| matches!(c.kind, ChangeKind::Insert { .. }))
+            .count();
+        self.inserts.fetch_add(inserts as u64, Ordering::SeqCst);
         Ok(())
-    }
-    async fn on_update(
-        &self,
-        _: &TableIdentifier,
-        _: &Row,
-        _: Option<&Row>,
-    ) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_delete(&self, _: &TableIdentifier, _: &Row) -> Result<(), TargetError> {
-        Ok(())
-    }
-    async fn on_truncate(&self, _: &TableIdentifier) -> Result<(), TargetError> {
-        Ok(())
-    }
-    fn is_durable(&self) -> bool {
-        true
-    }
-    async fn on_schema_change(
-        &self,
-        _: &TableIdentifier,
-        _: &[ColumnDefinition],
-        _: &[ColumnDefinition],
-    ) -> SchemaChangeResponse {
-        SchemaChangeResponse::proceed()
     }
 }
 

@@ -33,6 +33,7 @@
 
 mod counting;
 mod observer;
+mod one_change;
 mod pg;
 mod proxy;
 pub mod raw_h2;
@@ -41,6 +42,7 @@ mod wait;
 
 pub use crate::counting::{CountingTarget, memory_kib, process_cpu_seconds, process_memory_kib};
 pub use crate::observer::{RecordedEvent, TestObserver};
+pub use crate::one_change::OneChange;
 pub use crate::pg::{PgCluster, PgError, ServerTls, find_pg_bin};
 pub use crate::proxy::FaultProxy;
 pub use crate::raw_h2::{RawFrame, RawH2};

@@ -15,11 +15,16 @@
 //!   nothing is dropped except by the `drop_oldest` policy or for a pipeline in ERROR.
 
 mod ack;
+mod baseline;
 mod buffer;
 mod builder;
+mod consumer;
+mod dispatch;
 mod replay;
 mod runtime;
 mod snapshots;
+mod ttl;
+mod validation;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -982,8 +987,13 @@ impl Engine {
             .clone()
             .ok_or(EngineError::NoDeadLetterStore)?;
         let _applying = p.apply_lock.lock().await;
+        let position = self.inner.sources[p.source_idx]
+            .received
+            .lock()
+            .clone()
+            .unwrap_or(crate::Position::from_u64(0));
         store
-            .replay(pipeline_id, p.target.as_ref())
+            .replay(pipeline_id, p.target.as_ref(), &position)
             .await
             .map_err(EngineError::DeadLetter)
     }

@@ -595,7 +595,11 @@ pub(crate) async fn restore_source(
         let info = tables[i].0.clone();
         let entries = std::mem::take(&mut tables[i].1);
         let _apply = p.apply_lock.lock().await;
-        if let Err(e) = p.target.restore_snapshot(&info, entries).await {
+        let restored = match p.target.snapshots() {
+            Some(snapshots) => snapshots.restore_snapshot(&info, entries).await,
+            None => Err(unsupported(p)),
+        };
+        if let Err(e) = restored {
             let reason = format!("pipeline {} could not load snapshot {id}: {e}", p.id);
             tracing::warn!(source = %source.id, %reason, "snapshot restore failed");
             inner.observer.on_snapshot_failed(id, &reason);
@@ -793,7 +797,11 @@ async fn export(inner: &Inner, only: Option<&[TableIdentifier]>) -> Result<Expor
             }
             let entries = {
                 let _apply = p.apply_lock.lock().await;
-                p.target.export_snapshot().await.map_err(|e| {
+                let exported = match p.target.snapshots() {
+                    Some(snapshots) => snapshots.export_snapshot().await,
+                    None => Err(unsupported(p)),
+                };
+                exported.map_err(|e| {
                     EngineError::Snapshot(format!("pipeline {} cannot export: {e}", p.id))
                 })?
             };
@@ -841,4 +849,12 @@ pub(crate) async fn schedule(inner: Arc<Inner>, interval: Duration, cancel: Canc
         }
     }
     *state.next_scheduled.lock() = None;
+}
+
+/// The error of a target without the snapshot capability.
+fn unsupported(p: &PipelineEntry) -> crate::target::TargetError {
+    crate::target::TargetError::new(format!(
+        "{} targets do not support snapshots",
+        p.target.type_name()
+    ))
 }

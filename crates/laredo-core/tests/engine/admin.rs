@@ -106,7 +106,7 @@ async fn reload_rebaselines_one_table_without_losing_concurrent_changes() {
         .unwrap();
     started(&engine).await;
     // A row only the target has must be gone after the reload (it truncates first).
-    laredo_core::SyncTarget::on_insert(&*users_target.inner, &users(), &user(999, "stale"))
+    laredo_test_support::OneChange::on_insert(&*users_target.inner, &users(), &user(999, "stale"))
         .await
         .unwrap();
 
@@ -187,7 +187,7 @@ async fn reset_source_rebaselines_from_scratch() {
         .as_u64()
         .unwrap();
     wait_until("acknowledged", WAIT, || max_ack(&source) == last).await;
-    laredo_core::SyncTarget::on_insert(&*target, &users(), &user(77, "stale"))
+    laredo_test_support::OneChange::on_insert(&*target, &users(), &user(77, "stale"))
         .await
         .unwrap();
 

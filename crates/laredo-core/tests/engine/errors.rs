@@ -235,7 +235,10 @@ async fn exhausted_retries_go_to_the_dead_letter_store_and_replay() {
     );
 
     target.fail_when(None);
-    let outcome = store.replay(pipeline, &*target).await.unwrap();
+    let outcome = store
+        .replay(pipeline, &*target, &laredo_core::Position::from_u64(0))
+        .await
+        .unwrap();
     assert_eq!(
         (outcome.replayed, outcome.succeeded, outcome.failed),
         (1, 1, 0)

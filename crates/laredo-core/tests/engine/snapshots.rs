@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use laredo_core::{
     Engine, EngineError, PipelineOptions, RestoreMismatch, SnapshotFilter, SnapshotOptions,
-    SnapshotStore, SyncTarget, Value,
+    SnapshotStore, Value,
 };
 use laredo_snapshot_local::LocalSnapshotStore;
+use laredo_test_support::OneChange;
 use laredo_test_support::{TestObserver, wait_until};
 
 use super::support::*;

@@ -296,7 +296,7 @@ async fn rebaseline_required_reloads_everything_and_drops_stale_rows() {
         .unwrap();
     started(&engine).await;
     // A row only the target has (as after a missed delete) must not survive a re-baseline.
-    laredo_core::SyncTarget::on_insert(&*target, &users(), &user(99, "stale"))
+    laredo_test_support::OneChange::on_insert(&*target, &users(), &user(99, "stale"))
         .await
         .unwrap();
     source.emit_insert(users(), user(3, "c")).await;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use laredo_core::{
-    ColumnDefinition, Engine, Position, Row, SchemaChangeResponse, SnapshotEntry, SyncTarget,
-    TableIdentifier, TableSnapshotInfo, TargetError, table,
+    ApplyError, Change, ColumnDefinition, Engine, Position, Row, RowAccess, SchemaChangeResponse,
+    SnapshotTarget, SyncTarget, TableIdentifier, TargetError, table,
 };
 use laredo_source_test::TestSource;
 use laredo_target_memory::IndexedTarget;
@@ -219,49 +219,33 @@ impl SyncTarget for FaultTarget {
         self.inner.on_init(table, columns).await
     }
 
-    async fn on_baseline_row(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.inner.on_baseline_row(table, row).await
+    async fn on_baseline(&self, table: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
+        self.inner.on_baseline(table, rows).await
     }
 
-    async fn on_baseline_complete(&self, table: &TableIdentifier) -> Result<(), TargetError> {
-        self.inner.on_baseline_complete(table).await
-    }
-
-    async fn on_insert(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.before_change(Some(row)).await?;
-        self.inner.on_insert(table, row).await?;
-        self.record("INSERT", Some(row));
-        Ok(())
-    }
-
-    async fn on_update(
+    async fn on_baseline_complete(
         &self,
         table: &TableIdentifier,
-        row: &Row,
-        identity: Option<&Row>,
+        position: Option<&Position>,
     ) -> Result<(), TargetError> {
-        self.before_change(Some(row)).await?;
-        self.inner.on_update(table, row, identity).await?;
-        self.record("UPDATE", Some(row));
-        Ok(())
+        self.inner.on_baseline_complete(table, position).await
     }
 
-    async fn on_delete(&self, table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
-        self.before_change(Some(identity)).await?;
-        self.inner.on_delete(table, identity).await?;
-        self.record("DELETE", Some(identity));
+    /// Each change passes the gate and the injected faults, then goes to the inner
+    /// target, one by one, so a failure reports exactly the changes applied before it.
+    async fn apply(&self, table: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+        for (n, change) in batch.iter().enumerate() {
+            let row = change.identity();
+            self.before_change(row)
+                .await
+                .map_err(|e| ApplyError::at(n, e))?;
+            self.inner
+                .apply(table, std::slice::from_ref(change))
+                .await
+                .map_err(|e| ApplyError::at(n, e.error))?;
+            self.record(change.action().as_str(), row);
+        }
         Ok(())
-    }
-
-    async fn on_truncate(&self, table: &TableIdentifier) -> Result<(), TargetError> {
-        self.before_change(None).await?;
-        self.inner.on_truncate(table).await?;
-        self.record("TRUNCATE", None);
-        Ok(())
-    }
-
-    fn is_durable(&self) -> bool {
-        self.durable.load(Ordering::SeqCst)
     }
 
     fn retains_state(&self) -> bool {
@@ -269,7 +253,7 @@ impl SyncTarget for FaultTarget {
     }
 
     fn durable_position(&self, applied: &Position) -> Option<Position> {
-        self.is_durable().then(|| applied.clone())
+        self.durable.load(Ordering::SeqCst).then(|| applied.clone())
     }
 
     async fn on_schema_change(
@@ -285,24 +269,33 @@ impl SyncTarget for FaultTarget {
         }
     }
 
-    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
-        self.inner.export_snapshot().await
-    }
-
-    async fn restore_snapshot(
-        &self,
-        info: &TableSnapshotInfo,
-        entries: Vec<SnapshotEntry>,
-    ) -> Result<(), TargetError> {
-        self.inner.restore_snapshot(info, entries).await
-    }
-
     async fn on_close(&self, table: &TableIdentifier) -> Result<(), TargetError> {
         self.inner.on_close(table).await
     }
 
-    fn count(&self) -> Option<u64> {
+    fn snapshots(&self) -> Option<&dyn SnapshotTarget> {
+        self.inner.snapshots()
+    }
+
+    fn rows(&self) -> Option<&dyn RowAccess> {
+        Some(self)
+    }
+}
+
+/// Counts with the configured offset; scans the inner target. It stands for a target
+/// that cannot look a row up by key: `get` answers `None`, so updates with unchanged
+/// values are completed from nothing.
+impl RowAccess for FaultTarget {
+    fn get(&self, _identity: &Row) -> Option<Row> {
+        None
+    }
+
+    fn count(&self) -> u64 {
         let offset = self.count_offset.load(Ordering::SeqCst);
-        SyncTarget::count(&*self.inner).map(|n| n.saturating_add_signed(offset))
+        (self.inner.count() as u64).saturating_add_signed(offset)
+    }
+
+    fn scan(&self) -> Vec<Row> {
+        self.inner.all()
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use laredo_core::{
-    ColumnDefinition, Engine, PipelineOptions, Position, Row, SchemaChangeResponse, SnapshotEntry,
-    SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError, table,
+    ApplyError, Change, ChangeKind, ColumnDefinition, Engine, PipelineOptions, Position, Row,
+    RowAccess, SchemaChangeResponse, SnapshotTarget, SyncTarget, TableIdentifier, TargetError,
+    TargetStatus, table,
 };
 use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, SlotMode};
 use laredo_target_memory::IndexedTarget;
@@ -156,9 +157,6 @@ impl SyncTarget for CheckedTarget {
     fn type_name(&self) -> &str {
         self.inner.type_name()
     }
-    fn describe(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.inner.describe()
-    }
     async fn on_init(
         &self,
         table: &TableIdentifier,
@@ -166,53 +164,32 @@ impl SyncTarget for CheckedTarget {
     ) -> Result<(), TargetError> {
         self.inner.on_init(table, columns).await
     }
-    async fn on_baseline_row(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.baseline_rows.fetch_add(1, Ordering::Relaxed);
-        self.inner.on_baseline_row(table, row).await
-    }
-    async fn on_baseline_rows(
-        &self,
-        table: &TableIdentifier,
-        rows: &[Row],
-    ) -> Result<(), TargetError> {
+    async fn on_baseline(&self, table: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
         self.baseline_rows
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        self.inner.on_baseline_rows(table, rows).await
+        self.inner.on_baseline(table, rows).await
     }
-    async fn on_baseline_complete(&self, table: &TableIdentifier) -> Result<(), TargetError> {
-        self.inner.on_baseline_complete(table).await
-    }
-    async fn on_insert(&self, table: &TableIdentifier, row: &Row) -> Result<(), TargetError> {
-        self.streamed.fetch_add(1, Ordering::Relaxed);
-        self.inner.on_insert(table, row).await
-    }
-    async fn on_update(
+    async fn on_baseline_complete(
         &self,
         table: &TableIdentifier,
-        row: &Row,
-        identity: Option<&Row>,
+        position: Option<&Position>,
     ) -> Result<(), TargetError> {
-        self.streamed.fetch_add(1, Ordering::Relaxed);
-        self.inner.on_update(table, row, identity).await
+        self.inner.on_baseline_complete(table, position).await
     }
-    async fn on_delete(&self, table: &TableIdentifier, identity: &Row) -> Result<(), TargetError> {
-        self.streamed.fetch_add(1, Ordering::Relaxed);
-        self.inner.on_delete(table, identity).await
-    }
-    async fn on_truncate(&self, table: &TableIdentifier) -> Result<(), TargetError> {
-        self.inner.on_truncate(table).await
-    }
-    fn is_durable(&self) -> bool {
-        self.inner.is_durable()
+    /// Counts the inserts, updates and deletes of the batch, then applies it.
+    async fn apply(&self, table: &TableIdentifier, batch: &[Change]) -> Result<(), ApplyError> {
+        let streamed = batch
+            .iter()
+            .filter(|c| !matches!(c.kind, ChangeKind::Truncate))
+            .count();
+        self.streamed.fetch_add(streamed as u64, Ordering::Relaxed);
+        self.inner.apply(table, batch).await
     }
     fn retains_state(&self) -> bool {
         self.retains_state
     }
     fn durable_position(&self, applied: &Position) -> Option<Position> {
         self.inner.durable_position(applied)
-    }
-    fn set_change_position(&self, position: &Position) {
-        self.inner.set_change_position(position);
     }
     async fn on_schema_change(
         &self,
@@ -224,30 +201,17 @@ impl SyncTarget for CheckedTarget {
             .on_schema_change(table, old_columns, new_columns)
             .await
     }
-    async fn export_snapshot(&self) -> Result<Vec<SnapshotEntry>, TargetError> {
-        self.inner.export_snapshot().await
-    }
-    async fn restore_snapshot(
-        &self,
-        info: &TableSnapshotInfo,
-        entries: Vec<SnapshotEntry>,
-    ) -> Result<(), TargetError> {
-        self.inner.restore_snapshot(info, entries).await
-    }
-    fn supports_consistent_snapshot(&self) -> bool {
-        self.inner.supports_consistent_snapshot()
-    }
     async fn on_close(&self, table: &TableIdentifier) -> Result<(), TargetError> {
         self.inner.on_close(table).await
     }
-    fn current_row(&self, table: &TableIdentifier, identity: &Row) -> Option<Row> {
-        self.inner.current_row(table, identity)
+    fn snapshots(&self) -> Option<&dyn SnapshotTarget> {
+        self.inner.snapshots()
     }
-    fn count(&self) -> Option<u64> {
-        SyncTarget::count(&*self.inner)
+    fn rows(&self) -> Option<&dyn RowAccess> {
+        self.inner.rows()
     }
-    fn scan_rows(&self) -> Option<Vec<Row>> {
-        self.inner.scan_rows()
+    fn status(&self) -> Option<&dyn TargetStatus> {
+        self.inner.status()
     }
 }
 

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use laredo_core::{
-    ColumnDefinition, Row, SchemaChangeAction, SnapshotEntry, SyncTarget, Value, row,
+    ColumnDefinition, Position, Row, SchemaChangeAction, SnapshotEntry, SnapshotTarget, SyncTarget,
+    Value, row,
 };
 use laredo_target_memory::{CompiledTarget, ListenerHandle};
+use laredo_test_support::OneChange;
 use parking_lot::Mutex;
 
 use super::support::*;
@@ -213,8 +215,8 @@ async fn a_baseline_batch_is_applied_in_order() {
         user(2, "b", "hidden"),
         user(1, "a2", "red"),
     ];
-    target.on_baseline_rows(&t(), &batch).await.unwrap();
-    target.on_baseline_complete(&t()).await.unwrap();
+    target.on_baseline(&t(), &batch).await.unwrap();
+    target.on_baseline_complete(&t(), None).await.unwrap();
     handle.unsubscribe();
     target.on_insert(&t(), &user(5, "e", "red")).await.unwrap();
 
@@ -272,8 +274,14 @@ async fn schema_changes_rebaseline_and_the_target_is_durable() {
         SchemaChangeAction::ReBaseline
     );
     assert_eq!(target.type_name(), "compiled-memory");
-    assert!(target.is_durable());
-    assert!(target.supports_consistent_snapshot());
+    let applied = Position::from_u64(7);
+    assert_eq!(target.durable_position(&applied), Some(applied));
+    assert!(
+        target
+            .snapshots()
+            .expect("snapshot capable")
+            .supports_consistent_snapshot()
+    );
 }
 
 #[tokio::test]

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use laredo_core::{Row, SyncTarget, row};
+use laredo_core::{Row, row};
 use laredo_target_memory::IndexedTarget;
+use laredo_test_support::OneChange;
 
 use super::support::*;
 

@@ -2,6 +2,7 @@
 
 use laredo_core::{IndexDefinition, SyncTarget, row};
 use laredo_target_memory::{IndexError, IndexInfo, IndexedTarget, PRIMARY_INDEX};
+use laredo_test_support::OneChange;
 
 use super::support::*;
 
@@ -167,7 +168,7 @@ async fn lookup_fields_equal_to_the_primary_key_share_its_table() {
         let rows: Vec<_> = (0..5000)
             .map(|id| user(id, &format!("{id}@x"), "red"))
             .collect();
-        target.on_baseline_rows(&t(), &rows).await.unwrap();
+        target.on_baseline(&t(), &rows).await.unwrap();
     };
     let shared = IndexedTarget::builder().lookup_fields(["id"]).build();
     let by_email = IndexedTarget::builder().lookup_fields(["email"]).build();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use laredo_core::{SyncTarget, row};
+use laredo_test_support::OneChange;
 use parking_lot::Mutex;
 
 use super::support::*;
@@ -125,6 +126,6 @@ async fn a_batch_is_reported_once_all_of_it_is_visible() {
         move |_, _| counts.lock().push(target.upgrade().unwrap().count())
     });
     let batch: Vec<_> = (0..3).map(|id| user(id, &format!("{id}"), "red")).collect();
-    target.on_baseline_rows(&t(), &batch).await.unwrap();
+    target.on_baseline(&t(), &batch).await.unwrap();
     assert_eq!(*counts.lock(), vec![3, 3, 3]);
 }

@@ -1,6 +1,7 @@
 //! Rows in key order: paging through the ordered index as writes keep it current.
 
 use laredo_core::{SyncTarget, Value};
+use laredo_test_support::OneChange;
 
 use super::support::*;
 
@@ -52,7 +53,7 @@ async fn a_page_reads_only_its_rows() {
     let rows: Vec<_> = (0..5_000)
         .map(|id| user(id, &format!("{id}@x"), "red"))
         .collect();
-    target.on_baseline_rows(&t(), &rows).await.unwrap();
+    target.on_baseline(&t(), &rows).await.unwrap();
     target.rows_in_key_order(None, 10);
     let before = target.rows_read();
     let page = target.rows_in_key_order(Some(&[Value::Int64(2_500)]), 10);

@@ -2,6 +2,7 @@
 
 use laredo_core::{ColumnDefinition, SchemaChangeAction, SyncTarget, row};
 use laredo_target_memory::IndexedTarget;
+use laredo_test_support::OneChange;
 
 use super::support::*;
 

@@ -1,7 +1,8 @@
 //! Snapshot export and restore.
 
-use laredo_core::{SnapshotEntry, SyncTarget};
+use laredo_core::{Position, SnapshotEntry, SnapshotTarget, SyncTarget};
 use laredo_target_memory::IndexedTarget;
+use laredo_test_support::OneChange;
 
 use super::support::*;
 
@@ -78,8 +79,16 @@ async fn the_target_declares_itself_durable_and_snapshot_capable() {
     let target = target().await;
     target.on_insert(&t(), &user(1, "a", "red")).await.unwrap();
     assert_eq!(target.type_name(), "indexed-memory");
-    assert!(target.is_durable());
-    assert!(target.supports_consistent_snapshot());
-    assert_eq!(SyncTarget::count(&*target), Some(1));
-    assert_eq!(target.scan_rows(), Some(vec![user(1, "a", "red")]));
+    let applied = Position::from_u64(7);
+    assert_eq!(target.durable_position(&applied), Some(applied));
+    let snapshots = target.snapshots().expect("snapshot capable");
+    assert!(snapshots.supports_consistent_snapshot());
+    let rows = target.rows().expect("row access");
+    assert_eq!(rows.count(), 1);
+    assert_eq!(rows.scan(), vec![user(1, "a", "red")]);
+    assert_eq!(
+        rows.get(&user(1, "", "")),
+        Some(user(1, "a", "red")),
+        "found by the identity's key"
+    );
 }

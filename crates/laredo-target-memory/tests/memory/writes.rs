@@ -2,6 +2,7 @@
 
 use laredo_core::{ColumnDefinition, IndexDefinition, Row, SyncTarget, Value, row};
 use laredo_target_memory::IndexedTarget;
+use laredo_test_support::OneChange;
 
 use super::support::*;
 
@@ -40,8 +41,8 @@ async fn a_baseline_batch_upserts_every_row_in_order() {
         user(2, "b@x", "red"),
         user(1, "c@x", "blue"),
     ];
-    target.on_baseline_rows(&t(), &batch).await.unwrap();
-    target.on_baseline_complete(&t()).await.unwrap();
+    target.on_baseline(&t(), &batch).await.unwrap();
+    target.on_baseline_complete(&t(), None).await.unwrap();
 
     assert_eq!(
         by_id(target.all()),
