@@ -95,7 +95,7 @@ async fn run_baseline_locked(
     for p in pipelines {
         inner.set_state(p, PipelineState::Baselining, Transition::Bulk);
         p.expected_rows.store(0, AtomicOrdering::Relaxed);
-        let received = source.received.lock().clone();
+        let received = source.received.get();
         if truncate && let Err(e) = self::truncate(p, received.as_ref()).await {
             tracing::error!(pipeline = %p.id, error = %e, "truncate before re-baseline failed");
             inner.set_state(p, PipelineState::Error, Transition::Bulk);

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::change::ChangeEvent;
 use crate::position::Position;
 use crate::table::ColumnDefinition;
+use crate::target::Change;
 
 /// What flows through a pipeline buffer.
 #[derive(Debug)]
@@ -56,6 +57,9 @@ struct Queue {
     mark: Option<Position>,
     /// Items the consumer has applied, dropped by the producer (see `recycle`).
     garbage: Vec<Item>,
+    /// Changes (holding the rows moved out of items) the consumer has applied, dropped
+    /// by the producer likewise.
+    spent: Vec<Change>,
 }
 
 /// Applied items held for the producer to drop, at most; past it the consumer drops.
@@ -78,6 +82,7 @@ impl ChangeBuffer {
                 items: VecDeque::with_capacity(capacity.min(4096)),
                 mark: None,
                 garbage: Vec::new(),
+                spent: Vec::new(),
             }),
             capacity,
             not_empty: Notify::new(),
@@ -152,6 +157,21 @@ impl ChangeBuffer {
         batch.clear();
     }
 
+    /// Hands applied changes back so that the producer drops them, as
+    /// [`ChangeBuffer::recycle`] does for items (their rows were moved out of the
+    /// producer's items). Empties `changes` either way.
+    pub(crate) fn recycle_changes(&self, changes: &mut Vec<Change>) {
+        {
+            let mut queue = self.queue.lock();
+            if queue.spent.is_empty() {
+                std::mem::swap(&mut queue.spent, changes);
+            } else if queue.spent.len() + changes.len() <= GARBAGE_MAX {
+                queue.spent.append(changes);
+            }
+        }
+        changes.clear();
+    }
+
     /// Enqueues if there is room; gives the item back otherwise.
     #[expect(
         clippy::result_large_err,
@@ -164,7 +184,11 @@ impl ChangeBuffer {
                 return Err(item);
             }
             queue.items.push_back(item);
-            (queue.items.len(), std::mem::take(&mut queue.garbage))
+            let garbage = (
+                std::mem::take(&mut queue.garbage),
+                std::mem::take(&mut queue.spent),
+            );
+            (queue.items.len(), garbage)
         };
         drop(garbage);
         if depth == 1 {

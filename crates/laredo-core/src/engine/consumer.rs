@@ -38,7 +38,8 @@ struct Pending {
 }
 
 /// The source event of a pending change: an item of the popped batch, or the event as
-/// completed with the target's values.
+/// completed with the target's values. Its rows may have been moved into the change
+/// (see [`take_change`]): read the rows from the change.
 enum Origin {
     Item(usize),
     Completed(Box<ChangeEvent>),
@@ -54,6 +55,22 @@ impl Pending {
         self.origins.clear();
     }
 
+    /// The change `n` as a source event, for the dead letter store: what the target
+    /// failed to apply (after the pipeline's filters and transforms, so that a replay,
+    /// which goes straight to the target, applies the same change).
+    fn dead_letter_event(&self, items: &[Item], n: usize) -> ChangeEvent {
+        let change = &self.changes[n];
+        let mut event = self.event(items, n).clone();
+        event.action = change.action();
+        (event.new_values, event.old_values) = match &change.kind {
+            ChangeKind::Insert { row } => (Some(row.clone()), None),
+            ChangeKind::Update { row, identity } => (Some(row.clone()), identity.clone()),
+            ChangeKind::Delete { identity } => (None, Some(identity.clone())),
+            ChangeKind::Truncate => (None, None),
+        };
+        event
+    }
+
     fn event<'a>(&'a self, items: &'a [Item], n: usize) -> &'a ChangeEvent {
         match &self.origins[n] {
             Origin::Completed(event) => event,
@@ -62,6 +79,28 @@ impl Pending {
                 Item::Schema { .. } => unreachable!("only changes are pending"),
             },
         }
+    }
+}
+
+/// What a change becomes for the target. A pipeline without filters, transforms or
+/// TTL takes the event's rows as they are, moved out of the event (no reference-count
+/// traffic on the rows per change); otherwise [`prepare`] decides.
+fn take_change(p: &PipelineEntry, event: &mut ChangeEvent) -> Option<ChangeKind> {
+    if !p.chain.is_empty() || p.options.ttl.is_some() {
+        return prepare(p, event);
+    }
+    match event.action {
+        ChangeAction::Insert => Some(ChangeKind::Insert {
+            row: event.new_values.take()?,
+        }),
+        ChangeAction::Update => Some(ChangeKind::Update {
+            row: event.new_values.take()?,
+            identity: event.old_values.take(),
+        }),
+        ChangeAction::Delete => Some(ChangeKind::Delete {
+            identity: event.old_values.take()?,
+        }),
+        ChangeAction::Truncate => Some(ChangeKind::Truncate),
     }
 }
 
@@ -206,7 +245,13 @@ enum Flushed {
 /// Applies the pending changes in one call (more only when one fails): a failing change
 /// is retried with backoff from where the target stopped, then dead-lettered (the rest
 /// of the batch goes on) or the pipeline fails.
-async fn flush(inner: &Inner, p: &PipelineEntry, items: &[Item], pending: &mut Pending) -> Flushed {
+async fn flush(
+    inner: &Inner,
+    p: &PipelineEntry,
+    buffer: &ChangeBuffer,
+    items: &[Item],
+    pending: &mut Pending,
+) -> Flushed {
     if pending.is_empty() {
         return Flushed::Done;
     }
@@ -247,7 +292,8 @@ async fn flush(inner: &Inner, p: &PipelineEntry, items: &[Item], pending: &mut P
             backoff = (backoff * 2).min(p.options.retry_backoff_max);
             continue;
         }
-        if dead_letter_or_fail(inner, p, event, &error.to_string()).await {
+        let event = pending.dead_letter_event(items, start);
+        if dead_letter_or_fail(inner, p, &event, &error.to_string()).await {
             start += 1;
             attempt = 0;
             backoff = p.options.retry_backoff;
@@ -256,7 +302,8 @@ async fn flush(inner: &Inner, p: &PipelineEntry, items: &[Item], pending: &mut P
             break;
         }
     }
-    pending.clear();
+    pending.origins.clear();
+    buffer.recycle_changes(&mut pending.changes);
     outcome
 }
 
@@ -419,7 +466,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
         let mut failed = false;
         let mut guard = p.apply_lock.lock().await;
         let mut at = 0;
-        while let Some(item) = items.get(at) {
+        while at < items.len() {
             match p.state() {
                 PipelineState::Streaming => {}
                 PipelineState::Error | PipelineState::Stopped => break,
@@ -427,7 +474,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                 // shutdown (buffer closed) a paused pipeline drains what it holds.
                 PipelineState::Paused if buffer.is_closed() => {}
                 PipelineState::Paused | PipelineState::Baselining | PipelineState::Initializing => {
-                    if let Flushed::Failed = flush(&inner, p, &items, &mut pending).await {
+                    if let Flushed::Failed = flush(&inner, p, &buffer, &items, &mut pending).await {
                         failed = true;
                         break;
                     }
@@ -441,14 +488,17 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                     continue;
                 }
             }
-            match item {
+            match &mut items[at] {
                 Item::Change(event) | Item::Failed { event, .. }
                     if is_below_floor(&inner, p, &event.position) => {}
-                Item::Failed { event, error } => {
-                    if let Flushed::Failed = flush(&inner, p, &items, &mut pending).await {
+                Item::Failed { .. } => {
+                    if let Flushed::Failed = flush(&inner, p, &buffer, &items, &mut pending).await {
                         failed = true;
                         break;
                     }
+                    let Item::Failed { event, error } = &items[at] else {
+                        unreachable!("matched above")
+                    };
                     inner.observer.on_change_received(&p.id, event);
                     inner
                         .observer
@@ -461,22 +511,30 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                 }
                 Item::Change(event) => {
                     inner.observer.on_change_received(&p.id, event);
-                    let completed = if has_unchanged_values(event) {
+                    let mut completed = None;
+                    if has_unchanged_values(event) {
                         // The values come from the row the target holds: apply what
                         // is pending first.
-                        if let Flushed::Failed = flush(&inner, p, &items, &mut pending).await {
+                        if let Flushed::Failed =
+                            flush(&inner, p, &buffer, &items, &mut pending).await
+                        {
                             failed = true;
                             break;
                         }
-                        complete_unchanged_values(p, event)
-                    } else {
-                        None
+                        let Item::Change(event) = &items[at] else {
+                            unreachable!("matched above")
+                        };
+                        completed = complete_unchanged_values(p, event);
+                    }
+                    let Item::Change(event) = &mut items[at] else {
+                        unreachable!("matched above")
                     };
-                    let source_event = completed.as_ref().unwrap_or(event);
-                    if let Some(kind) = prepare(p, source_event) {
+                    let position = event.position.clone();
+                    let source_event = completed.as_mut().unwrap_or(event);
+                    if let Some(kind) = take_change(p, source_event) {
                         pending.changes.push(Change {
                             kind,
-                            position: source_event.position.clone(),
+                            position: position.clone(),
                             xid: source_event.xid,
                             commit_timestamp: source_event.commit_timestamp,
                         });
@@ -487,7 +545,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                         if p.cursor_wanted.load(AtomicOrdering::Acquire) {
                             // A listener asks which change it sees: one change per call.
                             set_applying(p, pending.changes.last());
-                            let flushed = flush(&inner, p, &items, &mut pending).await;
+                            let flushed = flush(&inner, p, &buffer, &items, &mut pending).await;
                             set_applying(p, None);
                             if let Flushed::Failed = flushed {
                                 failed = true;
@@ -495,16 +553,20 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                             }
                         }
                     }
-                    done = Some(event.position.clone());
+                    done = Some(position);
                 }
-                Item::Schema {
-                    old_columns,
-                    new_columns,
-                } => {
-                    if let Flushed::Failed = flush(&inner, p, &items, &mut pending).await {
+                Item::Schema { .. } => {
+                    if let Flushed::Failed = flush(&inner, p, &buffer, &items, &mut pending).await {
                         failed = true;
                         break;
                     }
+                    let Item::Schema {
+                        old_columns,
+                        new_columns,
+                    } = &items[at]
+                    else {
+                        unreachable!("matched above")
+                    };
                     let response = p
                         .target
                         .on_schema_change(&p.table, old_columns, new_columns)
@@ -525,7 +587,7 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
             }
             at += 1;
         }
-        if !failed && let Flushed::Failed = flush(&inner, p, &items, &mut pending).await {
+        if !failed && let Flushed::Failed = flush(&inner, p, &buffer, &items, &mut pending).await {
             failed = true;
         }
         pending.clear();

@@ -126,7 +126,9 @@ impl ChangeHandler for Dispatcher<'_> {
             }
         };
         self.mark_others(&event.table, &event.position, route.is_some());
-        *self.inner.sources[self.source_idx].received.lock() = Some(event.position.clone());
+        self.inner.sources[self.source_idx]
+            .received
+            .set(Some(&event.position));
         let Some(route) = route else {
             return Ok(());
         };
@@ -196,7 +198,9 @@ impl ChangeHandler for Dispatcher<'_> {
             return Err(SourceError::Stopped);
         }
         self.mark_others(&event.table, &event.position, true);
-        *self.inner.sources[self.source_idx].received.lock() = Some(event.position.clone());
+        self.inner.sources[self.source_idx]
+            .received
+            .set(Some(&event.position));
         tracing::warn!(table = %event.table, position = %self.inner.sources[self.source_idx].source.position_to_string(&event.position), error, "the source could not read a change");
         let Some(&route) = self.route_index.get(&event.table) else {
             return Ok(());
@@ -218,7 +222,9 @@ impl ChangeHandler for Dispatcher<'_> {
         if self.cancel.is_cancelled() {
             return Err(SourceError::Stopped);
         }
-        *self.inner.sources[self.source_idx].received.lock() = Some(position.clone());
+        self.inner.sources[self.source_idx]
+            .received
+            .set(Some(&position));
         for (p, buffer) in &self.all {
             if Self::accepts(self.inner.pipelines[*p].state()) {
                 buffer.set_mark(position.clone());

@@ -20,6 +20,7 @@ mod buffer;
 mod builder;
 mod consumer;
 mod dispatch;
+mod position_cell;
 mod replay;
 mod runtime;
 mod snapshots;
@@ -310,7 +311,7 @@ pub(crate) struct SourceEntry {
     pub(crate) acked: Mutex<Option<crate::Position>>,
     /// The position the source delivered last to the source task (see
     /// [`SourceRunInfo::current_position`]).
-    pub(crate) received: Mutex<Option<crate::Position>>,
+    pub(crate) received: position_cell::PositionCell,
 }
 
 enum Lifecycle {
@@ -500,7 +501,7 @@ impl Engine {
                 pending_restore: Mutex::new(None),
                 started_once: AtomicBool::new(false),
                 acked: Mutex::new(None),
-                received: Mutex::new(None),
+                received: position_cell::PositionCell::default(),
             })
             .collect();
         let mut pipelines = Vec::with_capacity(specs.len());
@@ -947,7 +948,7 @@ impl Engine {
         let text =
             |p: &Option<crate::Position>| p.as_ref().map(|p| source.source.position_to_string(p));
         let last_acked = text(&source.acked.lock());
-        let current = text(&source.received.lock());
+        let current = text(&source.received.get());
         Some(SourceRunInfo {
             id: source.id.clone(),
             source_type: source.source.source_type().to_string(),
@@ -989,8 +990,7 @@ impl Engine {
         let _applying = p.apply_lock.lock().await;
         let position = self.inner.sources[p.source_idx]
             .received
-            .lock()
-            .clone()
+            .get()
             .unwrap_or(crate::Position::from_u64(0));
         store
             .replay(pipeline_id, p.target.as_ref(), &position)

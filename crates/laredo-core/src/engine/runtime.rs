@@ -122,7 +122,7 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
     if let Some(mut from) = startup_position(&inner, source_idx, &cancel).await {
         let mut dispatcher = Dispatcher::new(&inner, source_idx, cancel.clone());
         loop {
-            *source.received.lock() = Some(from.clone());
+            source.received.set(Some(&from));
             let result = source
                 .source
                 .stream(from.clone(), &mut dispatcher, cancel.clone())
@@ -351,7 +351,7 @@ pub(crate) async fn reset_source(
     }
     source.ack.lock().await.clear();
     *source.acked.lock() = None;
-    *source.received.lock() = None;
+    source.received.set(None);
     source.user_paused.store(false, AtomicOrdering::SeqCst);
     for &p in &source.pipelines {
         let p = &inner.pipelines[p];

@@ -62,11 +62,8 @@ pub(super) async fn scan_ttl(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc
             if p.state() != PipelineState::Streaming {
                 break;
             }
-            let change = Change::delete(row.clone()).at(source
-                .received
-                .lock()
-                .clone()
-                .unwrap_or(Position::from_u64(0)));
+            let change = Change::delete(row.clone())
+                .at(source.received.get().unwrap_or(Position::from_u64(0)));
             match p
                 .target
                 .apply(&p.table, std::slice::from_ref(&change))
