@@ -68,7 +68,9 @@ pub trait EngineObserver: Send + Sync {
     }
     /// A source's acknowledged position advanced.
     fn on_ack_advanced(&self, source_id: &str, position: &Position) {}
-    /// A pipeline's buffer depth changed.
+    /// A pipeline's buffer depth: after every batch its consumer takes, and after a
+    /// push that made the buffer non-empty, full, or crossed a multiple of 64 (not
+    /// after every push).
     fn on_buffer_depth_changed(&self, pipeline_id: &str, depth: usize, capacity: usize) {}
     /// A pipeline's buffer was full and its policy acted.
     fn on_buffer_policy_triggered(&self, pipeline_id: &str, policy: BufferPolicy) {}

@@ -17,6 +17,10 @@ use super::buffer::{ChangeBuffer, Item, PushError};
 use super::consumer::fail_pipeline;
 use super::{Inner, PipelineEntry};
 
+/// The dispatcher reports a buffer's depth when it crosses a multiple of this (see
+/// `Dispatcher::report_depth`).
+const DEPTH_REPORT_STEP: usize = 64;
+
 /// A pipeline (by index) and its buffer.
 type Route = (usize, Arc<ChangeBuffer>);
 
@@ -92,6 +96,19 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
+    /// Reports the depth after a push when it says something new: the buffer just
+    /// stopped being empty, it is full, or it crossed a multiple of
+    /// [`DEPTH_REPORT_STEP`]. The consumer reports the depth after every batch it
+    /// takes, so the gauge stays current without an observer call per change.
+    fn report_depth(&self, pipeline: &PipelineEntry, buffer: &ChangeBuffer, depth: usize) {
+        let capacity = buffer.capacity();
+        if depth == 1 || depth >= capacity || depth % DEPTH_REPORT_STEP == 0 {
+            self.inner
+                .observer
+                .on_buffer_depth_changed(&pipeline.id, depth, capacity);
+        }
+    }
+
     async fn push_blocking(
         &self,
         pipeline: &PipelineEntry,
@@ -147,11 +164,7 @@ impl ChangeHandler for Dispatcher<'_> {
             };
             match pipeline.options.buffer_policy {
                 BufferPolicy::Block => match buffer.push(item, &self.cancel).await {
-                    Ok(depth) => self.inner.observer.on_buffer_depth_changed(
-                        &pipeline.id,
-                        depth,
-                        buffer.capacity(),
-                    ),
+                    Ok(depth) => self.report_depth(pipeline, buffer, depth),
                     Err(PushError::Cancelled) => return Err(SourceError::Stopped),
                 },
                 BufferPolicy::DropOldest => {
@@ -162,18 +175,10 @@ impl ChangeHandler for Dispatcher<'_> {
                             .on_buffer_policy_triggered(&pipeline.id, BufferPolicy::DropOldest);
                         tracing::warn!(pipeline = %pipeline.id, "buffer full: dropped the oldest change");
                     }
-                    self.inner.observer.on_buffer_depth_changed(
-                        &pipeline.id,
-                        depth,
-                        buffer.capacity(),
-                    );
+                    self.report_depth(pipeline, buffer, depth);
                 }
                 BufferPolicy::Error => match buffer.try_push(item) {
-                    Ok(depth) => self.inner.observer.on_buffer_depth_changed(
-                        &pipeline.id,
-                        depth,
-                        buffer.capacity(),
-                    ),
+                    Ok(depth) => self.report_depth(pipeline, buffer, depth),
                     Err(_) => {
                         self.inner
                             .observer
