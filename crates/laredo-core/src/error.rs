@@ -134,9 +134,10 @@ impl fmt::Display for ErrorChain<'_> {
 
 /// Writes `: cause: its cause …` for an optional cause (nothing without one).
 ///
-/// For the errors that still print their cause in their own `Display` (and so return
-/// `None` from `source()`, or chain printers would repeat it), until they keep it as
-/// their `source` like [`PluginError`].
+/// Only [`SourceError::Other`](crate::SourceError::Other) uses it, until that variant is
+/// converted: it prints its cause in its own `Display` and returns `None` from
+/// `source()` (so chain printers do not repeat it), where [`PluginError`] keeps its
+/// cause as its `source` for [`ErrorChain`] to print.
 pub(crate) struct Causes<'a>(pub(crate) Option<&'a BoxError>);
 
 impl fmt::Display for Causes<'_> {
@@ -246,6 +247,36 @@ mod tests {
         assert_eq!(
             format!("{}", ErrorChain(&error)),
             "reading the file: no such file"
+        );
+    }
+
+    #[test]
+    fn an_engine_error_shows_its_store_error_once() {
+        let error = crate::EngineError::DeadLetter(PluginError::with_source(
+            "cannot read /data/dead",
+            io("disk on fire"),
+        ));
+        assert_eq!(error.to_string(), "dead letter store");
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "dead letter store: cannot read /data/dead: disk on fire"
+        );
+    }
+
+    #[test]
+    fn an_apply_error_shows_as_its_error() {
+        let error = crate::ApplyError::at(
+            3,
+            PluginError::with_source("row 4 refused", io("disk on fire")),
+        );
+        assert_eq!(error.to_string(), "row 4 refused");
+        assert_eq!(
+            error.source().map(ToString::to_string).as_deref(),
+            Some("disk on fire")
+        );
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "row 4 refused: disk on fire"
         );
     }
 

@@ -63,7 +63,7 @@ mod target;
 pub mod time;
 mod value;
 
-// For the errors that print their cause in their own text, until they are converted.
+// Only `SourceError::Other` uses `Causes`, until it keeps its cause as its `source()`.
 pub(crate) use crate::error::Causes;
 
 pub use crate::change::{ChangeAction, ChangeEvent};

@@ -585,7 +585,7 @@ mod tests {
                 .lock()
                 .get(snapshot_id)
                 .cloned()
-                .ok_or_else(|| SnapshotError::not_found(snapshot_id))
+                .ok_or_else(|| SnapshotError::not_found(format_args!("snapshot {snapshot_id}")))
         }
         async fn describe(&self, snapshot_id: &str) -> Result<SnapshotDescriptor, SnapshotError> {
             self.load(snapshot_id).await.map(|(m, _)| descriptor(&m))
