@@ -67,7 +67,12 @@ impl Replica {
         self.target
             .on_init(&self.table, &columns)
             .await
-            .map_err(|e| format!("the replica cannot take the table's columns: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "the replica cannot take the table's columns: {}",
+                    laredo_core::ErrorChain(&e)
+                )
+            })?;
         self.state.lock().columns = columns;
         Ok(())
     }
@@ -80,7 +85,7 @@ impl Replica {
             .apply(&self.table, std::slice::from_ref(&change))
             .await
         {
-            tracing::warn!(error = %e, "{what} failed");
+            tracing::warn!(error = %laredo_core::ErrorChain(&e), "{what} failed");
         }
     }
 
@@ -93,7 +98,7 @@ impl Replica {
     pub(crate) async fn upsert_rows(&self, rows: &[Row]) {
         *self.position.lock() = String::new();
         if let Err(e) = self.target.on_baseline(&self.table, rows).await {
-            tracing::warn!(error = %e, "storing snapshot rows failed");
+            tracing::warn!(error = %laredo_core::ErrorChain(&e), "storing snapshot rows failed");
         }
     }
 

@@ -5,8 +5,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::BoxError;
 use crate::change::{ChangeAction, ChangeEvent};
+use crate::error::PluginError;
 use crate::position::Position;
 use crate::row::Row;
 use crate::table::TableIdentifier;
@@ -73,36 +73,9 @@ pub struct ReplayOutcome {
     pub failed: u64,
 }
 
-/// A dead-letter store error.
-#[derive(Debug, thiserror::Error)]
-#[error("dead letter store: {message}{}", crate::Causes(.cause.as_ref()))]
-pub struct DeadLetterError {
-    message: String,
-    cause: Option<BoxError>,
-}
-
-impl DeadLetterError {
-    /// An error with a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            cause: None,
-        }
-    }
-
-    /// An error with a message and a cause.
-    pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            message: message.into(),
-            cause: Some(source.into()),
-        }
-    }
-
-    /// The cause, if there is one (its text is part of this error's).
-    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        self.cause.as_deref()
-    }
-}
+/// A dead-letter store error; the message names what failed and the cause is the
+/// [`source`](std::error::Error::source).
+pub type DeadLetterError = PluginError;
 
 /// Where changes that could not be applied are parked.
 #[async_trait]

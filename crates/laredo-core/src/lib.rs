@@ -49,6 +49,7 @@
 mod change;
 mod dead_letter;
 mod engine;
+mod error;
 mod observer;
 mod pipeline;
 mod position;
@@ -62,27 +63,8 @@ mod target;
 pub mod time;
 mod value;
 
-/// A boxed error, the cause type carried by every laredo error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Writes `: cause: its cause …` for an optional cause (nothing without one). laredo's
-/// errors that wrap a cause print it after their message, so a log line or a gRPC
-/// status says *why* (`cannot connect to PostgreSQL at h:p: connection refused`), and
-/// they do not also report it as [`std::error::Error::source`] (chain printers would
-/// repeat it); `cause()` hands it back.
-pub(crate) struct Causes<'a>(pub(crate) Option<&'a BoxError>);
-
-impl std::fmt::Display for Causes<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut next: Option<&(dyn std::error::Error + 'static)> =
-            self.0.map(|e| &**e as &(dyn std::error::Error + 'static));
-        while let Some(e) = next {
-            write!(f, ": {e}")?;
-            next = e.source();
-        }
-        Ok(())
-    }
-}
+// Only `SourceError::Other` uses `Causes`, until it keeps its cause as its `source()`.
+pub(crate) use crate::error::Causes;
 
 pub use crate::change::{ChangeAction, ChangeEvent};
 pub use crate::dead_letter::{DeadLetterEntry, DeadLetterError, DeadLetterStore, ReplayOutcome};
@@ -93,6 +75,7 @@ pub use crate::engine::{
     PipelineInfo, PipelineOptions, RestoreMismatch, RestoreOutcome, SnapshotOptions,
     SnapshotSummary, SourceRunInfo, TtlFn,
 };
+pub use crate::error::{BoxError, ErrorChain, PluginError};
 pub use crate::observer::{CompositeObserver, EngineObserver, NullObserver};
 pub use crate::pipeline::{PipelineFilter, PipelineTransform, filter_fn, transform_fn};
 pub use crate::position::Position;

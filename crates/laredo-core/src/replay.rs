@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Inner;
+use crate::error::ErrorChain;
 use crate::row::Row;
 use crate::snapshot::{SnapshotError, SnapshotStore, TableEntries};
 use crate::status::ReplaySpeed;
@@ -280,7 +281,7 @@ impl SnapshotReplay {
                     ),
                     Err(e) => tracing::warn!(
                         snapshot = %progress.snapshot_id,
-                        error = %error_chain(e),
+                        error = %ErrorChain(e),
                         "snapshot replay ended early"
                     ),
                 }
@@ -418,18 +419,6 @@ fn plan(
     steps
 }
 
-/// An error and its causes, `: `-separated.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
-
 struct Progress {
     snapshot_id: String,
     started: Instant,
@@ -456,7 +445,7 @@ impl Progress {
         let (state, error) = match result {
             Ok(_) => (ReplayState::Completed, None),
             Err(ReplayError::Cancelled) => (ReplayState::Stopped, None),
-            Err(e) => (ReplayState::Failed, Some(error_chain(e))),
+            Err(e) => (ReplayState::Failed, Some(ErrorChain(e).to_string())),
         };
         self.end_with(state, error);
     }
@@ -596,7 +585,7 @@ mod tests {
                 .lock()
                 .get(snapshot_id)
                 .cloned()
-                .ok_or_else(|| SnapshotError::not_found(snapshot_id))
+                .ok_or_else(|| SnapshotError::not_found(format_args!("snapshot {snapshot_id}")))
         }
         async fn describe(&self, snapshot_id: &str) -> Result<SnapshotDescriptor, SnapshotError> {
             self.load(snapshot_id).await.map(|(m, _)| descriptor(&m))
@@ -851,7 +840,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(
-            error_chain(&err),
+            ErrorChain(&err).to_string(),
             "target of public.users (recorder) failed: row refused"
         );
         let handle = SnapshotReplay::new(store)

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::BoxError;
+use crate::error::PluginError;
 use crate::row::Row;
 use crate::table::{ColumnDefinition, IndexDefinition, TableIdentifier};
 use crate::value::Value;
@@ -76,58 +76,10 @@ pub struct SnapshotFilter {
     pub table: Option<TableIdentifier>,
 }
 
-/// A snapshot store or serializer error.
-#[derive(Debug, thiserror::Error)]
-#[error("snapshot: {message}{}", crate::Causes(.cause.as_ref()))]
-pub struct SnapshotError {
-    message: String,
-    not_found: bool,
-    cause: Option<BoxError>,
-}
-
-impl SnapshotError {
-    /// An error with a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            not_found: false,
-            cause: None,
-        }
-    }
-
-    /// An error with a message and a cause.
-    pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            message: message.into(),
-            not_found: false,
-            cause: Some(source.into()),
-        }
-    }
-
-    /// The message, without the `snapshot: ` prefix and the cause.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The cause, if there is one (its text is part of this error's).
-    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        self.cause.as_deref()
-    }
-
-    /// "snapshot `id` not found".
-    pub fn not_found(snapshot_id: &str) -> Self {
-        Self {
-            message: format!("snapshot {snapshot_id} not found"),
-            not_found: true,
-            cause: None,
-        }
-    }
-
-    /// Whether the snapshot does not exist.
-    pub fn is_not_found(&self) -> bool {
-        self.not_found
-    }
-}
+/// A snapshot store or serializer error; the message names what failed and the cause
+/// is the [`source`](std::error::Error::source). A missing snapshot is
+/// [`PluginError::not_found`].
+pub type SnapshotError = PluginError;
 
 /// Entries per table, keyed like `TableSnapshotInfo` order.
 pub type TableEntries = Vec<(TableSnapshotInfo, Vec<SnapshotEntry>)>;

@@ -32,8 +32,8 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::BoxError;
 use crate::change::ChangeAction;
+use crate::error::PluginError;
 use crate::position::Position;
 use crate::row::Row;
 use crate::snapshot::{SnapshotEntry, TableSnapshotInfo};
@@ -41,46 +41,16 @@ use crate::status::SchemaChangeResponse;
 use crate::table::{ColumnDefinition, TableIdentifier};
 
 /// A target's error. The engine retries, dead-letters or applies the pipeline's error
-/// policy; the message names what failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}{}", crate::Causes(.cause.as_ref()))]
-pub struct TargetError {
-    message: String,
-    cause: Option<BoxError>,
-}
-
-impl TargetError {
-    /// An error with a message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            cause: None,
-        }
-    }
-
-    /// An error with a message and a cause.
-    pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self {
-            message: message.into(),
-            cause: Some(source.into()),
-        }
-    }
-
-    /// The cause, if there is one (its text is part of this error's).
-    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        self.cause.as_deref()
-    }
-
-    /// The message, without the cause.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
+/// policy; the message names what failed and the cause is the
+/// [`source`](std::error::Error::source).
+pub type TargetError = PluginError;
 
 /// A batch that failed part way: the first [`ApplyError::applied`] changes are applied,
 /// the next one failed with [`ApplyError::error`], the rest were not tried.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
+///
+/// It shows as its `error`: `Display` is the error's message and `source()` the error's
+/// cause.
+#[derive(Debug)]
 pub struct ApplyError {
     /// How many changes of the batch, from its start, are applied.
     pub applied: usize,
@@ -92,6 +62,19 @@ impl ApplyError {
     /// The change at index `applied` failed with `error`.
     pub fn at(applied: usize, error: TargetError) -> Self {
         Self { applied, error }
+    }
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for ApplyError {
+    // The error's own cause, not the error: its text is this one's already.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
     }
 }
 

@@ -71,8 +71,9 @@ impl OamService {
             Some(store) => match store.count(&p.id).await {
                 Ok(count) => (count, String::new()),
                 Err(e) => {
-                    tracing::warn!(pipeline = %p.id, error = %e, "cannot count dead letters");
-                    (0, e.to_string())
+                    let error = laredo_core::ErrorChain(&e);
+                    tracing::warn!(pipeline = %p.id, %error, "cannot count dead letters");
+                    (0, format!("dead letter store: {error}"))
                 }
             },
             None => (0, String::new()),
@@ -203,7 +204,7 @@ impl OamService {
             },
             Ok(None) => pb::SnapshotSummary::default(),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list snapshots for status");
+                tracing::warn!(error = %laredo_core::ErrorChain(&e), "cannot list snapshots for status");
                 pb::SnapshotSummary {
                     enabled: true,
                     ..Default::default()
@@ -565,7 +566,9 @@ impl LaredoOamService for OamService {
         self.track_reload(tokio::spawn(async move {
             match engine.reload(&source, &table).await {
                 Ok(()) => tracing::info!(%table, source = %source, "reload completed"),
-                Err(e) => tracing::warn!(%table, source = %source, error = %e, "reload failed"),
+                Err(e) => {
+                    tracing::warn!(%table, source = %source, error = %laredo_core::ErrorChain(&e), "reload failed")
+                }
             }
         }));
         Ok(Response::new(pb::ReloadTableResponse {
@@ -603,7 +606,7 @@ impl LaredoOamService for OamService {
             match engine.reload_all(source).await {
                 Ok(()) => tracing::info!(source = ?source, "reload of every table completed"),
                 Err(e) => {
-                    tracing::warn!(source = ?source, error = %e, "reload of every table failed")
+                    tracing::warn!(source = ?source, error = %laredo_core::ErrorChain(&e), "reload of every table failed")
                 }
             }
         }));
@@ -890,11 +893,18 @@ impl LaredoOamService for OamService {
         let entries = store
             .read(&p.id, request.limit as usize)
             .await
-            .map_err(|e| Status::internal(format!("dead letter store: {e}")))?;
-        let total_count = store
-            .count(&p.id)
-            .await
-            .map_err(|e| Status::internal(format!("dead letter store: {e}")))?;
+            .map_err(|e| {
+                Status::internal(format!(
+                    "dead letter store: {}",
+                    laredo_core::ErrorChain(&e)
+                ))
+            })?;
+        let total_count = store.count(&p.id).await.map_err(|e| {
+            Status::internal(format!(
+                "dead letter store: {}",
+                laredo_core::ErrorChain(&e)
+            ))
+        })?;
         Ok(Response::new(pb::ListDeadLettersResponse {
             entries: entries
                 .iter()
@@ -941,14 +951,18 @@ impl LaredoOamService for OamService {
         let id = request.into_inner().pipeline_id;
         self.pipeline(&id)?;
         let store = self.dead_letter_store()?;
-        let purged = store
-            .count(&id)
-            .await
-            .map_err(|e| Status::internal(format!("dead letter store: {e}")))?;
-        store
-            .purge(&id)
-            .await
-            .map_err(|e| Status::internal(format!("dead letter store: {e}")))?;
+        let purged = store.count(&id).await.map_err(|e| {
+            Status::internal(format!(
+                "dead letter store: {}",
+                laredo_core::ErrorChain(&e)
+            ))
+        })?;
+        store.purge(&id).await.map_err(|e| {
+            Status::internal(format!(
+                "dead letter store: {}",
+                laredo_core::ErrorChain(&e)
+            ))
+        })?;
         Ok(Response::new(pb::PurgeDeadLettersResponse { purged }))
     }
 
@@ -1137,7 +1151,7 @@ fn snapshot_info(
 
 /// Maps an engine error to the gRPC status a caller can act on.
 pub fn engine_status(error: EngineError) -> Status {
-    let message = error.to_string();
+    let message = laredo_core::ErrorChain(&error).to_string();
     match error {
         EngineError::UnknownSource(_)
         | EngineError::UnknownPipeline(_)
@@ -1155,9 +1169,7 @@ pub fn engine_status(error: EngineError) -> Status {
         | EngineError::AlreadyStarted => Status::failed_precondition(message),
         EngineError::DeadlineExceeded => Status::deadline_exceeded(message),
         EngineError::ReloadFailed { .. } => Status::aborted(message),
-        EngineError::Source { ref source, .. } => {
-            Status::unavailable(format!("{message}: {source}"))
-        }
+        EngineError::Source { .. } => Status::unavailable(message),
         _ => Status::internal(message),
     }
 }

@@ -111,22 +111,33 @@ async fn watch_sends_service_state_changes_even_with_a_pipeline_filter() {
 /// A dead letter store that cannot be read.
 struct BrokenStore;
 
+/// What [`BrokenStore`] answers: an error with a cause, so the answers show the chain.
+fn broken() -> DeadLetterError {
+    DeadLetterError::with_source(
+        "cannot read dead.jsonl",
+        std::io::Error::other("disk on fire"),
+    )
+}
+
+/// How the service reports [`broken`]: the store named once, then the chain.
+const BROKEN: &str = "dead letter store: cannot read dead.jsonl: disk on fire";
+
 #[async_trait]
 impl DeadLetterStore for BrokenStore {
     async fn write(&self, _: DeadLetterEntry) -> Result<u64, DeadLetterError> {
-        Err(DeadLetterError::new("disk on fire"))
+        Err(broken())
     }
     async fn read(&self, _: &str, _: usize) -> Result<Vec<DeadLetterEntry>, DeadLetterError> {
-        Err(DeadLetterError::new("disk on fire"))
+        Err(broken())
     }
     async fn remove(&self, _: &str, _: &[u64]) -> Result<(), DeadLetterError> {
-        Err(DeadLetterError::new("disk on fire"))
+        Err(broken())
     }
     async fn purge(&self, _: &str) -> Result<(), DeadLetterError> {
-        Err(DeadLetterError::new("disk on fire"))
+        Err(broken())
     }
     async fn count(&self, _: &str) -> Result<u64, DeadLetterError> {
-        Err(DeadLetterError::new("disk on fire"))
+        Err(broken())
     }
 }
 
@@ -164,7 +175,27 @@ async fn a_dead_letter_store_error_is_reported_not_counted_as_zero() {
             pipeline.dead_letter_count,
             pipeline.dead_letter_error.as_str()
         ),
-        (0, "dead letter store: disk on fire")
+        (0, BROKEN)
+    );
+    let pipeline_id = pipeline.pipeline_id.clone();
+    let listed = client
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            pipeline_id: pipeline_id.clone(),
+            limit: 0,
+        })
+        .await
+        .expect_err("the store cannot be read");
+    assert_eq!(
+        (listed.code(), listed.message()),
+        (tonic::Code::Internal, BROKEN)
+    );
+    let replayed = client
+        .replay_dead_letters(pb::ReplayDeadLettersRequest { pipeline_id })
+        .await
+        .expect_err("the store cannot be read");
+    assert_eq!(
+        (replayed.code(), replayed.message()),
+        (tonic::Code::Internal, BROKEN)
     );
     engine.stop().await.unwrap();
 }

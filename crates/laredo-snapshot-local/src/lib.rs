@@ -60,8 +60,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use laredo_core::{
-    SnapshotDescriptor, SnapshotError, SnapshotFilter, SnapshotMetadata, SnapshotSerializer,
-    SnapshotStore, TableEntries, TableIdentifier, TableSnapshotInfo,
+    ErrorChain, SnapshotDescriptor, SnapshotError, SnapshotFilter, SnapshotMetadata,
+    SnapshotSerializer, SnapshotStore, TableEntries, TableIdentifier, TableSnapshotInfo,
 };
 use laredo_snapshot_jsonl::JsonlSerializer;
 
@@ -315,7 +315,7 @@ impl Inner {
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SnapshotError::not_found(id));
+                return Err(SnapshotError::not_found(format_args!("snapshot {id}")));
             }
             Err(e) => return Err(io_error("reading", &path, e)),
         };
@@ -391,7 +391,7 @@ impl Inner {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(snapshot = %name, %error, "skipping an unreadable snapshot");
+                    tracing::warn!(snapshot = %name, error = %ErrorChain(&error), "skipping an unreadable snapshot");
                 }
             }
         }
@@ -406,7 +406,7 @@ impl Inner {
     fn delete(&self, id: &str) -> Result<(), SnapshotError> {
         let dir = self.base.join(id);
         if !dir.join(METADATA_FILE).exists() {
-            return Err(SnapshotError::not_found(id));
+            return Err(SnapshotError::not_found(format_args!("snapshot {id}")));
         }
         let doomed = self.base.join(format!("{DELETE_PREFIX}{id}"));
         if doomed.exists() {

@@ -113,6 +113,8 @@ async fn advance_locked(inner: &Inner, source_idx: usize, state: &mut AckState) 
             *source.acked.lock() = Some(minimum.clone());
             state.last_acked = Some(minimum);
         }
-        Err(e) => tracing::warn!(source = %source.id, error = %e, "source ack failed"),
+        Err(e) => {
+            tracing::warn!(source = %source.id, error = %crate::ErrorChain(&e), "source ack failed")
+        }
     }
 }

@@ -72,10 +72,11 @@ pub(super) async fn baseline(
             for p in &pipelines {
                 inner.set_state(p, PipelineState::Error, Transition::Bulk);
             }
-            inner
-                .observer
-                .on_source_disconnected(&source.id, &format!("baseline failed: {e}"));
-            tracing::error!(source = %source.id, error = %e, "baseline failed");
+            inner.observer.on_source_disconnected(
+                &source.id,
+                &format!("baseline failed: {}", crate::ErrorChain(&e)),
+            );
+            tracing::error!(source = %source.id, error = %crate::ErrorChain(&e), "baseline failed");
             None
         }
     }
@@ -97,7 +98,7 @@ async fn run_baseline_locked(
         p.expected_rows.store(0, AtomicOrdering::Relaxed);
         let received = source.received.get();
         if truncate && let Err(e) = self::truncate(p, received.as_ref()).await {
-            tracing::error!(pipeline = %p.id, error = %e, "truncate before re-baseline failed");
+            tracing::error!(pipeline = %p.id, error = %crate::ErrorChain(&e), "truncate before re-baseline failed");
             inner.set_state(p, PipelineState::Error, Transition::Bulk);
             continue;
         }
@@ -132,7 +133,7 @@ async fn run_baseline_locked(
             .on_baseline_complete(&p.table, Some(&position))
             .await
         {
-            tracing::error!(pipeline = %p.id, error = %e, "baseline completion failed");
+            tracing::error!(pipeline = %p.id, error = %crate::ErrorChain(&e), "baseline completion failed");
             inner.set_state(p, PipelineState::Error, Transition::Bulk);
             continue;
         }
@@ -284,7 +285,7 @@ async fn store_baseline(
                 p.target.on_baseline(&table, &kept).await
             };
             if let Err(e) = result {
-                tracing::error!(pipeline = %p.id, error = %e, "baseline row failed");
+                tracing::error!(pipeline = %p.id, error = %crate::ErrorChain(&e), "baseline row failed");
                 inner.set_state(p, PipelineState::Error, Transition::Bulk);
                 continue;
             }

@@ -278,8 +278,9 @@ async fn flush(
         }
         let event = pending.event(items, start);
         let message = if attempt == 0 {
-            error.to_string()
+            crate::ErrorChain(&error).to_string()
         } else {
+            let error = crate::ErrorChain(&error);
             format!("retry {attempt}/{}: {error}", p.options.max_retries)
         };
         inner
@@ -293,7 +294,8 @@ async fn flush(
             continue;
         }
         let event = pending.dead_letter_event(items, start);
-        if dead_letter_or_fail(inner, p, &event, &error.to_string()).await {
+        let reason = crate::ErrorChain(&error).to_string();
+        if dead_letter_or_fail(inner, p, &event, &reason).await {
             start += 1;
             attempt = 0;
             backoff = p.options.retry_backoff;
@@ -362,7 +364,9 @@ async fn dead_letter_or_fail(
                 inner.observer.on_dead_letter_written(&p.id, &entry);
                 return true;
             }
-            Err(e) => tracing::error!(pipeline = %p.id, error = %e, "dead letter write failed"),
+            Err(e) => {
+                tracing::error!(pipeline = %p.id, error = %crate::ErrorChain(&e), "dead letter write failed")
+            }
         }
     }
     fail_pipeline(inner, p, error).await;

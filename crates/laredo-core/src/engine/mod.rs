@@ -117,8 +117,8 @@ pub enum EngineError {
     /// Dead-letter operations need a dead letter store.
     #[error("no dead letter store configured")]
     NoDeadLetterStore,
-    /// The dead letter store failed.
-    #[error("dead letter store: {0}")]
+    /// The dead letter store failed (its error is the source).
+    #[error("dead letter store")]
     DeadLetter(#[source] crate::dead_letter::DeadLetterError),
     /// A replay named a table it cannot replay (not in the snapshot, not the target
     /// pipeline's).
@@ -645,7 +645,7 @@ impl Engine {
             {
                 let meta = BTreeMap::from([("trigger".to_string(), Value::text("shutdown"))]);
                 if let Err(e) = snapshots::create(&inner, None, meta).await {
-                    tracing::warn!(error = %e, "shutdown snapshot failed");
+                    tracing::warn!(error = %crate::ErrorChain(&e), "shutdown snapshot failed");
                 }
             }
             for pipeline in &inner.pipelines {
@@ -653,15 +653,16 @@ impl Engine {
                     continue;
                 }
                 if let Err(e) = pipeline.target.on_close(&pipeline.table).await {
-                    tracing::warn!(pipeline = %pipeline.id, error = %e, "target close failed");
+                    tracing::warn!(pipeline = %pipeline.id, error = %crate::ErrorChain(&e), "target close failed");
                 }
                 inner.set_state(pipeline, PipelineState::Stopped, Transition::Explicit);
             }
             for source in &inner.sources {
                 if let Err(e) = source.source.close().await {
-                    inner
-                        .observer
-                        .on_source_disconnected(&source.id, &format!("close error: {e}"));
+                    inner.observer.on_source_disconnected(
+                        &source.id,
+                        &format!("close error: {}", crate::ErrorChain(&e)),
+                    );
                 }
             }
         };

@@ -60,10 +60,11 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
             for p in &pipelines {
                 inner.set_state(p, PipelineState::Error, Transition::Bulk);
             }
-            inner
-                .observer
-                .on_source_disconnected(&source.id, &format!("init failed: {e}"));
-            tracing::error!(source = %source.id, error = %e, "source init failed");
+            inner.observer.on_source_disconnected(
+                &source.id,
+                &format!("init failed: {}", crate::ErrorChain(&e)),
+            );
+            tracing::error!(source = %source.id, error = %crate::ErrorChain(&e), "source init failed");
             return;
         }
     };
@@ -94,7 +95,7 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
         }
         let columns = schemas.get(&p.table).cloned().unwrap_or_default();
         if let Err(e) = p.target.on_init(&p.table, &columns).await {
-            tracing::error!(pipeline = %p.id, error = %e, "target init failed");
+            tracing::error!(pipeline = %p.id, error = %crate::ErrorChain(&e), "target init failed");
             inner.set_state(p, PipelineState::Error, Transition::Bulk);
         }
     }
@@ -130,7 +131,7 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
             match result {
                 Ok(()) | Err(SourceError::Stopped) => break,
                 Err(e) if e.is_rebaseline_required() && !cancel.is_cancelled() => {
-                    tracing::warn!(source = %source.id, error = %e, "re-baseline required");
+                    tracing::warn!(source = %source.id, error = %crate::ErrorChain(&e), "re-baseline required");
                     inner.observer.on_rebaseline_triggered(&source.id);
                     match baseline(&inner, source_idx, &source.tables, true, &cancel).await {
                         Some(position) => from = position,
@@ -139,11 +140,13 @@ async fn run_source(inner: Arc<Inner>, source_idx: usize, cancel: CancellationTo
                 }
                 Err(e) => {
                     if !cancel.is_cancelled() {
-                        inner
-                            .observer
-                            .on_source_disconnected(&source.id, &format!("stream error: {e}"));
-                        tracing::error!(source = %source.id, error = %e, "source stream failed");
-                        let reason = format!("source {} stopped: {e}", source.id);
+                        inner.observer.on_source_disconnected(
+                            &source.id,
+                            &format!("stream error: {}", crate::ErrorChain(&e)),
+                        );
+                        tracing::error!(source = %source.id, error = %crate::ErrorChain(&e), "source stream failed");
+                        let reason =
+                            format!("source {} stopped: {}", source.id, crate::ErrorChain(&e));
                         for p in &pipelines {
                             if !p.state().is_terminal() {
                                 inner.observer.on_pipeline_failed(&p.id, &reason);
@@ -238,7 +241,7 @@ async fn startup_position(
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(source = %source.id, error = %e, "cannot read the acknowledged position, baselining")
+                tracing::warn!(source = %source.id, error = %crate::ErrorChain(&e), "cannot read the acknowledged position, baselining")
             }
         }
     }
@@ -251,7 +254,7 @@ pub(super) fn spawn_reload(inner: &Arc<Inner>, source_idx: usize, table: TableId
     let inner = Arc::clone(inner);
     tokio::spawn(async move {
         if let Err(e) = reload(&inner, source_idx, &table).await {
-            tracing::error!(%table, error = %e, "reload after schema change failed");
+            tracing::error!(%table, error = %crate::ErrorChain(&e), "reload after schema change failed");
         }
     });
 }
@@ -358,7 +361,7 @@ pub(crate) async fn reset_source(
         // A reset source may number its positions afresh.
         *p.baseline_floor.lock() = None;
         if let Err(e) = truncate(p, None).await {
-            tracing::warn!(pipeline = %p.id, error = %e, "truncate on reset failed");
+            tracing::warn!(pipeline = %p.id, error = %crate::ErrorChain(&e), "truncate on reset failed");
         }
         p.expected_rows.store(0, AtomicOrdering::Relaxed);
         inner.set_state(p, PipelineState::Initializing, Transition::Explicit);

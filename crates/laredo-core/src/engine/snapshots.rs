@@ -208,7 +208,7 @@ pub(crate) fn store_error(error: SnapshotError) -> EngineError {
         // Its message already says "snapshot X not found".
         EngineError::SnapshotNotFound(error.message().to_string())
     } else {
-        EngineError::Snapshot(error.to_string())
+        EngineError::Snapshot(crate::ErrorChain(&error).to_string())
     }
 }
 
@@ -510,8 +510,10 @@ fn snapshot_position(
     })?;
     source.source.position_from_string(text).map_err(|e| {
         format!(
-            "snapshot {}: position {text:?} of source {}: {e}",
-            metadata.snapshot_id, source.id
+            "snapshot {}: position {text:?} of source {}: {}",
+            metadata.snapshot_id,
+            source.id,
+            crate::ErrorChain(&e)
         )
     })
 }
@@ -532,8 +534,9 @@ async fn check_streamable(
             source.id, metadata.snapshot_id
         )),
         Err(e) => Err(format!(
-            "source {} cannot tell whether it can stream from {text}: {e}",
-            source.id
+            "source {} cannot tell whether it can stream from {text}: {}",
+            source.id,
+            crate::ErrorChain(&e)
         )),
     }
 }
@@ -600,7 +603,11 @@ pub(crate) async fn restore_source(
             None => Err(unsupported(p)),
         };
         if let Err(e) = restored {
-            let reason = format!("pipeline {} could not load snapshot {id}: {e}", p.id);
+            let reason = format!(
+                "pipeline {} could not load snapshot {id}: {}",
+                p.id,
+                crate::ErrorChain(&e)
+            );
             tracing::warn!(source = %source.id, %reason, "snapshot restore failed");
             inner.observer.on_snapshot_failed(id, &reason);
             return (Restore::Failed, Some(reason));
@@ -642,14 +649,18 @@ pub(crate) async fn restore_at_startup(inner: &Inner, source_idx: usize) -> Rest
             None => return Restore::Skipped,
         },
         Err(e) => {
-            tracing::warn!(source = %source.id, error = %e, "cannot list snapshots");
+            tracing::warn!(source = %source.id, error = %crate::ErrorChain(&e), "cannot list snapshots");
             return Restore::Skipped;
         }
     };
     let (metadata, tables) = match store.load(&newest.snapshot_id).await {
         Ok(loaded) => loaded,
         Err(e) => {
-            let reason = format!("cannot load snapshot {}: {e}", newest.snapshot_id);
+            let reason = format!(
+                "cannot load snapshot {}: {}",
+                newest.snapshot_id,
+                crate::ErrorChain(&e)
+            );
             inner
                 .observer
                 .on_snapshot_failed(&newest.snapshot_id, &reason);
@@ -705,10 +716,12 @@ pub(crate) async fn create(
             if state.options.keep > 0
                 && let Err(e) = state.options.store.prune(state.options.keep, None).await
             {
-                tracing::warn!(error = %e, "pruning snapshots failed");
+                tracing::warn!(error = %crate::ErrorChain(&e), "pruning snapshots failed");
             }
         }
-        Err(e) => inner.observer.on_snapshot_failed(&id, &e.to_string()),
+        Err(e) => inner
+            .observer
+            .on_snapshot_failed(&id, &crate::ErrorChain(&e).to_string()),
     }
     result
 }
@@ -757,7 +770,7 @@ async fn export_and_save(
     };
     for source in paused {
         if let Err(e) = source.source.resume().await {
-            tracing::error!(source = %source.id, error = %e, "resume after snapshot failed");
+            tracing::error!(source = %source.id, error = %crate::ErrorChain(&e), "resume after snapshot failed");
         }
     }
     drop(admin);
@@ -802,7 +815,11 @@ async fn export(inner: &Inner, only: Option<&[TableIdentifier]>) -> Result<Expor
                     None => Err(unsupported(p)),
                 };
                 exported.map_err(|e| {
-                    EngineError::Snapshot(format!("pipeline {} cannot export: {e}", p.id))
+                    EngineError::Snapshot(format!(
+                        "pipeline {} cannot export: {}",
+                        p.id,
+                        crate::ErrorChain(&e)
+                    ))
                 })?
             };
             let columns = inner
@@ -845,7 +862,7 @@ pub(crate) async fn schedule(inner: Arc<Inner>, interval: Duration, cancel: Canc
         }
         let meta = BTreeMap::from([("trigger".to_string(), Value::text("scheduled"))]);
         if let Err(e) = create(&inner, None, meta).await {
-            tracing::warn!(error = %e, "scheduled snapshot failed");
+            tracing::warn!(error = %crate::ErrorChain(&e), "scheduled snapshot failed");
         }
     }
     *state.next_scheduled.lock() = None;

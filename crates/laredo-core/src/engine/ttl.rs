@@ -79,7 +79,7 @@ pub(super) async fn scan_ttl(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc
                     inner.observer.on_row_expired(&p.id, &p.table, &key);
                 }
                 Err(e) => {
-                    tracing::warn!(pipeline = %p.id, error = %e, "expiring a row failed; retried next scan")
+                    tracing::warn!(pipeline = %p.id, error = %crate::ErrorChain(&e), "expiring a row failed; retried next scan")
                 }
             }
         }

@@ -233,6 +233,18 @@ async fn exhausted_retries_go_to_the_dead_letter_store_and_replay() {
         "{}",
         entries[0].error
     );
+    assert!(
+        entries[0].error.ends_with(&format!(": {INJECTED_CAUSE}")),
+        "the entry keeps the cause: {}",
+        entries[0].error
+    );
+    for event in observer.events_of("ChangeError") {
+        let error = event.field("error").unwrap().to_string();
+        assert!(
+            error.ends_with(&format!(": {INJECTED_CAUSE}")),
+            "the observer sees the cause: {error}"
+        );
+    }
 
     target.fail_when(None);
     let outcome = store

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use laredo_core::{
-    Engine, EngineError, PipelineOptions, RestoreMismatch, SnapshotFilter, SnapshotOptions,
-    SnapshotStore, Value,
+    Engine, EngineError, ErrorChain, PipelineOptions, RestoreMismatch, SnapshotFilter,
+    SnapshotOptions, SnapshotStore, Value,
 };
 use laredo_snapshot_local::LocalSnapshotStore;
 use laredo_test_support::OneChange;
@@ -386,5 +386,30 @@ async fn without_a_store_every_snapshot_call_says_so() {
         Err(EngineError::NoSnapshotStore)
     ));
     assert!(engine.snapshot_summary().await.unwrap().is_none());
+    engine.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_store_is_reported_once_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the store's directory should be: creating it fails.
+    let base = dir.path().join("file");
+    std::fs::write(&base, b"").unwrap();
+    let cause = std::fs::create_dir_all(&base).unwrap_err().to_string();
+    let observer = TestObserver::new();
+    let engine = engine_with(
+        source_with_users(1..=1),
+        indexed(),
+        SnapshotOptions::new(Arc::new(LocalSnapshotStore::new(&base))),
+        observer.clone(),
+    );
+    started(&engine).await;
+
+    let err = engine.create_snapshot(BTreeMap::new()).await.unwrap_err();
+    let expected = format!("snapshot: creating {}: {cause}", base.display());
+    assert!(matches!(err, EngineError::Snapshot(_)), "{err:?}");
+    assert_eq!(ErrorChain(&err).to_string(), expected);
+    let failed = observer.wait_for_event("SnapshotFailed", WAIT).await;
+    assert_eq!(failed.field("error"), Some(expected.as_str()));
     engine.stop().await.unwrap();
 }

@@ -21,6 +21,9 @@ use tokio::sync::watch;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
+/// The cause of the failures `FaultTarget::fail_when` injects.
+pub(crate) const INJECTED_CAUSE: &str = "storage refused the row";
+
 pub(crate) fn users() -> TableIdentifier {
     table("public", "users")
 }
@@ -186,7 +189,11 @@ impl FaultTarget {
         if let (Some(row), Some(predicate)) = (row, &*self.fail_when.lock())
             && predicate(row)
         {
-            return Err(TargetError::new(format!("injected failure for {row}")));
+            // With a cause, so tests see that the edges print the whole chain.
+            return Err(TargetError::with_source(
+                format!("injected failure for {row}"),
+                std::io::Error::other(INJECTED_CAUSE),
+            ));
         }
         let panics = match (row, &*self.panic_when.lock()) {
             (Some(row), Some(predicate)) => predicate(row),
