@@ -176,6 +176,6 @@ async fn an_unknown_table_is_not_found() {
     let out = server.run(&["query", "count", "public.nope"]).await;
     assert_eq!(
         out.failed(),
-        "error: no indexed target found for public.nope (NOT_FOUND)\n"
+        "error: no target with row access found for public.nope (NOT_FOUND)\n"
     );
 }

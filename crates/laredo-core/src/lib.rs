@@ -50,6 +50,7 @@ mod change;
 mod dead_letter;
 mod engine;
 mod error;
+mod listener;
 mod observer;
 mod pipeline;
 mod position;
@@ -69,13 +70,13 @@ pub(crate) use crate::error::Causes;
 pub use crate::change::{ChangeAction, ChangeEvent};
 pub use crate::dead_letter::{DeadLetterEntry, DeadLetterError, DeadLetterStore, ReplayOutcome};
 pub use crate::engine::{
-    AppliedChange, ChangeCursor, ConfigError, ConfigErrors, DEFAULT_BUFFER_SIZE,
-    DEFAULT_LAG_POLL_INTERVAL, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF,
-    DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, Engine, EngineBuilder, EngineError,
-    PipelineInfo, PipelineOptions, RestoreMismatch, RestoreOutcome, SnapshotOptions,
-    SnapshotSummary, SourceRunInfo, TtlFn,
+    ConfigError, ConfigErrors, DEFAULT_BUFFER_SIZE, DEFAULT_LAG_POLL_INTERVAL, DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_TTL_SCAN_INTERVAL, Engine,
+    EngineBuilder, EngineError, PipelineInfo, PipelineOptions, RestoreMismatch, RestoreOutcome,
+    SnapshotOptions, SnapshotSummary, SourceRunInfo, TtlFn,
 };
 pub use crate::error::{BoxError, ErrorChain, PluginError};
+pub use crate::listener::{ListenerHandle, Listeners};
 pub use crate::observer::{CompositeObserver, EngineObserver, NullObserver};
 pub use crate::pipeline::{PipelineFilter, PipelineTransform, filter_fn, transform_fn};
 pub use crate::position::Position;
@@ -98,7 +99,8 @@ pub use crate::table::{
     ColumnDefinition, IndexDefinition, ParseTableError, TableIdentifier, primary_key_columns, table,
 };
 pub use crate::target::{
-    ApplyError, Change, ChangeKind, RowAccess, SnapshotTarget, SyncTarget, TargetError,
+    ApplyError, Change, ChangeKind, DrainReason, FanoutControl, IndexError, IndexInfo,
+    PRIMARY_INDEX, RowAccess, RowChange, RowListener, SnapshotTarget, SyncTarget, TargetError,
     TargetStatus,
 };
 pub use crate::value::{Value, ValueKind};

@@ -1,5 +1,11 @@
 //! The target side: [`SyncTarget`], the batches it applies ([`Change`]) and its optional
-//! capabilities ([`SnapshotTarget`], [`RowAccess`], [`TargetStatus`]).
+//! capabilities ([`SnapshotTarget`], [`RowAccess`], [`TargetStatus`],
+//! [`FanoutControl`]).
+//!
+//! Services and clients reach a target through these traits only: the Query service
+//! reads any target with [`RowAccess`], OAM reports indexes, target configuration and
+//! fan-out clients and drains fan-out targets through [`RowAccess`], [`TargetStatus`]
+//! and [`FanoutControl`], without depending on a target crate.
 //!
 //! # The contract between the engine and a target
 //!
@@ -28,17 +34,20 @@
 //!   earlier one) could still be lost: that change would never be delivered again.
 
 use std::any::Any;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use crate::change::ChangeAction;
 use crate::error::PluginError;
+use crate::listener::ListenerHandle;
 use crate::position::Position;
 use crate::row::Row;
 use crate::snapshot::{SnapshotEntry, TableSnapshotInfo};
 use crate::status::SchemaChangeResponse;
 use crate::table::{ColumnDefinition, TableIdentifier};
+use crate::value::Value;
 
 /// A target's error. The engine retries, dead-letters or applies the pipeline's error
 /// policy; the message names what failed and the cause is the
@@ -209,7 +218,8 @@ impl Change {
 /// apply batches of changes, say how far it is durable, close. What only some targets
 /// can do is a capability behind an accessor that returns `None` by default:
 /// [`SyncTarget::snapshots`] (engine snapshots), [`SyncTarget::rows`] (reading the rows
-/// held) and [`SyncTarget::status`] (what operators see). The module docs state the
+/// held), [`SyncTarget::status`] (what operators see) and [`SyncTarget::fanout`]
+/// (downstream clients a target serves). The module docs state the
 /// contract: ordering, batches, partial failure, redelivery and durability.
 ///
 /// `Any` is a supertrait so that [`Engine::get_target`](crate::Engine::get_target) can
@@ -351,6 +361,13 @@ pub trait SyncTarget: Any + Send + Sync {
     fn status(&self) -> Option<&dyn TargetStatus> {
         None
     }
+
+    /// The fan-out capability, for targets that serve downstream clients of their own
+    /// (the replication fan-out): their count, and draining them. `None` (the
+    /// default): the target serves no clients.
+    fn fanout(&self) -> Option<&dyn FanoutControl> {
+        None
+    }
 }
 
 /// Capability: a target whose rows can be exported into an engine snapshot and
@@ -379,11 +396,113 @@ pub trait SnapshotTarget: Send + Sync {
     }
 }
 
+/// The name [`RowAccess::indexes`] gives a target's lookup index: the unique index a
+/// lookup without an index name uses.
+pub const PRIMARY_INDEX: &str = "(primary)";
+
+/// One index over a target's rows, as [`RowAccess::indexes`] lists it (OAM
+/// `IndexInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexInfo {
+    /// The name ([`PRIMARY_INDEX`] for the lookup index).
+    pub name: String,
+    /// The indexed columns, in key order.
+    pub fields: Vec<String>,
+    /// Whether a key maps to at most one row.
+    pub unique: bool,
+    /// Rows in the index (for a unique index: its keys).
+    pub entry_count: usize,
+}
+
+impl IndexInfo {
+    /// An index named `name` over `fields` holding `entry_count` entries.
+    pub fn new(
+        name: impl Into<String>,
+        fields: Vec<String>,
+        unique: bool,
+        entry_count: usize,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            fields,
+            unique,
+            entry_count,
+        }
+    }
+}
+
+/// Why a lookup by index ([`RowAccess::lookup`]) found no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// No index has this name.
+    #[error("unknown index {0:?}")]
+    UnknownIndex(String),
+    /// The key has a different number of values than the index has fields.
+    #[error("index {index:?} has {expected} field(s), the key has {got}")]
+    KeyArity {
+        /// The index.
+        index: String,
+        /// Its field count.
+        expected: usize,
+        /// The key's value count.
+        got: usize,
+    },
+}
+
+/// One change of the rows a target holds, as a [`RowAccess::subscribe`] listener sees
+/// it: `(None, new)` a new key, `(old, new)` a replaced row, `(old, None)` a removed
+/// row, `(None, None)` every row removed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RowChange<'a> {
+    /// The row before; `None` for a new key and a truncate.
+    pub old: Option<&'a Row>,
+    /// The row after; `None` for a removed row and a truncate.
+    pub new: Option<&'a Row>,
+    /// The change of [`SyncTarget::apply`] that made it, with its source position and
+    /// transaction id. `None` for writes that are no applied change: baseline rows and
+    /// a snapshot restore.
+    pub change: Option<&'a Change>,
+}
+
+impl<'a> RowChange<'a> {
+    /// A change from `old` to `new`, made by `change` when it came from
+    /// [`SyncTarget::apply`].
+    pub fn new(old: Option<&'a Row>, new: Option<&'a Row>, change: Option<&'a Change>) -> Self {
+        Self { old, new, change }
+    }
+
+    /// What happened to the rows: an insert of a new key, an update, a delete, or a
+    /// truncate (as the rows tell it; an applied insert that replaced a row is an
+    /// update here).
+    pub fn action(&self) -> ChangeAction {
+        match (self.old, self.new) {
+            (None, Some(_)) => ChangeAction::Insert,
+            (Some(_), Some(_)) => ChangeAction::Update,
+            (Some(_), None) => ChangeAction::Delete,
+            (None, None) => ChangeAction::Truncate,
+        }
+    }
+}
+
+/// A listener of [`RowAccess::subscribe`].
+pub type RowListener = dyn Fn(&RowChange<'_>) + Send + Sync;
+
 /// Capability: read access to the rows a target holds.
 ///
 /// The engine uses it to complete an update whose new row lacks values the source did
 /// not resend (PostgreSQL's unchanged TOAST columns), to validate row counts and to
-/// expire rows by TTL.
+/// expire rows by TTL. The Query service serves every target that has it: by key
+/// ([`RowAccess::get`], [`RowAccess::key_fields`]), by index ([`RowAccess::indexes`],
+/// [`RowAccess::lookup`]), in pages ([`RowAccess::rows_after`], else a sorted
+/// [`RowAccess::scan`]), counted, and as a change stream ([`RowAccess::subscribe`]).
+/// Only `get`, `count` and `scan` are required; a target says what more it can do by
+/// overriding the others.
+///
+/// Readers call these methods from any thread while the engine writes: each answers
+/// from one consistent state (a change is seen whole or not at all).
 pub trait RowAccess: Send + Sync {
     /// The row held for `identity` (a row carrying at least the key columns), if any.
     fn get(&self, identity: &Row) -> Option<Row>;
@@ -393,6 +512,70 @@ pub trait RowAccess: Send + Sync {
 
     /// Every row held, in no particular order.
     fn scan(&self) -> Vec<Row>;
+
+    /// The columns that identify a row, in key order: what [`RowAccess::get`] reads of
+    /// its identity and what pages are ordered by (the primary key, or the columns the
+    /// target keys a table without one by). Empty (the default) until the target knows
+    /// its table, and for a target that does not say.
+    fn key_fields(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The indexes [`RowAccess::lookup`] can use, with their sizes; the lookup index
+    /// first, named [`PRIMARY_INDEX`]. Empty (the default): lookups go by key only.
+    fn indexes(&self) -> Vec<IndexInfo> {
+        Vec::new()
+    }
+
+    /// The rows whose `index` fields equal `key` (one value per field, in field
+    /// order): at most one for a unique index, any number otherwise, in no particular
+    /// order. Keys compare by canonical key bytes ([`Value::write_key`]), so numeric
+    /// kinds normalise.
+    ///
+    /// # Errors
+    /// [`IndexError::UnknownIndex`] when the target has no index of that name (the
+    /// default, for every name), [`IndexError::KeyArity`] when `key` has the wrong
+    /// number of values.
+    fn lookup(&self, index: &str, key: &[Value]) -> Result<Vec<Row>, IndexError> {
+        let _ = key;
+        Err(IndexError::UnknownIndex(index.to_string()))
+    }
+
+    /// Up to `limit` rows in key order whose key ([`RowAccess::key_fields`]' values)
+    /// sorts after `after`, or from the first row when `after` is `None`: one page of
+    /// a listing that survives concurrent writes, since the next page starts after the
+    /// last key sent.
+    ///
+    /// Key order is the byte order of the keys' sort keys as laredo-index's `sort_key`
+    /// writes them: natural within a kind (numbers by value across kinds, text by its
+    /// bytes, times chronologically), consistent with key equality. A caller that
+    /// orders a [`RowAccess::scan`] itself uses the same order, so pages agree.
+    ///
+    /// `None` (the default): the target keeps no ordered index, and the caller orders a
+    /// scan. A target that can read a page without reading every row (an ordered index
+    /// of its keys) overrides it, so a page costs work and memory in proportion to the
+    /// page, not the table.
+    fn rows_after(&self, after: Option<&[Value]>, limit: usize) -> Option<Vec<Row>> {
+        let _ = (after, limit);
+        None
+    }
+
+    /// Calls `listener` after every change of the rows held, in change order, on the
+    /// writer's task once the change is visible to readers; each call carries the
+    /// applied [`Change`] (its position and transaction id) when there was one, so a
+    /// change stream needs nothing from the engine. A snapshot restore is reported as
+    /// a truncate followed by one new row per restored row.
+    ///
+    /// The listener must not block: the pipeline waits for it. It stays registered
+    /// while the returned handle lives (dropping it unsubscribes) or until the target
+    /// closes and drops its listeners, which also drops the listener itself (a stream
+    /// fed by it can end there).
+    ///
+    /// `None` (the default): the target does not report its changes.
+    fn subscribe(&self, listener: Arc<RowListener>) -> Option<ListenerHandle> {
+        let _ = listener;
+        None
+    }
 }
 
 /// Capability: what operators see of a target (OAM `ListTables`).
@@ -400,4 +583,31 @@ pub trait TargetStatus: Send + Sync {
     /// The target's configuration: lookup fields, indexes, an endpoint. Leave secrets
     /// out (OAM also masks keys that look like them).
     fn describe(&self) -> serde_json::Map<String, serde_json::Value>;
+}
+
+/// Why a fan-out target drains its clients ([`FanoutControl::drain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DrainReason {
+    /// The server is shutting down (`GoAway` reason `DRAINING`).
+    Shutdown,
+    /// An operator asked for it (`GoAway` reason `ADMIN`).
+    Admin,
+}
+
+/// Capability: a target that serves downstream clients of its own (the replication
+/// fan-out), as OAM sees it: how many are connected, and draining them before a
+/// shutdown or on an operator's request.
+pub trait FanoutControl: Send + Sync {
+    /// The number of clients connected now.
+    fn client_count(&self) -> usize;
+
+    /// Whether [`FanoutControl::drain`] was called.
+    fn is_draining(&self) -> bool;
+
+    /// Starts draining: every client is told to leave (and may reconnect elsewhere),
+    /// the connections are closed at `now + timeout` (with `None`, when their clients
+    /// leave), and new ones are refused. Returns `false` when the target was already
+    /// draining: the first reason and deadline stay.
+    fn drain(&self, reason: DrainReason, timeout: Option<Duration>) -> bool;
 }

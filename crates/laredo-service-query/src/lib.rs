@@ -1,28 +1,32 @@
 //! The Query gRPC service of laredo (`laredo.v1.LaredoQueryService`): reads of the rows
-//! held by a running [`Engine`](laredo_core::Engine)'s in-memory targets, and a stream
-//! of their changes.
+//! held by a running [`Engine`](laredo_core::Engine)'s targets, and a stream of their
+//! changes.
 //!
 //! Where it sits: at the end of the data path, beside the application. The engine
-//! applies a table's baseline and changes to an
-//! [`IndexedTarget`](laredo_target_memory::IndexedTarget); this service answers
-//! `Lookup`, `LookupAll`, `GetRow`, `ListRows`, `CountRows` and `Subscribe` from it over
-//! gRPC. It only provides the service: mount [`QueryService::into_server`] on any tonic
-//! server (laredo-service's assembly adds health, reflection, gRPC-Web and TLS).
+//! applies a table's baseline and changes to its targets; this service answers
+//! `Lookup`, `LookupAll`, `GetRow`, `ListRows`, `CountRows` and `Subscribe` over gRPC
+//! from any target with row access ([`RowAccess`](laredo_core::RowAccess), reached
+//! through [`SyncTarget::rows`](laredo_core::SyncTarget::rows)): laredo-target-memory's
+//! indexed and compiled targets, laredo-target-fanout's replication target, or one of
+//! the application's. It depends on laredo-core's traits only, never on a target
+//! crate. It only provides the service: mount [`QueryService::into_server`] on any
+//! tonic server (laredo-service's assembly adds health, reflection, gRPC-Web and TLS).
 //!
 //! | RPC | Reads |
 //! |---|---|
-//! | `Lookup` | the lookup index (no `index_name`) or a named index, first match |
-//! | `LookupAll` | every row of a key in a named index (`(primary)` is the lookup index) |
+//! | `Lookup` | the lookup index (no `index_name`; the key for a target without one) or a named index, first match |
+//! | `LookupAll` | every row of a key in a named index (`(primary)` is the lookup index, or the key) |
 //! | `GetRow` | by primary key, one value per key column |
-//! | `ListRows` | pages in primary-key order; the token names the last key sent; a page reads only its rows (an ordered index); `page_size` clamped to [`MAX_PAGE_SIZE`] |
+//! | `ListRows` | pages in primary-key order; the token names the last key sent; a page reads only its rows where the target keeps an ordered index (else a sorted scan); `page_size` clamped to [`MAX_PAGE_SIZE`] |
 //! | `CountRows` | the row count |
-//! | `Subscribe` | live changes, optionally after the current rows and a `replay_complete` marker |
+//! | `Subscribe` | live changes, optionally after the current rows and a `replay_complete` marker (`UNIMPLEMENTED` for a target that does not report its changes) |
 //!
-//! Tables: a request names `schema` and `table`; the engine's indexed target of that
-//! table serves it. A table served by several sources needs the
-//! [`SOURCE_METADATA_KEY`] request metadata to pick one. Compiled targets hold the
-//! application's own types, so they are served only once registered with a serializer
-//! ([`QueryService::with_compiled`]).
+//! Tables: a request names `schema` and `table`; the first target of that table with
+//! row access serves it. A table served by several sources needs the
+//! [`SOURCE_METADATA_KEY`] request metadata to pick one. A compiled target serves the
+//! rows its objects were compiled from; to serve the objects themselves, register the
+//! rows its serializer makes of them ([`QueryService::with_rows`] with
+//! laredo-target-memory's `CompiledTarget::serialized`).
 //!
 //! Status codes: `INVALID_ARGUMENT` for a missing schema or table, a missing index
 //! name, a key with the wrong number of values (the message names the expected
@@ -39,10 +43,12 @@
 //! target closes.
 //!
 //! Each live change carries its source `position` (as the source prints it, e.g.
-//! `16/B374D848` for PostgreSQL) and origin transaction id `xid`, read from the
-//! engine's [`ChangeCursor`](laredo_core::ChangeCursor) while the target applies the
-//! change. Writes that are no source change (a snapshot restore, a TTL expiry, a
-//! replay) and replayed current rows carry an empty position and `xid` 0.
+//! `16/B374D848` for PostgreSQL) and origin transaction id `xid`: the target's
+//! listener receives the applied change with each row change
+//! ([`RowChange::change`](laredo_core::RowChange::change)). Writes the engine makes of
+//! its own (a TTL expiry, a dead letter replay, a reload's truncate) carry the position
+//! the stream had reached and `xid` 0; baseline rows, a snapshot restore and replayed
+//! current rows carry an empty position and `xid` 0.
 //!
 //! ```
 //! use std::time::Duration;

@@ -13,13 +13,14 @@
 //! A token is the key's values as a wire `ValueList`, protobuf-encoded behind a version
 //! byte, in lowercase hex. Clients treat it as opaque.
 //!
-//! Cost: an [`IndexedTarget`](laredo_target_memory::IndexedTarget) pages through its
-//! ordered index of the keys (built on the first `ListRows`, then kept current by its
-//! writes): a page seeks to the token's key and reads only its own rows, O(log n +
+//! Cost: a target that keeps an ordered index of its keys
+//! ([`RowAccess::rows_after`](laredo_core::RowAccess::rows_after): the indexed target,
+//! which builds it on the first `ListRows` and keeps it current by its writes) pages
+//! through it: a page seeks to the token's key and reads only its own rows, O(log n +
 //! page) work and O(page) memory whatever the table's size. The order is the byte order
-//! of `laredo_target_memory::sort_key`, which agrees with [`compare_keys`]. A compiled
-//! target has no such index: each page reads a copy of every object (O(n)) and sorts
-//! only the page.
+//! of [`laredo_index::sort_key`], which [`compare_keys`] uses too. A target without
+//! such an index (a compiled or a fan-out target) is paged from a scan: each page reads
+//! a copy of every row (O(n)) and sorts only the page.
 //!
 //! Limits: a page holds at most [`MAX_PAGE_SIZE`] rows (a larger `page_size` is clamped
 //! to it); a token longer than [`MAX_PAGE_TOKEN_LEN`] characters is refused with
@@ -191,10 +192,11 @@ pub(crate) fn select_page<E>(
 }
 
 /// Orders two keys of the same table: the order of their sort keys
-/// ([`laredo_target_memory::sort_key`]), the one the indexed target keeps its ordered
-/// index in, so pages of every target and their tokens follow one order.
+/// ([`laredo_index::sort_key`]), the one ordered indexes keep
+/// ([`RowAccess::rows_after`](laredo_core::RowAccess::rows_after)), so pages of every
+/// target and their tokens follow one order.
 pub(crate) fn compare_keys(a: &[Value], b: &[Value]) -> Ordering {
-    laredo_target_memory::sort_key(a).cmp(&laredo_target_memory::sort_key(b))
+    laredo_index::sort_key(a).cmp(&laredo_index::sort_key(b))
 }
 
 /// [`compare_keys`] for single values.

@@ -4,18 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use laredo_core::{Engine, Row, TableIdentifier, Value};
+use laredo_core::{Engine, Row, RowAccess, TableIdentifier, Value};
 use laredo_proto::laredo::v1 as wire;
 use laredo_proto::laredo::v1::laredo_query_service_server::{
     LaredoQueryService, LaredoQueryServiceServer,
 };
-use laredo_target_memory::{CompiledTarget, IndexedTarget};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::page::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::subscription::{SUBSCRIBER_BUFFER, SubscribeStream, SubscriberGuard};
-use crate::table::{CompiledTable, IndexedTable, QueryTable};
+use crate::table::Served;
 
 /// The request metadata key that picks the source of a table served by several
 /// sources (the request messages name only `schema` and `table`).
@@ -25,33 +24,34 @@ pub const SOURCE_METADATA_KEY: &str = "laredo-source";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The engine has no compiled target of that object type for the table.
-    #[error("no compiled target of type {type_name} for {table} on source {source_id:?}")]
-    UnknownCompiledTarget {
+    /// The engine has no pipeline of the table on that source.
+    #[error("no pipeline of {table} on source {source_id:?}")]
+    UnknownTable {
         /// The source asked for.
         source_id: String,
         /// The table asked for.
         table: TableIdentifier,
-        /// The object type asked for.
-        type_name: &'static str,
     },
 }
 
 /// The Query service (`laredo.v1.LaredoQueryService`) over a running [`Engine`]:
-/// lookups, rows, counts and change streams of the engine's in-memory targets.
+/// lookups, rows, counts and change streams of the engine's targets.
 ///
-/// A request names a table by schema and table. It is served by the engine's
-/// [`IndexedTarget`] for that table, or by a [`CompiledTarget`] registered with
-/// [`QueryService::with_compiled`]; on each source the indexed target wins. When
-/// several sources serve the table, the request must pick one with the
-/// [`SOURCE_METADATA_KEY`] metadata, otherwise it fails with `INVALID_ARGUMENT`
-/// naming the candidates.
+/// A request names a table by schema and table. It is served by a reader registered
+/// for that table with [`QueryService::with_rows`], else by the first of the table's
+/// targets (in pipeline order) that has row access ([`SyncTarget::rows`]): the
+/// in-memory targets, the replication fan-out target, or any target of the
+/// application's. When several sources serve the table, the request must pick one
+/// with the [`SOURCE_METADATA_KEY`] metadata, otherwise it fails with
+/// `INVALID_ARGUMENT` naming the candidates.
 ///
 /// Cheap to clone: clones share the registrations and the subscriber count.
+///
+/// [`SyncTarget::rows`]: laredo_core::SyncTarget::rows
 #[derive(Clone)]
 pub struct QueryService {
     engine: Engine,
-    compiled: Arc<HashMap<(String, TableIdentifier), Arc<dyn QueryTable>>>,
+    registered: Arc<HashMap<(String, TableIdentifier), Arc<dyn RowAccess>>>,
     subscriber_buffer: usize,
     subscribers: Arc<AtomicUsize>,
 }
@@ -59,7 +59,7 @@ pub struct QueryService {
 impl std::fmt::Debug for QueryService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryService")
-            .field("compiled", &self.compiled.keys().collect::<Vec<_>>())
+            .field("registered", &self.registered.keys().collect::<Vec<_>>())
             .field("subscriber_buffer", &self.subscriber_buffer)
             .field("subscribers", &self.subscriber_count())
             .finish_non_exhaustive()
@@ -67,45 +67,41 @@ impl std::fmt::Debug for QueryService {
 }
 
 impl QueryService {
-    /// A service reading `engine`'s indexed targets.
+    /// A service reading `engine`'s targets that have row access.
     pub fn new(engine: Engine) -> Self {
         Self {
             engine,
-            compiled: Arc::new(HashMap::new()),
+            registered: Arc::new(HashMap::new()),
             subscriber_buffer: SUBSCRIBER_BUFFER,
             subscribers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Also serves the engine's [`CompiledTarget<T>`] of `table` on `source_id`: its
-    /// objects are sent as the rows `serializer` makes of them.
+    /// Serves `table` on `source_id` from `rows` instead of the table's target: for a
+    /// target whose rows the service should not read as they are, above all a
+    /// compiled target, whose objects only the application can turn into rows
+    /// (laredo-target-memory's `CompiledTarget::serialized`).
     ///
-    /// The compiled target's only index is its key ([`laredo_target_memory::PRIMARY_INDEX`]),
-    /// which `Lookup`, `LookupAll` and `GetRow` use. `ListRows` orders rows by the key
-    /// fields' values in the serialized rows, so `serializer` must include the key
-    /// columns (a page with a row that lacks one fails with `INTERNAL`).
+    /// `ListRows` orders rows by the key fields' values in the rows `rows` hands out,
+    /// so they must include the key columns (a page with a row that lacks one fails
+    /// with `INTERNAL`). Subscribers' positions are printed by the source.
     ///
     /// # Errors
-    /// [`Error::UnknownCompiledTarget`] when the engine has no `CompiledTarget<T>` for
-    /// the table on that source.
-    pub fn with_compiled<T: Send + Sync + 'static>(
+    /// [`Error::UnknownTable`] when the engine has no pipeline of `table` on
+    /// `source_id`.
+    pub fn with_rows(
         mut self,
         source_id: &str,
         table: &TableIdentifier,
-        serializer: impl Fn(&T) -> Row + Send + Sync + 'static,
+        rows: Arc<dyn RowAccess>,
     ) -> Result<Self, Error> {
-        let target = self
-            .engine
-            .get_target::<CompiledTarget<T>>(source_id, table)
-            .filter(|_| !source_id.is_empty())
-            .ok_or_else(|| Error::UnknownCompiledTarget {
+        if source_id.is_empty() || self.engine.targets(source_id, table).is_empty() {
+            return Err(Error::UnknownTable {
                 source_id: source_id.to_string(),
                 table: table.clone(),
-                type_name: std::any::type_name::<T>(),
-            })?;
-        let served = CompiledTable::new(table.clone(), target, Arc::new(serializer));
-        Arc::make_mut(&mut self.compiled)
-            .insert((source_id.to_string(), table.clone()), Arc::new(served));
+            });
+        }
+        Arc::make_mut(&mut self.registered).insert((source_id.to_string(), table.clone()), rows);
         Ok(self)
     }
 
@@ -129,15 +125,10 @@ impl QueryService {
         LaredoQueryServiceServer::new(self)
     }
 
-    /// The table a request names: the engine's indexed target of `schema.table` (or a
-    /// registered compiled one) on the one source serving it, or on the source the
-    /// request's metadata picks.
-    fn resolve(
-        &self,
-        schema: &str,
-        table: &str,
-        metadata: &MetadataMap,
-    ) -> Result<Arc<dyn QueryTable>, Status> {
+    /// The table a request names: the registered reader or the target with row access
+    /// of `schema.table` on the one source serving it, or on the source the request's
+    /// metadata picks.
+    fn resolve(&self, schema: &str, table: &str, metadata: &MetadataMap) -> Result<Served, Status> {
         if schema.is_empty() || table.is_empty() {
             return Err(Status::invalid_argument("schema and table are required"));
         }
@@ -149,7 +140,7 @@ impl QueryService {
         {
             return Err(Status::not_found(format!("source {wanted} not found")));
         }
-        let mut candidates: Vec<(String, Arc<dyn QueryTable>)> = sources
+        let mut candidates: Vec<(String, Served)> = sources
             .into_iter()
             .filter(|source| wanted.is_none_or(|wanted| wanted == source))
             .filter_map(|source| {
@@ -159,8 +150,10 @@ impl QueryService {
             .collect();
         match candidates.len() {
             0 => Err(Status::not_found(match wanted {
-                Some(source) => format!("no indexed target found for {table} on source {source}"),
-                None => format!("no indexed target found for {table}"),
+                Some(source) => {
+                    format!("no target with row access found for {table} on source {source}")
+                }
+                None => format!("no target with row access found for {table}"),
             })),
             1 => Ok(candidates.remove(0).1),
             _ => {
@@ -174,13 +167,19 @@ impl QueryService {
         }
     }
 
-    fn served_on(&self, source: &str, table: &TableIdentifier) -> Option<Arc<dyn QueryTable>> {
-        if let Some(target) = self.engine.get_target::<IndexedTarget>(source, table) {
-            return Some(Arc::new(IndexedTable::new(table.clone(), target)));
+    fn served_on(&self, source_id: &str, table: &TableIdentifier) -> Option<Served> {
+        let source = self.engine.source(source_id);
+        if let Some(rows) = self.registered.get(&(source_id.to_string(), table.clone())) {
+            return Some(Served::registered(
+                table.clone(),
+                Arc::clone(rows),
+                source.as_ref(),
+            ));
         }
-        self.compiled
-            .get(&(source.to_string(), table.clone()))
-            .cloned()
+        self.engine
+            .targets(source_id, table)
+            .into_iter()
+            .find_map(|target| Served::target(table.clone(), target, source.as_ref()))
     }
 }
 
@@ -307,7 +306,7 @@ impl LaredoQueryService for QueryService {
         let size = page_size(request.page_size);
         let key_of = |row: &Row| row_key(&table, &fields, row);
         // One row past the page tells whether more follow.
-        let (page, total_count) = match served.rows_in_key_order(after.as_deref(), size + 1) {
+        let (page, total_count) = match served.rows_after(after.as_deref(), size + 1)? {
             Some(mut rows) => {
                 let more = rows.len() > size;
                 rows.truncate(size);
@@ -315,10 +314,10 @@ impl LaredoQueryService for QueryService {
                     Some(last) if more => Some(key_of(last)?),
                     _ => None,
                 };
-                (page::Page { rows, next }, served.count())
+                (page::Page { rows, next }, served.count()?)
             }
             None => {
-                let rows = served.rows();
+                let rows = served.rows()?;
                 let total = rows.len() as u64;
                 (
                     page::select_page(rows, after.as_deref(), size, key_of)?,
@@ -346,7 +345,7 @@ impl LaredoQueryService for QueryService {
             request.metadata(),
         )?;
         Ok(Response::new(wire::CountRowsResponse {
-            count: served.count(),
+            count: served.count()?,
         }))
     }
 
@@ -369,12 +368,10 @@ impl LaredoQueryService for QueryService {
             "subscription opened"
         );
         let guard = SubscriberGuard::new(&self.subscribers);
-        let cursor = served.change_cursor(&self.engine);
         Ok(Response::new(served.subscribe(
             request.replay_existing,
             self.subscriber_buffer,
             guard,
-            cursor,
-        )))
+        )?))
     }
 }

@@ -1,9 +1,11 @@
 //! `Subscribe` streams: a bounded per-subscriber queue fed by a target listener, and
 //! the response stream that drains it.
 //!
-//! The listener runs on the pipeline's task, inside the target's write path, so it
-//! must never wait: it locks a small mutex, appends the change (a cheap clone of the
-//! row or object; wire conversion happens on the reader's side) and wakes the reader.
+//! The listener ([`RowAccess::subscribe`](laredo_core::RowAccess::subscribe)) runs on
+//! the pipeline's task, inside the target's write path, so it must never wait: it
+//! locks a small mutex, appends the change (a clone of the rows and of the change's
+//! position; wire conversion and position printing happen on the reader's side) and
+//! wakes the reader.
 //! When the subscriber already has its capacity of changes queued, the change is
 //! counted instead: consecutive drops share one `EventsDropped` marker placed where
 //! they happened, so the client sees the gap at its position in the stream.
@@ -11,17 +13,19 @@
 //! The stream owns the listener's handle: when tonic drops the stream (the client
 //! cancelled or went away), the listener is removed. When the target removes its
 //! listeners (`on_close`), the queue closes and the stream ends after what is queued.
+//!
+//! Each change carries the position and transaction id of the applied change that made
+//! it ([`RowChange::change`]), printed as the table's source prints positions.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
-use laredo_core::{AppliedChange, ChangeCursor};
+use laredo_core::{ListenerHandle, Position, Row, RowChange, SyncSource};
 use laredo_proto::laredo::v1 as wire;
-use laredo_target_memory::ListenerHandle;
 use parking_lot::Mutex;
 use tokio_stream::Stream;
 use tonic::Status;
@@ -33,20 +37,23 @@ pub const SUBSCRIBER_BUFFER: usize = 256;
 pub type SubscribeStream =
     Pin<Box<dyn Stream<Item = Result<wire::SubscribeResponse, Status>> + Send>>;
 
-/// One queued event; `P` is what the target hands its listeners (a row or an object).
-enum Event<P> {
+/// The position and transaction id of the applied change behind a row change.
+type Origin = (Position, i64);
+
+/// One queued event.
+enum Event {
     Change {
-        old: Option<P>,
-        new: Option<P>,
+        old: Option<Row>,
+        new: Option<Row>,
         at: SystemTime,
-        /// The source change being applied, when the change came from one.
-        source: Option<AppliedChange>,
+        /// The applied change that made it, when one did.
+        origin: Option<Origin>,
     },
     Dropped(u64),
 }
 
-struct QueueState<P> {
-    events: VecDeque<Event<P>>,
+struct QueueState {
+    events: VecDeque<Event>,
     /// `Change` entries in `events` (markers do not count against the capacity).
     changes: usize,
     closed: bool,
@@ -54,12 +61,12 @@ struct QueueState<P> {
 }
 
 /// The queue between one listener and one stream.
-pub(crate) struct Queue<P> {
+pub(crate) struct Queue {
     capacity: usize,
-    state: Mutex<QueueState<P>>,
+    state: Mutex<QueueState>,
 }
 
-impl<P> Queue<P> {
+impl Queue {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             capacity: capacity.max(1),
@@ -74,7 +81,7 @@ impl<P> Queue<P> {
 
     /// Appends a change, or counts it as dropped when the queue is full. Never waits
     /// beyond the queue's own short lock.
-    fn push(&self, old: Option<P>, new: Option<P>, source: Option<AppliedChange>) {
+    fn push(&self, old: Option<Row>, new: Option<Row>, origin: Option<Origin>) {
         let waker = {
             let mut state = self.state.lock();
             if state.changes < self.capacity {
@@ -82,7 +89,7 @@ impl<P> Queue<P> {
                     old,
                     new,
                     at: SystemTime::now(),
-                    source,
+                    origin,
                 });
                 state.changes += 1;
             } else if let Some(Event::Dropped(count)) = state.events.back_mut() {
@@ -109,7 +116,7 @@ impl<P> Queue<P> {
     }
 
     /// The next queued event; `Ready(None)` once closed and drained.
-    fn poll_pop(&self, cx: &Context<'_>) -> Poll<Option<Event<P>>> {
+    fn poll_pop(&self, cx: &Context<'_>) -> Poll<Option<Event>> {
         let mut state = self.state.lock();
         match state.events.pop_front() {
             Some(event) => {
@@ -130,36 +137,29 @@ impl<P> Queue<P> {
 /// The listener's side of a queue: moved into the listener closure, so when the
 /// target drops the listener (unsubscribed, or the target closed) the queue closes and
 /// the subscription stops counting.
-pub(crate) struct Producer<P> {
-    queue: Arc<Queue<P>>,
-    /// Which source change the target is applying (`None` for a target the engine
-    /// does not run).
-    cursor: Option<ChangeCursor>,
+pub(crate) struct Producer {
+    queue: Arc<Queue>,
     _guard: SubscriberGuard,
 }
 
-impl<P> Producer<P> {
-    pub(crate) fn new(
-        queue: &Arc<Queue<P>>,
-        cursor: Option<ChangeCursor>,
-        guard: SubscriberGuard,
-    ) -> Self {
+impl Producer {
+    pub(crate) fn new(queue: &Arc<Queue>, guard: SubscriberGuard) -> Self {
         Self {
             queue: Arc::clone(queue),
-            cursor,
             _guard: guard,
         }
     }
 
-    /// Queues `(old, new)` as the target reported it, with the source change being
-    /// applied (the listener runs inside the apply call).
-    pub(crate) fn push(&self, old: Option<P>, new: Option<P>) {
-        let source = self.cursor.as_ref().and_then(ChangeCursor::current);
-        self.queue.push(old, new, source);
+    /// Queues the change as the target reported it, with its position and
+    /// transaction id when an applied change made it.
+    pub(crate) fn push(&self, change: &RowChange<'_>) {
+        let origin = change.change.map(|c| (c.position.clone(), c.xid));
+        self.queue
+            .push(change.old.cloned(), change.new.cloned(), origin);
     }
 }
 
-impl<P> Drop for Producer<P> {
+impl Drop for Producer {
     fn drop(&mut self) {
         self.queue.close();
     }
@@ -184,38 +184,31 @@ impl Drop for SubscriberGuard {
 
 /// Where the stream is: sending current rows, about to send the replay marker, or
 /// draining the live queue.
-enum Phase<P> {
+enum Phase {
     Replay {
-        rows: std::vec::IntoIter<P>,
+        rows: std::vec::IntoIter<Row>,
         sent: u64,
     },
     Live,
 }
 
-/// The `Subscribe` response stream over one queue; `convert` turns a row or object
-/// into a wire row when it is sent.
-pub(crate) struct Subscription<P, C> {
-    phase: Phase<P>,
-    queue: Arc<Queue<P>>,
-    convert: C,
+/// The `Subscribe` response stream over one queue.
+pub(crate) struct Subscription {
+    phase: Phase,
+    queue: Arc<Queue>,
     /// Prints positions as the source does.
-    cursor: Option<ChangeCursor>,
+    source: Option<Weak<dyn SyncSource>>,
     // Dropped with the stream: removes the listener from the target.
     _listener: ListenerHandle,
 }
 
-impl<P, C> Subscription<P, C>
-where
-    P: Send + Unpin + 'static,
-    C: Fn(&P) -> wire::Row + Send + Unpin + 'static,
-{
+impl Subscription {
     /// A stream that sends `existing` first (with a replay marker) when it is
     /// `Some`, then the queue's events.
     pub(crate) fn new(
-        existing: Option<Vec<P>>,
-        queue: Arc<Queue<P>>,
-        convert: C,
-        cursor: Option<ChangeCursor>,
+        existing: Option<Vec<Row>>,
+        queue: Arc<Queue>,
+        source: Option<Weak<dyn SyncSource>>,
         listener: ListenerHandle,
     ) -> Self {
         let phase = match existing {
@@ -228,8 +221,7 @@ where
         Self {
             phase,
             queue,
-            convert,
-            cursor,
+            source,
             _listener: listener,
         }
     }
@@ -238,7 +230,15 @@ where
         Box::pin(self)
     }
 
-    fn change(&self, event: Event<P>) -> wire::subscribe_response::Event {
+    /// `position` as the table's source prints it; empty once the source is gone.
+    fn position_text(&self, position: &Position) -> String {
+        self.source
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .map_or_else(String::new, |source| source.position_to_string(position))
+    }
+
+    fn change(&self, event: Event) -> wire::subscribe_response::Event {
         use wire::subscribe_response::Event as Out;
         match event {
             Event::Dropped(count) => Out::EventsDropped(wire::EventsDropped { count }),
@@ -246,7 +246,7 @@ where
                 old,
                 new,
                 at,
-                source,
+                origin,
             } => {
                 let action = match (&old, &new) {
                     (None, Some(_)) => wire::ChangeAction::Insert,
@@ -254,21 +254,19 @@ where
                     (Some(_), None) => wire::ChangeAction::Delete,
                     (None, None) => wire::ChangeAction::Truncate,
                 };
-                // Writes that are no source change (a snapshot restore, the TTL
-                // scanner) carry no position.
-                let (position, xid) = match (&source, &self.cursor) {
-                    (Some(source), Some(cursor)) => {
-                        (cursor.position_to_string(&source.position), source.xid)
-                    }
-                    _ => (String::new(), 0),
+                // Writes that are no applied change (baseline rows, a snapshot
+                // restore) carry no position.
+                let (position, xid) = match &origin {
+                    Some((position, xid)) => (self.position_text(position), *xid),
+                    None => (String::new(), 0),
                 };
                 Out::Change(wire::RowChange {
                     action: action.into(),
                     position,
                     xid,
                     timestamp: Some(at.into()),
-                    old_values: old.as_ref().map(&self.convert),
-                    new_values: new.as_ref().map(&self.convert),
+                    old_values: old.as_ref().map(wire::Row::from),
+                    new_values: new.as_ref().map(wire::Row::from),
                     existing: false,
                 })
             }
@@ -282,11 +280,7 @@ fn response(
     Poll::Ready(Some(Ok(wire::SubscribeResponse { event: Some(event) })))
 }
 
-impl<P, C> Stream for Subscription<P, C>
-where
-    P: Send + Unpin + 'static,
-    C: Fn(&P) -> wire::Row + Send + Unpin + 'static,
-{
+impl Stream for Subscription {
     type Item = Result<wire::SubscribeResponse, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -301,7 +295,7 @@ where
                     xid: 0,
                     timestamp: None,
                     old_values: None,
-                    new_values: Some((this.convert)(&row)),
+                    new_values: Some(wire::Row::from(&row)),
                     existing: true,
                 }));
             }
@@ -321,12 +315,16 @@ where
 mod tests {
     use std::task::Waker;
 
+    use laredo_core::row;
+
     use super::*;
 
-    fn pop(queue: &Queue<u32>) -> Option<String> {
+    fn pop(queue: &Queue) -> Option<String> {
         let cx = Context::from_waker(Waker::noop());
         match queue.poll_pop(&cx) {
-            Poll::Ready(Some(Event::Change { new, .. })) => Some(format!("{new:?}")),
+            Poll::Ready(Some(Event::Change { new, .. })) => {
+                Some(format!("{:?}", new.and_then(|row| row.get_i64("n"))))
+            }
             Poll::Ready(Some(Event::Dropped(n))) => Some(format!("dropped {n}")),
             Poll::Ready(None) => Some("closed".into()),
             Poll::Pending => None,
@@ -337,15 +335,19 @@ mod tests {
     fn a_full_queue_counts_drops_in_one_marker_at_their_place() {
         let queue = Queue::new(2);
         let count = Arc::new(AtomicUsize::new(0));
-        let producer = Producer::new(&queue, None, SubscriberGuard::new(&count));
+        let producer = Producer::new(&queue, SubscriberGuard::new(&count));
         assert_eq!(count.load(Ordering::SeqCst), 1);
+        let push = |n: i64| {
+            let row = row! {"n" => n};
+            producer.push(&RowChange::new(None, Some(&row), None));
+        };
         for n in 1..=5 {
-            producer.push(None, Some(n));
+            push(n);
         }
         assert_eq!(pop(&queue).as_deref(), Some("Some(1)"));
         // Room for one more: it goes after the marker of 3, 4 and 5.
-        producer.push(None, Some(6));
-        producer.push(None, Some(7));
+        push(6);
+        push(7);
         assert_eq!(pop(&queue).as_deref(), Some("Some(2)"));
         assert_eq!(pop(&queue).as_deref(), Some("dropped 3"));
         assert_eq!(pop(&queue).as_deref(), Some("Some(6)"));

@@ -1,70 +1,40 @@
-//! The queryable tables: one trait over the two in-memory target kinds.
+//! The queryable tables: a target's [`RowAccess`], or a reader registered for the table
+//! ([`QueryService::with_rows`](crate::QueryService::with_rows)).
 //!
-//! An [`IndexedTarget`] answers every read itself. A [`CompiledTarget`] holds the
-//! embedding application's objects, which the service cannot read: its registration
-//! brings a serializer that turns an object back into a row, and its only index is its
-//! key ([`PRIMARY_INDEX`]).
+//! Every read goes through the capability, so the service serves any target that has
+//! it (indexed, compiled, fan-out, or one of the application's) without knowing its
+//! type. What a target does not offer is made up here: a target that lists no lookup
+//! index is looked up by its key, and one without an ordered index is paged from a
+//! sorted scan (`page`).
 //!
 //! Errors are gRPC statuses already, naming the table: this module is the one that
 //! knows the fields, indexes and arities the messages talk about.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use laredo_core::{ChangeCursor, Engine, Row, TableIdentifier, Value, primary_key_columns};
-use laredo_proto::laredo::v1 as wire;
-use laredo_target_memory::{CompiledTarget, IndexError, IndexedTarget, PRIMARY_INDEX};
+use laredo_core::{
+    IndexError, IndexInfo, PRIMARY_INDEX, Row, RowAccess, RowChange, RowLayout, SyncSource,
+    SyncTarget, TableIdentifier, Value,
+};
 use tonic::Status;
 
 use crate::subscription::{Producer, Queue, SubscribeStream, SubscriberGuard, Subscription};
 
-/// Turns a compiled target's object into the row the service sends.
-pub(crate) type Serializer<T> = Arc<dyn Fn(&T) -> Row + Send + Sync>;
+/// Where a table's rows come from.
+enum Rows {
+    /// A target the engine runs, read through [`SyncTarget::rows`].
+    Target(Arc<dyn SyncTarget>),
+    /// A reader the application registered for the table.
+    Registered(Arc<dyn RowAccess>),
+}
 
-/// The reads the Query service makes of one table.
-pub(crate) trait QueryTable: Send + Sync {
-    /// The columns identifying a row (`GetRow`'s key, `ListRows`' order).
-    ///
-    /// # Errors
-    /// `UNAVAILABLE` while the target is not initialised.
-    fn key_fields(&self) -> Result<Vec<String>, Status>;
-
-    /// The row of `key` in the lookup index (`index` `None`) or the first row of `key`
-    /// in the named index.
-    fn lookup(&self, index: Option<&str>, key: Vec<Value>) -> Result<Option<Row>, Status>;
-
-    /// Every row of `key` in the named index.
-    fn lookup_all(&self, index: &str, key: Vec<Value>) -> Result<Vec<Row>, Status>;
-
-    /// The row whose key ([`QueryTable::key_fields`]) is `key`.
-    fn get(&self, key: Vec<Value>) -> Result<Option<Row>, Status>;
-
-    /// Every row (order unspecified).
-    fn rows(&self) -> Vec<Row>;
-
-    /// Up to `limit` rows in key order (see `page`) whose key is after `after`, or
-    /// `None` when the table has no ordered index (the caller then selects the page
-    /// from [`QueryTable::rows`]).
-    fn rows_in_key_order(&self, _after: Option<&[Value]>, _limit: usize) -> Option<Vec<Row>> {
-        None
-    }
-
-    /// The number of rows.
-    fn count(&self) -> u64;
-
-    /// The engine's cursor of the pipeline writing this table's target (which source
-    /// change it is applying); `None` when the engine does not run the target.
-    fn change_cursor(&self, engine: &Engine) -> Option<ChangeCursor>;
-
-    /// A change stream: registers a listener, then (with `replay`) reads the current
-    /// rows, so a change made meanwhile is sent after them. Changes carry the source
-    /// position and transaction id that `cursor` reports.
-    fn subscribe(
-        &self,
-        replay: bool,
-        capacity: usize,
-        guard: SubscriberGuard,
-        cursor: Option<ChangeCursor>,
-    ) -> SubscribeStream;
+/// One table as a request resolved it: its rows and the source that prints its
+/// positions.
+pub(crate) struct Served {
+    table: TableIdentifier,
+    rows: Rows,
+    /// Held weakly: a subscription does not keep the engine's source alive.
+    source: Option<Weak<dyn SyncSource>>,
 }
 
 /// `INVALID_ARGUMENT` unless `key` has one value per field.
@@ -97,37 +67,82 @@ fn unknown_index(table: &TableIdentifier, index: &str, known: &[String]) -> Stat
     ))
 }
 
-/// An [`IndexedTarget`] serving `table`.
-pub(crate) struct IndexedTable {
-    table: TableIdentifier,
-    target: Arc<IndexedTarget>,
-}
-
-impl IndexedTable {
-    pub(crate) fn new(table: TableIdentifier, target: Arc<IndexedTarget>) -> Self {
-        Self { table, target }
+impl Served {
+    /// A target the engine runs; `None` when it has no row access.
+    pub(crate) fn target(
+        table: TableIdentifier,
+        target: Arc<dyn SyncTarget>,
+        source: Option<&Arc<dyn SyncSource>>,
+    ) -> Option<Self> {
+        target.rows()?;
+        Some(Self {
+            table,
+            rows: Rows::Target(target),
+            source: source.map(Arc::downgrade),
+        })
     }
 
-    /// The named index's fields, or `NOT_FOUND` listing the known indexes.
-    fn index_fields(&self, index: &str) -> Result<Vec<String>, Status> {
-        let indexes = self.target.indexes();
-        match indexes.iter().find(|info| info.name == index) {
-            Some(info) => Ok(info.fields.clone()),
-            None => {
-                let known: Vec<String> = indexes.into_iter().map(|info| info.name).collect();
-                Err(unknown_index(&self.table, index, &known))
-            }
+    /// A reader registered for the table.
+    pub(crate) fn registered(
+        table: TableIdentifier,
+        rows: Arc<dyn RowAccess>,
+        source: Option<&Arc<dyn SyncSource>>,
+    ) -> Self {
+        Self {
+            table,
+            rows: Rows::Registered(rows),
+            source: source.map(Arc::downgrade),
         }
     }
 
-    fn find(&self, index: &str, key: Vec<Value>) -> Result<Vec<Row>, Status> {
-        let fields = self.index_fields(index)?;
+    fn access(&self) -> Result<&dyn RowAccess, Status> {
+        match &self.rows {
+            Rows::Registered(rows) => Ok(rows.as_ref()),
+            // Checked when resolved; a target's capabilities do not come and go.
+            Rows::Target(target) => target.rows().ok_or_else(|| {
+                Status::not_found(format!("the target of {} has no rows", self.table))
+            }),
+        }
+    }
+
+    /// The columns identifying a row (`GetRow`'s key, `ListRows`' order).
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` while the target is not initialised.
+    pub(crate) fn key_fields(&self) -> Result<Vec<String>, Status> {
+        let fields = self.access()?.key_fields();
         if fields.is_empty() {
             return Err(not_initialised(&self.table));
         }
-        check_arity(&format!("index {index:?}"), &self.table, &fields, &key)?;
-        self.target
-            .lookup_all(index, key)
+        Ok(fields)
+    }
+
+    /// The row whose key ([`Served::key_fields`]) is `key`; `what` names the key in an
+    /// arity error.
+    fn by_key(&self, what: &str, key: Vec<Value>) -> Result<Option<Row>, Status> {
+        let fields = self.key_fields()?;
+        check_arity(what, &self.table, &fields, &key)?;
+        let identity = Row::new(RowLayout::new(&fields), key);
+        Ok(self.access()?.get(&identity))
+    }
+
+    /// The index `name` as the target lists it, if it does.
+    fn listed(rows: &dyn RowAccess, name: &str) -> (Option<IndexInfo>, Vec<IndexInfo>) {
+        let indexes = rows.indexes();
+        let found = indexes.iter().find(|info| info.name == name).cloned();
+        (found, indexes)
+    }
+
+    /// The rows of `key` in the listed index `info`; `what` names the key in an arity
+    /// error.
+    fn by_index(&self, info: &IndexInfo, what: &str, key: Vec<Value>) -> Result<Vec<Row>, Status> {
+        let index = info.name.as_str();
+        if info.fields.is_empty() {
+            return Err(not_initialised(&self.table));
+        }
+        check_arity(what, &self.table, &info.fields, &key)?;
+        self.access()?
+            .lookup(index, &key)
             .map_err(|error| match error {
                 // The index set is fixed at build time and the arity was checked: these
                 // only happen if the target changed in between, reported as it says.
@@ -135,193 +150,95 @@ impl IndexedTable {
                 other => Status::invalid_argument(format!("{}: {other}", self.table)),
             })
     }
-}
 
-impl QueryTable for IndexedTable {
-    fn key_fields(&self) -> Result<Vec<String>, Status> {
-        // As the target keys its rows: the primary key, else the lookup fields.
-        let columns = self.target.columns();
-        let primary: Vec<String> = primary_key_columns(&columns)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        let fields = if primary.is_empty() && !columns.is_empty() {
-            self.target.lookup_fields()
-        } else {
-            primary
-        };
-        if fields.is_empty() {
-            return Err(not_initialised(&self.table));
-        }
-        Ok(fields)
-    }
-
-    fn lookup(&self, index: Option<&str>, key: Vec<Value>) -> Result<Option<Row>, Status> {
-        let Some(index) = index else {
-            let fields = self.target.lookup_fields();
-            if fields.is_empty() {
-                return Err(not_initialised(&self.table));
+    /// Every row of `key` in the named index; [`PRIMARY_INDEX`] is the lookup index,
+    /// or the key for a target that lists none.
+    pub(crate) fn lookup_all(&self, index: &str, key: Vec<Value>) -> Result<Vec<Row>, Status> {
+        let (found, indexes) = Self::listed(self.access()?, index);
+        match found {
+            Some(info) => self.by_index(&info, &format!("index {index:?}"), key),
+            None if index == PRIMARY_INDEX => Ok(self
+                .by_key(&format!("index {index:?}"), key)?
+                .into_iter()
+                .collect()),
+            None => {
+                let mut known: Vec<String> = indexes.into_iter().map(|info| info.name).collect();
+                if !known.iter().any(|name| name == PRIMARY_INDEX) {
+                    known.insert(0, PRIMARY_INDEX.to_string());
+                }
+                Err(unknown_index(&self.table, index, &known))
             }
-            check_arity("lookup key", &self.table, &fields, &key)?;
-            return Ok(self.target.lookup(key));
-        };
-        Ok(self.find(index, key)?.into_iter().next())
+        }
     }
 
-    fn lookup_all(&self, index: &str, key: Vec<Value>) -> Result<Vec<Row>, Status> {
-        self.find(index, key)
-    }
-
-    fn get(&self, key: Vec<Value>) -> Result<Option<Row>, Status> {
-        let fields = self.key_fields()?;
-        check_arity("primary key", &self.table, &fields, &key)?;
-        Ok(self.target.get(key))
-    }
-
-    fn rows(&self) -> Vec<Row> {
-        self.target.all()
-    }
-
-    fn rows_in_key_order(&self, after: Option<&[Value]>, limit: usize) -> Option<Vec<Row>> {
-        Some(self.target.rows_in_key_order(after, limit))
-    }
-
-    fn count(&self) -> u64 {
-        self.target.count() as u64
-    }
-
-    fn change_cursor(&self, engine: &Engine) -> Option<ChangeCursor> {
-        engine.change_cursor(self.target.as_ref())
-    }
-
-    fn subscribe(
+    /// The row of `key` in the lookup index (`index` `None`: the target's
+    /// [`PRIMARY_INDEX`], else its key) or the first row of `key` in the named index.
+    pub(crate) fn lookup(
         &self,
-        replay: bool,
-        capacity: usize,
-        guard: SubscriberGuard,
-        cursor: Option<ChangeCursor>,
-    ) -> SubscribeStream {
-        let queue = Queue::new(capacity);
-        let producer = Producer::new(&queue, cursor.clone(), guard);
-        let listener = self
-            .target
-            .listen(move |old: Option<&Row>, new: Option<&Row>| {
-                producer.push(old.cloned(), new.cloned());
-            });
-        let existing = replay.then(|| self.target.all());
-        let convert = |row: &Row| wire::Row::from(row);
-        Subscription::new(existing, queue, convert, cursor, listener).boxed()
-    }
-}
-
-/// A [`CompiledTarget`] serving `table` through a serializer.
-pub(crate) struct CompiledTable<T> {
-    table: TableIdentifier,
-    target: Arc<CompiledTarget<T>>,
-    serializer: Serializer<T>,
-}
-
-impl<T: Send + Sync + 'static> CompiledTable<T> {
-    pub(crate) fn new(
-        table: TableIdentifier,
-        target: Arc<CompiledTarget<T>>,
-        serializer: Serializer<T>,
-    ) -> Self {
-        Self {
-            table,
-            target,
-            serializer,
+        index: Option<&str>,
+        key: Vec<Value>,
+    ) -> Result<Option<Row>, Status> {
+        if let Some(index) = index {
+            return Ok(self.lookup_all(index, key)?.into_iter().next());
         }
-    }
-
-    fn by_key(&self, what: &str, key: Vec<Value>) -> Result<Option<Row>, Status> {
-        let fields = self.key_fields()?;
-        check_arity(what, &self.table, &fields, &key)?;
-        Ok(self
-            .target
-            .get(key)
-            .map(|object| (self.serializer)(&object)))
-    }
-
-    fn check_index(&self, index: &str) -> Result<(), Status> {
-        if index == PRIMARY_INDEX {
-            Ok(())
-        } else {
-            Err(unknown_index(
-                &self.table,
-                index,
-                &[PRIMARY_INDEX.to_string()],
-            ))
-        }
-    }
-}
-
-impl<T: Send + Sync + 'static> QueryTable for CompiledTable<T> {
-    fn key_fields(&self) -> Result<Vec<String>, Status> {
-        let fields = self.target.key_fields();
-        if fields.is_empty() {
-            return Err(not_initialised(&self.table));
-        }
-        Ok(fields)
-    }
-
-    fn lookup(&self, index: Option<&str>, key: Vec<Value>) -> Result<Option<Row>, Status> {
-        match index {
+        let (found, _) = Self::listed(self.access()?, PRIMARY_INDEX);
+        match found {
+            Some(info) => Ok(self.by_index(&info, "lookup key", key)?.into_iter().next()),
             None => self.by_key("lookup key", key),
-            Some(index) => {
-                self.check_index(index)?;
-                self.by_key(&format!("index {index:?}"), key)
-            }
         }
     }
 
-    fn lookup_all(&self, index: &str, key: Vec<Value>) -> Result<Vec<Row>, Status> {
-        self.check_index(index)?;
-        Ok(self
-            .by_key(&format!("index {index:?}"), key)?
-            .into_iter()
-            .collect())
-    }
-
-    fn get(&self, key: Vec<Value>) -> Result<Option<Row>, Status> {
+    /// The row whose key ([`Served::key_fields`]) is `key`.
+    pub(crate) fn get(&self, key: Vec<Value>) -> Result<Option<Row>, Status> {
         self.by_key("primary key", key)
     }
 
-    fn rows(&self) -> Vec<Row> {
-        self.target
-            .all()
-            .iter()
-            .map(|object| (self.serializer)(object))
-            .collect()
+    /// Every row (order unspecified).
+    pub(crate) fn rows(&self) -> Result<Vec<Row>, Status> {
+        Ok(self.access()?.scan())
     }
 
-    fn count(&self) -> u64 {
-        self.target.count() as u64
+    /// Up to `limit` rows in key order after `after`, or `None` when the target keeps
+    /// no ordered index (the caller then selects the page from [`Served::rows`]).
+    pub(crate) fn rows_after(
+        &self,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Option<Vec<Row>>, Status> {
+        Ok(self.access()?.rows_after(after, limit))
     }
 
-    fn change_cursor(&self, engine: &Engine) -> Option<ChangeCursor> {
-        engine.change_cursor(self.target.as_ref())
+    /// The number of rows.
+    pub(crate) fn count(&self) -> Result<u64, Status> {
+        Ok(self.access()?.count())
     }
 
-    fn subscribe(
+    /// A change stream: subscribes to the rows, then (with `replay`) reads the current
+    /// rows, so a change made meanwhile is sent after them. Changes carry the position
+    /// and transaction id of the change that made them.
+    ///
+    /// # Errors
+    /// `UNIMPLEMENTED` when the target does not report its changes.
+    pub(crate) fn subscribe(
         &self,
         replay: bool,
         capacity: usize,
         guard: SubscriberGuard,
-        cursor: Option<ChangeCursor>,
-    ) -> SubscribeStream {
+    ) -> Result<SubscribeStream, Status> {
+        let rows = self.access()?;
         let queue = Queue::new(capacity);
-        let producer = Producer::new(&queue, cursor.clone(), guard);
-        // Objects are queued as they are (an `Arc` clone) and serialized by the
-        // stream, off the pipeline's task.
-        let listener = self
-            .target
-            .listen(move |old: Option<&Arc<T>>, new: Option<&Arc<T>>| {
-                producer.push(old.cloned(), new.cloned());
-            });
-        let existing = replay.then(|| self.target.all());
-        let serializer = Arc::clone(&self.serializer);
-        let convert = move |object: &Arc<T>| wire::Row::from(&serializer(object));
-        Subscription::new(existing, queue, convert, cursor, listener).boxed()
+        let producer = Producer::new(&queue, guard);
+        let listener = rows
+            .subscribe(Arc::new(move |change: &RowChange<'_>| {
+                producer.push(change)
+            }))
+            .ok_or_else(|| {
+                Status::unimplemented(format!(
+                    "the target of {} does not report its changes",
+                    self.table
+                ))
+            })?;
+        let existing = replay.then(|| rows.scan());
+        Ok(Subscription::new(existing, queue, self.source.clone(), listener).boxed())
     }
 }

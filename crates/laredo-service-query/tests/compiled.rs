@@ -1,11 +1,12 @@
-//! A CompiledTarget served through a registered serializer.
+//! A CompiledTarget served through a registered serializer (its `serialized` rows), and
+//! as its own rows without one.
 
 use laredo_core::{Engine, PipelineOptions, Row, TableIdentifier, row, table};
 use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::subscribe_response::Event;
 use laredo_service_query::{Error, QueryService};
 use laredo_source_test::TestSource;
-use laredo_target_memory::CompiledTarget;
+use laredo_target_memory::{CompiledRows, CompiledTarget};
 use tonic::Code;
 
 use crate::fixture::{
@@ -39,6 +40,14 @@ fn serialize(account: &Account) -> Row {
     sent(account.id, &account.owner, account.cents)
 }
 
+/// The engine's compiled target of `accounts`, read as serialized rows.
+fn serialized(engine: &Engine) -> std::sync::Arc<CompiledRows<Account>> {
+    engine
+        .get_target::<CompiledTarget<Account>>("main", &accounts())
+        .unwrap()
+        .serialized(serialize)
+}
+
 async fn setup() -> (Engine, std::sync::Arc<TestSource>, QueryService) {
     let source = TestSource::new();
     source.set_schema(
@@ -69,7 +78,7 @@ async fn setup() -> (Engine, std::sync::Arc<TestSource>, QueryService) {
         .unwrap();
     started(&engine).await;
     let service = QueryService::new(engine.clone())
-        .with_compiled::<Account>("main", &accounts(), serialize)
+        .with_rows("main", &accounts(), serialized(&engine))
         .unwrap();
     (engine, source, service)
 }
@@ -230,27 +239,71 @@ async fn compiled_changes_stream_as_serialized_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registering_a_compiled_target_that_is_not_there_fails() {
+async fn registering_rows_for_a_table_the_engine_does_not_serve_there_fails() {
     let (engine, _source, _service) = setup().await;
-    let wrong_type = QueryService::new(engine.clone())
-        .with_compiled::<String>("main", &accounts(), |s: &String| row! {"s" => s.as_str()})
+    // The object type is the application's to name: the engine finds no compiled target
+    // of another type, so there is nothing to serialize.
+    assert!(
+        engine
+            .get_target::<CompiledTarget<String>>("main", &accounts())
+            .is_none()
+    );
+    let wrong_source = QueryService::new(engine.clone())
+        .with_rows("other", &accounts(), serialized(&engine))
         .unwrap_err();
     assert_eq!(
-        wrong_type,
-        Error::UnknownCompiledTarget {
-            source_id: "main".into(),
+        wrong_source,
+        Error::UnknownTable {
+            source_id: "other".into(),
             table: accounts(),
-            type_name: "alloc::string::String",
         }
     );
-    let wrong_source = QueryService::new(engine)
-        .with_compiled::<Account>("other", &accounts(), serialize)
-        .unwrap_err();
     assert_eq!(
         wrong_source.to_string(),
-        format!(
-            "no compiled target of type {} for public.accounts on source \"other\"",
-            std::any::type_name::<Account>()
-        )
+        "no pipeline of public.accounts on source \"other\""
+    );
+    let wrong_table = QueryService::new(engine.clone())
+        .with_rows("main", &table("public", "nope"), serialized(&engine))
+        .unwrap_err();
+    assert_eq!(
+        wrong_table.to_string(),
+        "no pipeline of public.nope on source \"main\""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_compiled_target_serves_the_rows_its_objects_came_from() {
+    let (engine, _source, _service) = setup().await;
+    let mut client = crate::fixture::serve(QueryService::new(engine)).await;
+    let found = client
+        .get_row(get_row(&accounts(), vec![int(1)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        row_of(&found.row.unwrap()),
+        account_row(1, "ann", 1050, true)
+    );
+    let page = client
+        .list_rows(list_rows(&accounts(), 10, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        page.rows.iter().map(row_of).collect::<Vec<_>>(),
+        vec![
+            account_row(1, "ann", 1050, true),
+            account_row(3, "cy", 700, true)
+        ],
+        "inactive accounts are not objects"
+    );
+    let status = client
+        .subscribe(subscribe(&accounts(), false))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(
+        status.message(),
+        "the target of public.accounts does not report its changes"
     );
 }

@@ -42,7 +42,10 @@ async fn an_unknown_table_is_not_found_in_every_rpc() {
     assert_eq!(statuses.len(), 6);
     for status in statuses {
         assert_eq!(status.code(), Code::NotFound, "{status:?}");
-        assert_eq!(status.message(), "no indexed target found for public.nope");
+        assert_eq!(
+            status.message(),
+            "no target with row access found for public.nope"
+        );
     }
 }
 
@@ -151,6 +154,6 @@ async fn a_table_on_one_source_needs_no_source() {
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(
         status.message(),
-        "no indexed target found for public.users on source b"
+        "no target with row access found for public.users on source b"
     );
 }

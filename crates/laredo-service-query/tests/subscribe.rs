@@ -64,6 +64,40 @@ async fn live_changes_carry_their_source_position_and_transaction_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_of_a_batch_carries_its_own_position_and_transaction_id() {
+    let mut f = fixture(1..=3).await;
+    let mut stream = f
+        .client
+        .subscribe(subscribe(&users(), false))
+        .await
+        .unwrap()
+        .into_inner();
+    // Queued at once: the engine hands them to the target in as few batches as it can,
+    // and each change still carries its own position and transaction.
+    let zero = Position::from_u64(0);
+    let last = f.source.enqueue((4..=9).map(|id| {
+        ChangeEvent::insert(users(), zero.clone(), user(id)).with_commit(None, 100 + id)
+    }));
+    let first = last.as_u64().unwrap() - 5;
+    let mut received = Vec::new();
+    for _ in 4..=9 {
+        let insert = change(next(&mut stream).await);
+        received.push((
+            insert.position.clone(),
+            insert.xid,
+            insert.new_values.as_ref().map(row_of),
+        ));
+    }
+    let expected: Vec<_> = (4..=9)
+        .map(|id| {
+            let position = first + u64::try_from(id - 4).unwrap();
+            (position.to_string(), 100 + id, Some(user(id)))
+        })
+        .collect();
+    assert_eq!(received, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_inserts_updates_deletes_and_truncates_arrive_in_order() {
     let mut f = fixture(1..=3).await;
     let mut stream = f

@@ -16,24 +16,31 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hashbrown::HashMap;
 use laredo_core::{
-    ApplyError, Change, ChangeKind, ColumnDefinition, Row, RowAccess, SchemaChangeResponse,
-    SnapshotEntry, SnapshotTarget, SyncTarget, TableIdentifier, TableSnapshotInfo, TargetError,
-    Value, primary_key_columns,
+    ApplyError, Change, ChangeKind, ColumnDefinition, ListenerHandle, Listeners, Row, RowAccess,
+    SchemaChangeResponse, SnapshotEntry, SnapshotTarget, SyncTarget, TableIdentifier,
+    TableSnapshotInfo, TargetError, Value, primary_key_columns,
 };
+use laredo_index::IntoKey;
 use parking_lot::RwLock;
-
-use crate::key::{IntoKey, key_bytes};
-use crate::listener::{ListenerHandle, Registry};
 
 /// The target type name.
 const TYPE_NAME: &str = "compiled-memory";
 
 type Compiler<T> = dyn Fn(&Row) -> Result<T, String> + Send + Sync;
 type RowFilter = dyn Fn(&Row) -> bool + Send + Sync;
-type ObjectListener<T> = dyn Fn(Option<&Arc<T>>, Option<&Arc<T>>) + Send + Sync;
+/// A listener of the objects, told the applied change behind each call when there is
+/// one ([`CompiledTarget::listen_changes`]).
+type ObjectListener<T> = dyn Fn(Option<&Arc<T>>, Option<&Arc<T>>, Option<&Change>) + Send + Sync;
 
 /// A change to report to listeners once the write lock is released.
 type Notice<T> = (Option<Arc<T>>, Option<Arc<T>>);
+
+/// The canonical key bytes of `key` and its number of values.
+fn key_bytes(key: impl IntoKey) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(24);
+    let arity = key.into_key_bytes(&mut out);
+    (out, arity)
+}
 
 /// What the filter and the compiler made of a row.
 enum Outcome<T> {
@@ -83,7 +90,7 @@ impl<T: Send + Sync + 'static> CompiledTargetBuilder<T> {
                 key_fields: Vec::new(),
                 entries: HashMap::new(),
             }),
-            listeners: Registry::new(),
+            listeners: Listeners::new(),
         })
     }
 }
@@ -191,7 +198,7 @@ pub struct CompiledTarget<T> {
     configured_keys: Vec<String>,
     filter: Option<Box<RowFilter>>,
     state: RwLock<State<T>>,
-    listeners: Arc<Registry<ObjectListener<T>>>,
+    listeners: Arc<Listeners<ObjectListener<T>>>,
 }
 
 impl<T> std::fmt::Debug for CompiledTarget<T> {
@@ -265,6 +272,16 @@ impl<T: Send + Sync + 'static> CompiledTarget<T> {
         &self,
         listener: impl Fn(Option<&Arc<T>>, Option<&Arc<T>>) + Send + Sync + 'static,
     ) -> ListenerHandle {
+        self.listen_changes(move |old, new, _| listener(old, new))
+    }
+
+    /// As [`CompiledTarget::listen`], and each call also gets the applied change that
+    /// made it (its source position and transaction id), `None` for baseline rows and a
+    /// snapshot restore.
+    pub fn listen_changes(
+        &self,
+        listener: impl Fn(Option<&Arc<T>>, Option<&Arc<T>>, Option<&Change>) + Send + Sync + 'static,
+    ) -> ListenerHandle {
         self.listeners.add(Arc::new(listener))
     }
 
@@ -304,18 +321,21 @@ impl<T: Send + Sync + 'static> CompiledTarget<T> {
         for (error, key) in failures {
             tracing::warn!(%error, %key, "row skipped: compile failed");
         }
-        self.notify(&changes);
+        self.notify(&changes, &[], &[]);
         Ok(())
     }
 
-    fn notify(&self, changes: &[Notice<T>]) {
+    /// Calls the listeners for each of `changes`; `origins[n]`, when there, is the index
+    /// in `batch` of the change that made notice `n`.
+    fn notify(&self, changes: &[Notice<T>], origins: &[usize], batch: &[Change]) {
         if changes.is_empty() || self.listeners.is_empty() {
             return;
         }
         let listeners = self.listeners.snapshot();
-        for (old, new) in changes {
+        for (n, (old, new)) in changes.iter().enumerate() {
+            let change = origins.get(n).and_then(|&at| batch.get(at));
             for listener in &listeners {
-                listener(old.as_ref(), new.as_ref());
+                listener(old.as_ref(), new.as_ref(), change);
             }
         }
     }
@@ -387,6 +407,8 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
             .collect();
         outcomes.reverse();
         let mut notices = Vec::new();
+        // Per notice: the index of its change in the batch.
+        let mut origins = Vec::new();
         let mut failures = Vec::new();
         {
             let mut state = self.state.write();
@@ -397,7 +419,7 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
                 // Checked before anything is applied: a failure blames no later change.
                 state.ensure_configured()?;
             }
-            for change in batch {
+            for (at, change) in batch.iter().enumerate() {
                 match &change.kind {
                     ChangeKind::Insert { row }
                     | ChangeKind::Update {
@@ -425,12 +447,13 @@ impl<T: Send + Sync + 'static> SyncTarget for CompiledTarget<T> {
                         notices.push((None, None));
                     }
                 }
+                origins.resize(notices.len(), at);
             }
         }
         for (error, key) in failures {
             tracing::warn!(%error, %key, "row skipped: compile failed");
         }
-        self.notify(&notices);
+        self.notify(&notices, &origins, batch);
         Ok(())
     }
 
@@ -512,5 +535,10 @@ impl<T: Send + Sync + 'static> RowAccess for CompiledTarget<T> {
             .values()
             .map(|e| e.row.clone())
             .collect()
+    }
+
+    /// The key fields in effect ([`CompiledTarget::key_fields`]).
+    fn key_fields(&self) -> Vec<String> {
+        CompiledTarget::key_fields(self)
     }
 }

@@ -8,9 +8,15 @@
 //!   index and optional secondary indexes (unique or not): `lookup`, `get`,
 //!   `lookup_all`, `all`, `count` and `listen`. Each row is held once, as one compact
 //!   byte string in a slab, and indexes hold slot numbers, so memory stays close to the
-//!   raw size of the values (about 1.4 times it for a typical ten-column table).
+//!   raw size of the values (about 1.4 times it for a typical ten-column table). The
+//!   store is laredo-index's `IndexedRows`, shared with laredo-client-fanout.
 //! - [`CompiledTarget`] (`compiled-memory`): typed domain objects built from each row by
-//!   a compiler function, keyed by key fields, with an optional filter.
+//!   a compiler function, keyed by key fields, with an optional filter;
+//!   [`CompiledTarget::serialized`] reads them as rows ([`CompiledRows`]) for readers
+//!   that cannot know their type.
+//!
+//! Both implement laredo-core's [`RowAccess`](laredo_core::RowAccess), so services
+//! (the Query service, OAM's index report) read them without depending on this crate.
 //!
 //! Keys are anything [`IntoKey`]: `target.lookup("user-123")`, `target.lookup(7)`,
 //! `target.lookup((1, "a"))`. They compare by canonical key bytes
@@ -21,7 +27,7 @@
 //! (outside the lock: a listener may read the target), in change order.
 //!
 //! ```
-//! use laredo_core::{row, table, ColumnDefinition, IndexDefinition, Row, SyncTarget};
+//! use laredo_core::{row, table, Change, ColumnDefinition, IndexDefinition, Row, SyncTarget};
 //! use laredo_target_memory::IndexedTarget;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -41,8 +47,10 @@
 //! let _listener = users.listen(|old: Option<&Row>, new: Option<&Row>| {
 //!     println!("{old:?} -> {new:?}");
 //! });
-//! users.on_insert(&t, &row! {"id" => 1, "email" => "a@x", "team" => "red"}).await.expect("applied");
-//! users.on_insert(&t, &row! {"id" => 2, "email" => "b@x", "team" => "red"}).await.expect("applied");
+//! users.apply(&t, &[
+//!     Change::insert(row! {"id" => 1, "email" => "a@x", "team" => "red"}),
+//!     Change::insert(row! {"id" => 2, "email" => "b@x", "team" => "red"}),
+//! ]).await.expect("applied");
 //!
 //! assert_eq!(users.lookup("a@x").and_then(|r| r.get_i64("id")), Some(1));
 //! assert_eq!(users.get(2).and_then(|r| r.get_string("email")).as_deref(), Some("b@x"));
@@ -54,7 +62,7 @@
 //! A compiled target holds objects instead of rows:
 //!
 //! ```
-//! use laredo_core::{row, table, ColumnDefinition, Row, SyncTarget};
+//! use laredo_core::{row, table, Change, ColumnDefinition, Row, SyncTarget};
 //! use laredo_target_memory::CompiledTarget;
 //!
 //! struct User { name: String }
@@ -73,27 +81,24 @@
 //!     ColumnDefinition::new("active", "bool"),
 //! ];
 //! users.on_init(&t, &columns).await.expect("columns fit");
-//! users.on_insert(&t, &row! {"id" => 1, "name" => "ann", "active" => true}).await.expect("applied");
-//! users.on_insert(&t, &row! {"id" => 2, "name" => "bob", "active" => false}).await.expect("applied");
+//! users.apply(&t, &[
+//!     Change::insert(row! {"id" => 1, "name" => "ann", "active" => true}),
+//!     Change::insert(row! {"id" => 2, "name" => "bob", "active" => false}),
+//! ]).await.expect("applied");
 //!
 //! assert_eq!(users.get(1).map(|u| u.name.clone()).as_deref(), Some("ann"));
 //! assert_eq!(users.count(), 1);
 //! # }
 //! ```
 
-mod codec;
 mod compiled;
-mod index;
 mod indexed;
-mod key;
-mod listener;
-mod order;
-mod store;
+mod serialized;
 
 pub use crate::compiled::{CompiledTarget, CompiledTargetBuilder};
-pub use crate::indexed::{
-    IndexError, IndexInfo, IndexedTarget, IndexedTargetBuilder, PRIMARY_INDEX,
-};
-pub use crate::key::IntoKey;
-pub use crate::listener::ListenerHandle;
-pub use crate::order::{sort_key, write_sort_key};
+pub use crate::indexed::{IndexedTarget, IndexedTargetBuilder};
+pub use crate::serialized::CompiledRows;
+// The row store is laredo-index's, and the capability types are laredo-core's; they
+// are re-exported so that this crate's API reads as before the store moved out.
+pub use laredo_core::{IndexError, IndexInfo, ListenerHandle, PRIMARY_INDEX};
+pub use laredo_index::{IntoKey, sort_key, write_sort_key};

@@ -441,19 +441,6 @@ pub(super) async fn consume_guarded(
     }
 }
 
-/// Records the change about to be applied for the pipeline's [`ChangeCursor`]s
-/// (`None`: between changes).
-///
-/// [`ChangeCursor`]: super::ChangeCursor
-fn set_applying(p: &PipelineEntry, change: Option<&Change>) {
-    if p.cursor_wanted.load(AtomicOrdering::Acquire) {
-        *p.applying.lock() = change.map(|c| super::AppliedChange {
-            position: c.position.clone(),
-            xid: c.xid,
-        });
-    }
-}
-
 /// One pipeline's consumer: applies its buffer to its target until the buffer closes.
 async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffer>) {
     let p = &inner.pipelines[pipeline_idx];
@@ -546,16 +533,6 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                             Some(event) => Origin::Completed(Box::new(event)),
                             None => Origin::Item(at),
                         });
-                        if p.cursor_wanted.load(AtomicOrdering::Acquire) {
-                            // A listener asks which change it sees: one change per call.
-                            set_applying(p, pending.changes.last());
-                            let flushed = flush(&inner, p, &buffer, &items, &mut pending).await;
-                            set_applying(p, None);
-                            if let Flushed::Failed = flushed {
-                                failed = true;
-                                break;
-                            }
-                        }
                     }
                     done = Some(position);
                 }

@@ -165,60 +165,6 @@ pub struct PipelineInfo {
     pub buffer_capacity: usize,
 }
 
-/// The source change a pipeline is applying, as a [`ChangeCursor`] reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AppliedChange {
-    /// The change's source position (format it with
-    /// [`ChangeCursor::position_to_string`]).
-    pub position: crate::Position,
-    /// The origin transaction id; 0 when the source does not know it.
-    pub xid: i64,
-}
-
-/// Tells a target's listener which source change its target is applying, so that a
-/// change stream (the Query service's `Subscribe`) can carry the change's position
-/// and transaction id. Target listeners run inside the apply call, on the pipeline's
-/// task: [`ChangeCursor::current`] read there is the change that fired the listener.
-/// Writes that are not source changes (a baseline, a snapshot restore, the TTL
-/// scanner, a replay) read `None`.
-///
-/// Holds the engine weakly: a cursor kept in a listener does not keep the engine
-/// alive.
-#[derive(Clone)]
-pub struct ChangeCursor {
-    inner: std::sync::Weak<Inner>,
-    pipeline_idx: usize,
-}
-
-impl std::fmt::Debug for ChangeCursor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChangeCursor")
-            .field("pipeline_idx", &self.pipeline_idx)
-            .finish()
-    }
-}
-
-impl ChangeCursor {
-    /// The change being applied, if the pipeline is applying a source change now. A
-    /// short lock, never held across an await: safe to call from a listener.
-    pub fn current(&self) -> Option<AppliedChange> {
-        let inner = self.inner.upgrade()?;
-        inner.pipelines[self.pipeline_idx].applying.lock().clone()
-    }
-
-    /// `position` as the pipeline's source prints it
-    /// ([`SyncSource::position_to_string`]); empty once the engine is gone.
-    pub fn position_to_string(&self, position: &crate::Position) -> String {
-        self.inner.upgrade().map_or_else(String::new, |inner| {
-            let p = &inner.pipelines[self.pipeline_idx];
-            inner.sources[p.source_idx]
-                .source
-                .position_to_string(position)
-        })
-    }
-}
-
 /// A source as reported by [`Engine::source_info`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -266,13 +212,6 @@ pub(crate) struct PipelineEntry {
     /// The position of the last baseline: changes at or before it are already in the
     /// baseline's rows, so buffered ones are skipped instead of applied over it.
     pub(crate) baseline_floor: Mutex<Option<crate::Position>>,
-    /// The change the consumer is applying (position, transaction id), for target
-    /// listeners ([`ChangeCursor`]); `None` between batches, so that writes of a
-    /// baseline, a restore or the TTL scanner carry none.
-    pub(crate) applying: Mutex<Option<AppliedChange>>,
-    /// Set once a [`ChangeCursor`] of the pipeline was handed out: only then does the
-    /// consumer record `applying` (a lock and a position clone per change otherwise).
-    pub(crate) cursor_wanted: std::sync::atomic::AtomicBool,
     /// Signalled when a baseline of the pipeline completed (its validation task then
     /// compares the source's count).
     pub(crate) baselined: tokio::sync::Notify,
@@ -540,8 +479,6 @@ impl Engine {
                 expected_rows: AtomicI64::new(0),
                 apply_lock: tokio::sync::Mutex::new(()),
                 baseline_floor: Mutex::new(None),
-                applying: Mutex::new(None),
-                cursor_wanted: std::sync::atomic::AtomicBool::new(false),
                 baselined: tokio::sync::Notify::new(),
                 buffer: Mutex::new(None),
             });
@@ -866,24 +803,6 @@ impl Engine {
             .iter()
             .find(|p| p.id == pipeline_id)
             .and_then(downcast_target)
-    }
-
-    /// The [`ChangeCursor`] of the pipeline whose target is `target` (the same
-    /// allocation as one handed to the builder); `None` for a target the engine does
-    /// not run.
-    pub fn change_cursor(&self, target: &dyn SyncTarget) -> Option<ChangeCursor> {
-        let wanted = std::ptr::from_ref(target).cast::<()>();
-        let p = self
-            .inner
-            .pipelines
-            .iter()
-            .find(|p| std::ptr::eq(Arc::as_ptr(&p.target).cast::<()>(), wanted))?;
-        p.cursor_wanted
-            .store(true, std::sync::atomic::Ordering::Release);
-        Some(ChangeCursor {
-            inner: Arc::downgrade(&self.inner),
-            pipeline_idx: p.idx,
-        })
     }
 
     /// The first target of `table` on `source_id` (empty = any source) whose concrete

@@ -1,3 +1,4 @@
+mod access;
 mod compiled;
 mod concurrency;
 mod indexes;

@@ -1,4 +1,4 @@
-//! The compact row encoding of [`IndexedTarget`](crate::IndexedTarget).
+//! The compact row encoding of [`IndexedRows`](crate::IndexedRows).
 //!
 //! A stored row is one byte string: its values in the target's column order, each a
 //! one-byte tag followed by its payload. Integers, dates and times are zigzag varints

@@ -1,4 +1,4 @@
-//! Hash indexes over the row slab of [`IndexedTarget`](crate::IndexedTarget).
+//! Hash indexes over the row slab of [`IndexedRows`](crate::IndexedRows).
 //!
 //! An index is a `hashbrown::HashTable` of slot numbers. Key bytes are never stored:
 //! a probe recomputes a candidate's canonical key from its encoded row

@@ -1,4 +1,4 @@
-//! The state of an [`IndexedTarget`](crate::IndexedTarget): the slab of encoded rows,
+//! The state of an [`IndexedRows`](crate::IndexedRows): the slab of encoded rows,
 //! its column layout and its indexes, always changed together under one lock.
 //!
 //! The stored layout is the first row's layout (so rows from a source, which share
@@ -12,11 +12,10 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use hashbrown::DefaultHashBuilder;
-use laredo_core::{IndexDefinition, Row, RowLayout, Value};
+use laredo_core::{IndexDefinition, PRIMARY_INDEX, Row, RowLayout, Value};
 
 use crate::codec;
 use crate::index::{Index, Slots, key_hash};
-use crate::indexed::PRIMARY_INDEX;
 use crate::order;
 
 /// The slab holds `u32::MAX - 1` rows at most (`u32::MAX` marks "no slot").

@@ -12,7 +12,7 @@ use crate::codec;
 ///
 /// ```
 /// use laredo_core::Value;
-/// use laredo_target_memory::IntoKey;
+/// use laredo_index::IntoKey;
 /// assert_eq!("a".into_key(), vec![Value::text("a")]);
 /// assert_eq!((1, "b").into_key(), vec![Value::Int64(1), Value::text("b")]);
 /// ```
