@@ -6,16 +6,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use laredo_core::{
-    DEFAULT_REALTIME_ROWS_PER_SECOND, Engine, EngineError, OrderingGuarantee, PipelineInfo,
-    PipelineState, Position, ReplaySpeed, ReplayState, Row, SnapshotDescriptor, SnapshotFilter,
-    SnapshotMetadata, SourceState, SyncSource, TableIdentifier, Value, primary_key_columns,
+    DEFAULT_REALTIME_ROWS_PER_SECOND, DrainReason, Engine, EngineError, IndexInfo,
+    OrderingGuarantee, PipelineInfo, PipelineState, Position, ReplaySpeed, ReplayState, Row,
+    SnapshotDescriptor, SnapshotFilter, SnapshotMetadata, SourceState, SyncSource, SyncTarget,
+    TableIdentifier, Value, primary_key_columns,
 };
 use laredo_proto::laredo::v1 as pb;
 use laredo_proto::laredo::v1::laredo_oam_service_server::{
     LaredoOamService, LaredoOamServiceServer,
 };
-use laredo_target_fanout::{DrainReason, FanoutTarget, fanout_targets};
-use laredo_target_memory::IndexedTarget;
 use parking_lot::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -107,8 +106,9 @@ impl OamService {
             ready: self.engine.is_pipeline_ready(&p.id),
             fanout_client_count: self
                 .engine
-                .pipeline_target_as::<FanoutTarget>(&p.id)
-                .map_or(0, |t| u32::try_from(t.client_count()).unwrap_or(u32::MAX)),
+                .pipeline_target(&p.id)
+                .and_then(|t| t.fanout().map(|fanout| fanout.client_count()))
+                .map_or(0, |count| u32::try_from(count).unwrap_or(u32::MAX)),
         }
     }
 
@@ -281,10 +281,13 @@ impl LaredoOamService for OamService {
         for p in self.engine.pipelines().iter().filter(|p| p.table == table) {
             pipelines.push(self.pipeline_status(p).await);
         }
+        // The first target of the table that lists indexes (the indexed targets).
         let indexes = self
             .engine
-            .get_target::<IndexedTarget>("", &table)
-            .map(|t| index_infos(&t))
+            .targets("", &table)
+            .iter()
+            .map(|t| index_infos(t.as_ref()))
+            .find(|indexes| !indexes.is_empty())
             .unwrap_or_default();
         Ok(Response::new(pb::GetTableStatusResponse {
             pipelines,
@@ -299,8 +302,8 @@ impl LaredoOamService for OamService {
         let p = self.pipeline(&request.into_inner().pipeline_id)?;
         let indexes = self
             .engine
-            .pipeline_target_as::<IndexedTarget>(&p.id)
-            .map(|t| index_infos(&t))
+            .pipeline_target(&p.id)
+            .map(|t| index_infos(t.as_ref()))
             .unwrap_or_default();
         Ok(Response::new(pb::GetPipelineStatusResponse {
             status: Some(self.pipeline_status(&p).await),
@@ -695,7 +698,16 @@ impl LaredoOamService for OamService {
             .drain_deadline
             .and_then(|d| std::time::Duration::try_from(d).ok())
             .filter(|d| !d.is_zero());
-        let targets = fanout_targets(&self.engine);
+        // Every target that serves clients of its own (the replication fan-out).
+        let targets: Vec<(PipelineInfo, Arc<dyn SyncTarget>)> = self
+            .engine
+            .pipelines()
+            .into_iter()
+            .filter_map(|p| {
+                let target = self.engine.pipeline_target(&p.id)?;
+                target.fanout().is_some().then_some((p, target))
+            })
+            .collect();
         if targets.is_empty() {
             return Err(Status::failed_precondition(
                 "no replication fan-out target is configured",
@@ -708,8 +720,10 @@ impl LaredoOamService for OamService {
             if wanted.as_ref().is_some_and(|t| *t != info.table) {
                 continue;
             }
-            target.drain(DrainReason::Admin, deadline);
-            drained.push(info.table.to_string());
+            if let Some(fanout) = target.fanout() {
+                fanout.drain(DrainReason::Admin, deadline);
+                drained.push(info.table.to_string());
+            }
         }
         if drained.is_empty() {
             return Err(Status::not_found(format!(
@@ -1174,11 +1188,17 @@ pub fn engine_status(error: EngineError) -> Status {
     }
 }
 
-fn index_infos(target: &IndexedTarget) -> Vec<pb::IndexInfo> {
+/// The indexes a target lists through its row access ([`RowAccess::indexes`]); none
+/// for a target without.
+///
+/// [`RowAccess::indexes`]: laredo_core::RowAccess::indexes
+fn index_infos(target: &dyn SyncTarget) -> Vec<pb::IndexInfo> {
     target
-        .indexes()
+        .rows()
+        .map(|rows| rows.indexes())
+        .unwrap_or_default()
         .into_iter()
-        .map(|i| pb::IndexInfo {
+        .map(|i: IndexInfo| pb::IndexInfo {
             name: i.name,
             fields: i.fields,
             unique: i.unique,

@@ -219,8 +219,9 @@ pub(crate) fn client_state(state: ClientState) -> wire::ClientState {
 
 pub(crate) fn go_away_reason(reason: DrainReason) -> wire::GoAwayReason {
     match reason {
-        DrainReason::Shutdown => wire::GoAwayReason::Draining,
         DrainReason::Admin => wire::GoAwayReason::Admin,
+        // Shutdown, and any reason laredo-core adds later: the server is going away.
+        _ => wire::GoAwayReason::Draining,
     }
 }
 

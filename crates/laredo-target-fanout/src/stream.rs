@@ -673,8 +673,9 @@ fn message(message: Message) -> Box<wire::SyncResponse> {
 
 fn go_away_message(info: &DrainInfo) -> wire::GoAway {
     let message = match info.reason {
-        crate::DrainReason::Shutdown => "the server is draining: reconnect and resume",
         crate::DrainReason::Admin => "an operator drained this table: reconnect and resume",
+        // Shutdown, and any reason laredo-core adds later.
+        _ => "the server is draining: reconnect and resume",
     };
     wire::GoAway {
         reason: encode::go_away_reason(info.reason).into(),

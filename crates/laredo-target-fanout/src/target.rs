@@ -23,10 +23,12 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+pub use laredo_core::DrainReason;
 use laredo_core::{
-    ApplyError, Change, ChangeAction, ChangeKind, ColumnDefinition, EngineObserver, Position, Row,
-    RowAccess, SchemaChangeResponse, SnapshotEntry, SnapshotTarget, SyncMode, SyncTarget,
-    TableIdentifier, TableSnapshotInfo, TargetError, primary_key_columns,
+    ApplyError, Change, ChangeAction, ChangeKind, ColumnDefinition, EngineObserver, FanoutControl,
+    ListenerHandle, Listeners, Position, Row, RowAccess, RowChange, RowListener,
+    SchemaChangeResponse, SnapshotEntry, SnapshotTarget, SyncMode, SyncTarget, TableIdentifier,
+    TableSnapshotInfo, TargetError, primary_key_columns,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -89,16 +91,6 @@ impl FanoutSnapshot {
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
     }
-}
-
-/// Why a target drains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DrainReason {
-    /// The server is shutting down (`GoAway` reason `DRAINING`).
-    Shutdown,
-    /// An operator asked for it (`GoAway` reason `ADMIN`).
-    Admin,
 }
 
 /// A drain in progress.
@@ -257,9 +249,49 @@ struct State {
     last_prune: Option<Instant>,
 }
 
+/// A change of the rows for the row listeners, reported once the write lock is
+/// released: old row, new row, and the index of the change that made it in its batch
+/// (`None`: baseline rows, a restore).
+type Notification = (Option<Row>, Option<Row>, Option<usize>);
+
 impl State {
     fn key_of(&self, row: &Row) -> Vec<u8> {
         row.key_bytes(&self.key_fields)
+    }
+
+    /// What `kind` is about to do to the rows, as row listeners hear it (called before
+    /// [`State::apply_change`], while the rows it replaces are still held): an
+    /// update that moves a row onto a key another row held reports that row deleted
+    /// first; a delete of a missing key is not reported.
+    fn row_changes(&self, kind: &ChangeKind, at: Option<usize>, out: &mut Vec<Notification>) {
+        match kind {
+            ChangeKind::Insert { row } => {
+                let old = self.rows.get(&self.key_of(row)).cloned();
+                out.push((old, Some(row.clone()), at));
+            }
+            ChangeKind::Update { row, identity } => {
+                let new_key = self.key_of(row);
+                let moved = identity
+                    .as_ref()
+                    .map(|identity| self.key_of(identity))
+                    .filter(|old_key| *old_key != new_key)
+                    .and_then(|old_key| self.rows.get(&old_key).cloned());
+                let replaced = self.rows.get(&new_key).cloned();
+                match (moved, replaced) {
+                    (Some(moved), Some(replaced)) => {
+                        out.push((Some(replaced), None, at));
+                        out.push((Some(moved), Some(row.clone()), at));
+                    }
+                    (moved, replaced) => out.push((moved.or(replaced), Some(row.clone()), at)),
+                }
+            }
+            ChangeKind::Delete { identity } => {
+                if let Some(old) = self.rows.get(&self.key_of(identity)) {
+                    out.push((Some(old.clone()), None, at));
+                }
+            }
+            ChangeKind::Truncate => out.push((None, None, at)),
+        }
     }
 
     /// Applies a change to the rows; returns the journal entry that describes it (an
@@ -478,6 +510,7 @@ impl FanoutTargetBuilder {
             lag_tick: watch::Sender::new(0),
             drain: watch::Sender::new(None),
             clients: Mutex::new(Registry::default()),
+            listeners: Listeners::new(),
             scheduler: Mutex::new(None),
             snapshots_taken: AtomicU64::new(0),
             #[cfg(test)]
@@ -534,6 +567,8 @@ pub struct FanoutTarget {
     lag_tick: watch::Sender<u64>,
     drain: watch::Sender<Option<DrainInfo>>,
     clients: Mutex<Registry>,
+    /// Row listeners ([`RowAccess::subscribe`]), removed by `on_close`.
+    listeners: Arc<Listeners<RowListener>>,
     scheduler: Mutex<Option<JoinHandle<()>>>,
     /// Snapshots taken (copies of the rows) since the target was built.
     snapshots_taken: AtomicU64,
@@ -1112,10 +1147,15 @@ impl FanoutTarget {
         if changes.is_empty() {
             return;
         }
+        let listening = !self.listeners.is_empty();
+        let mut notifications = Vec::new();
         let (current, pruned) = {
             let mut state = self.state.write();
             let mut current = state.journal.current_sequence();
-            for change in changes {
+            for (at, change) in changes.iter().enumerate() {
+                if listening {
+                    state.row_changes(&change.kind, Some(at), &mut notifications);
+                }
                 let kind = state.apply_change(&change.kind);
                 current = state.append(Some(change.position.clone()), kind);
             }
@@ -1125,6 +1165,23 @@ impl FanoutTarget {
         };
         self.publish_head(current);
         self.report_pruned(pruned);
+        self.notify(&notifications, changes);
+    }
+
+    /// Calls the row listeners with `notifications` (outside the state's lock: a
+    /// listener may read the target), in order; `batch` holds the changes they refer
+    /// to.
+    fn notify(&self, notifications: &[Notification], batch: &[Change]) {
+        if notifications.is_empty() {
+            return;
+        }
+        let listeners = self.listeners.snapshot();
+        for (old, new, at) in notifications {
+            let change = RowChange::new(old.as_ref(), new.as_ref(), at.and_then(|n| batch.get(n)));
+            for listener in &listeners {
+                listener(&change);
+            }
+        }
     }
 
     /// Journals a schema entry at the journal's position, then prunes and publishes
@@ -1272,9 +1329,15 @@ impl SyncTarget for FanoutTarget {
     }
 
     async fn on_baseline(&self, _table: &TableIdentifier, rows: &[Row]) -> Result<(), TargetError> {
+        let listening = !self.listeners.is_empty();
+        let mut notifications = Vec::new();
         let (current, pruned) = {
             let mut state = self.state.write();
             for row in rows {
+                if listening {
+                    let insert = ChangeKind::Insert { row: row.clone() };
+                    state.row_changes(&insert, None, &mut notifications);
+                }
                 let key = state.key_of(row);
                 state.rows.insert(key, row.clone());
                 state.append(
@@ -1291,6 +1354,7 @@ impl SyncTarget for FanoutTarget {
         };
         self.publish_head(current);
         self.report_pruned(pruned);
+        self.notify(&notifications, &[]);
         Ok(())
     }
 
@@ -1358,6 +1422,7 @@ impl SyncTarget for FanoutTarget {
             handle.abort();
         }
         self.disconnect_all();
+        self.listeners.clear();
         Ok(())
     }
 
@@ -1367,6 +1432,25 @@ impl SyncTarget for FanoutTarget {
 
     fn rows(&self) -> Option<&dyn RowAccess> {
         Some(self)
+    }
+
+    fn fanout(&self) -> Option<&dyn FanoutControl> {
+        Some(self)
+    }
+}
+
+/// What OAM sees and does: the client count, and the drain (`DrainReplication`).
+impl FanoutControl for FanoutTarget {
+    fn client_count(&self) -> usize {
+        FanoutTarget::client_count(self)
+    }
+
+    fn is_draining(&self) -> bool {
+        FanoutTarget::is_draining(self)
+    }
+
+    fn drain(&self, reason: DrainReason, timeout: Option<Duration>) -> bool {
+        FanoutTarget::drain(self, reason, timeout)
     }
 }
 
@@ -1387,6 +1471,7 @@ impl SnapshotTarget for FanoutTarget {
         info: &TableSnapshotInfo,
         entries: Vec<SnapshotEntry>,
     ) -> Result<(), TargetError> {
+        let mut notifications = Vec::new();
         let (current, snapshot) = {
             let mut state = self.state.write();
             if !info.columns.is_empty() {
@@ -1398,6 +1483,10 @@ impl SnapshotTarget for FanoutTarget {
                 state.table = Some(info.table.clone());
             }
             state.rows.clear();
+            if !self.listeners.is_empty() {
+                notifications.push((None, None, None));
+                notifications.extend(entries.iter().map(|e| (None, Some(e.row.clone()), None)));
+            }
             for entry in entries {
                 let key = state.key_of(&entry.row);
                 state.rows.insert(key, entry.row);
@@ -1413,6 +1502,7 @@ impl SnapshotTarget for FanoutTarget {
         self.publish_head(current);
         self.report_snapshot(&snapshot);
         self.start_scheduler();
+        self.notify(&notifications, &[]);
         Ok(())
     }
 
@@ -1421,6 +1511,9 @@ impl SnapshotTarget for FanoutTarget {
     }
 }
 
+/// The rows by key, for the engine and the Query service (QRY-08): no secondary
+/// index and no ordered index (the Query service pages a sorted scan), and change
+/// streams with each change's position and transaction id.
 impl RowAccess for FanoutTarget {
     fn get(&self, identity: &Row) -> Option<Row> {
         let state = self.state.read();
@@ -1433,6 +1526,17 @@ impl RowAccess for FanoutTarget {
 
     fn scan(&self) -> Vec<Row> {
         self.rows()
+    }
+
+    /// The primary key, else `id`; empty before `on_init`.
+    fn key_fields(&self) -> Vec<String> {
+        FanoutTarget::key_fields(self)
+    }
+
+    /// Every change of the rows, in order, after it is journaled; a restore is a
+    /// truncate followed by one insert per row. `on_close` removes the listeners.
+    fn subscribe(&self, listener: Arc<RowListener>) -> Option<ListenerHandle> {
+        Some(self.listeners.add(listener))
     }
 }
 

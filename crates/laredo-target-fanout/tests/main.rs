@@ -2,6 +2,7 @@
 //! running the scriptable test source into fan-out targets.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod access;
 mod bounded;
 mod drain;
 mod errors;
