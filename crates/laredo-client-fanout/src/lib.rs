@@ -91,7 +91,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use laredo_core::{ColumnDefinition, Row, TableIdentifier, Value};
-use laredo_target_memory::{IndexError, IndexedTarget, IntoKey, ListenerHandle};
+use laredo_core::{IndexError, ListenerHandle};
+use laredo_index::{IndexedRows, IntoKey};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -200,8 +201,8 @@ impl FanoutClient {
         if let Some(path) = &self.inner.options.local_snapshot_path {
             match snapshot_file::load(path) {
                 Ok(Some(file)) => {
-                    self.inner.replica.load_file(file).await;
-                    tracing::info!(path = %path.display(), rows = self.inner.replica.target().count(), "loaded the local snapshot");
+                    self.inner.replica.load_file(file);
+                    tracing::info!(path = %path.display(), rows = self.inner.replica.rows().count(), "loaded the local snapshot");
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -250,13 +251,13 @@ impl FanoutClient {
 
     /// The row with this primary key.
     pub fn get(&self, key: impl IntoKey) -> Option<Row> {
-        self.inner.replica.target().get(key)
+        self.inner.replica.rows().get(key)
     }
 
     /// Rows whose `field` equals `value`: through an index on exactly that field when
     /// one was declared, else a scan.
     pub fn lookup(&self, field: &str, value: &Value) -> Vec<Row> {
-        let target = self.inner.replica.target();
+        let target = self.inner.replica.rows();
         if let Some(index) = self
             .inner
             .options
@@ -279,17 +280,17 @@ impl FanoutClient {
     /// # Errors
     /// An unknown index, or a key of the wrong arity.
     pub fn lookup_by_index(&self, index: &str, key: impl IntoKey) -> Result<Vec<Row>, IndexError> {
-        self.inner.replica.target().lookup_all(index, key)
+        self.inner.replica.rows().lookup_all(index, key)
     }
 
     /// Every row (a copy; order unspecified).
     pub fn all(&self) -> Vec<Row> {
-        self.inner.replica.target().all()
+        self.inner.replica.rows().all()
     }
 
     /// The number of rows.
     pub fn count(&self) -> usize {
-        self.inner.replica.target().count()
+        self.inner.replica.rows().count()
     }
 
     /// The table's columns, from the server's handshake.
@@ -312,18 +313,19 @@ impl FanoutClient {
         self.inner.stats.lock().clone()
     }
 
-    /// The replica's store, for what the methods above do not cover.
-    pub fn target(&self) -> Arc<IndexedTarget> {
-        Arc::clone(self.inner.replica.target())
+    /// The replica's store (laredo-index's [`IndexedRows`], which is also a
+    /// [`RowAccess`](laredo_core::RowAccess)), for what the methods above do not cover.
+    pub fn rows(&self) -> Arc<IndexedRows> {
+        Arc::clone(self.inner.replica.rows())
     }
 
     /// Calls `listener(old, new)` after each applied change (see
-    /// [`IndexedTarget::listen`] for the call shapes); any number may be registered.
+    /// [`IndexedRows::listen`] for the call shapes); any number may be registered.
     pub fn listen(
         &self,
         listener: impl Fn(Option<&Row>, Option<&Row>) + Send + Sync + 'static,
     ) -> ListenerHandle {
-        self.inner.replica.target().listen(listener)
+        self.inner.replica.rows().listen(listener)
     }
 
     /// As [`FanoutClient::listen`], with the source position of the change (empty for
@@ -335,7 +337,7 @@ impl FanoutClient {
         let position = self.inner.replica.current_position();
         self.inner
             .replica
-            .target()
+            .rows()
             .listen(move |old, new| listener(old, new, &position.lock()))
     }
 

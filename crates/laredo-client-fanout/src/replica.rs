@@ -1,12 +1,11 @@
-//! The local replica: an [`IndexedTarget`] keyed by the table's primary key, plus the
-//! resume state (sequence, position, snapshot id, server id).
+//! The local replica: laredo-index's [`IndexedRows`] keyed by the table's primary key
+//! (the store laredo-target-memory's `IndexedTarget` uses too), plus the resume state
+//! (sequence, position, snapshot id, server id).
 
 use std::sync::Arc;
 
-use laredo_core::{
-    Change, ChangeKind, ColumnDefinition, IndexDefinition, Row, SyncTarget, TableIdentifier,
-};
-use laredo_target_memory::IndexedTarget;
+use laredo_core::{Change, ChangeKind, ColumnDefinition, IndexDefinition, Row, TableIdentifier};
+use laredo_index::IndexedRows;
 use parking_lot::Mutex;
 
 use crate::snapshot_file::SnapshotFile;
@@ -23,7 +22,7 @@ pub(crate) struct ReplicaState {
 
 pub(crate) struct Replica {
     table: TableIdentifier,
-    target: Arc<IndexedTarget>,
+    rows: Arc<IndexedRows>,
     state: Mutex<ReplicaState>,
     /// The position of the change being applied, for position listeners.
     position: Arc<Mutex<String>>,
@@ -31,20 +30,16 @@ pub(crate) struct Replica {
 
 impl Replica {
     pub(crate) fn new(table: TableIdentifier, indexes: &[IndexDefinition]) -> Self {
-        let mut builder = IndexedTarget::builder();
-        for index in indexes {
-            builder = builder.index(index.clone());
-        }
         Self {
             table,
-            target: builder.build(),
+            rows: Arc::new(IndexedRows::new(Vec::new(), indexes.to_vec())),
             state: Mutex::new(ReplicaState::default()),
             position: Arc::new(Mutex::new(String::new())),
         }
     }
 
-    pub(crate) fn target(&self) -> &Arc<IndexedTarget> {
-        &self.target
+    pub(crate) fn rows(&self) -> &Arc<IndexedRows> {
+        &self.rows
     }
 
     pub(crate) fn state(&self) -> ReplicaState {
@@ -60,83 +55,74 @@ impl Replica {
     }
 
     /// Takes the server's columns; rows are keyed by their primary key columns.
-    pub(crate) async fn set_columns(&self, columns: Vec<ColumnDefinition>) -> Result<(), String> {
+    pub(crate) fn set_columns(&self, columns: Vec<ColumnDefinition>) -> Result<(), String> {
         if self.state.lock().columns == columns {
             return Ok(());
         }
-        self.target
-            .on_init(&self.table, &columns)
-            .await
-            .map_err(|e| {
-                format!(
-                    "the replica cannot take the table's columns: {}",
-                    laredo_core::ErrorChain(&e)
-                )
-            })?;
+        self.rows.configure(&self.table, &columns).map_err(|e| {
+            format!(
+                "the replica cannot take the table's columns: {}",
+                laredo_core::ErrorChain(&e)
+            )
+        })?;
         self.state.lock().columns = columns;
         Ok(())
     }
 
     /// Applies one change to the replica's rows; a failure is logged (`what` failed).
-    async fn apply(&self, kind: ChangeKind, what: &str) {
+    fn apply(&self, kind: ChangeKind, what: &str) {
         let change = Change::new(kind);
-        if let Err(e) = self
-            .target
-            .apply(&self.table, std::slice::from_ref(&change))
-            .await
-        {
+        if let Err((_, e)) = self.rows.apply(std::slice::from_ref(&change)) {
             tracing::warn!(error = %laredo_core::ErrorChain(&e), "{what} failed");
         }
     }
 
-    pub(crate) async fn clear(&self) {
+    pub(crate) fn clear(&self) {
         *self.position.lock() = String::new();
-        self.apply(ChangeKind::Truncate, "clearing the replica")
-            .await;
+        self.apply(ChangeKind::Truncate, "clearing the replica");
     }
 
-    pub(crate) async fn upsert_rows(&self, rows: &[Row]) {
+    pub(crate) fn upsert_rows(&self, rows: &[Row]) {
         *self.position.lock() = String::new();
-        if let Err(e) = self.target.on_baseline(&self.table, rows).await {
+        if let Err(e) = self.rows.load(rows) {
             tracing::warn!(error = %laredo_core::ErrorChain(&e), "storing snapshot rows failed");
         }
     }
 
-    pub(crate) async fn insert(&self, row: &Row, position: &str) {
+    pub(crate) fn insert(&self, row: &Row, position: &str) {
         *self.position.lock() = position.to_string();
         let kind = ChangeKind::Insert { row: row.clone() };
-        self.apply(kind, "applying an insert").await;
+        self.apply(kind, "applying an insert");
     }
 
-    pub(crate) async fn update_row(&self, row: &Row, old: Option<&Row>, position: &str) {
+    pub(crate) fn update_row(&self, row: &Row, old: Option<&Row>, position: &str) {
         *self.position.lock() = position.to_string();
         let kind = ChangeKind::Update {
             row: row.clone(),
             identity: old.cloned(),
         };
-        self.apply(kind, "applying an update").await;
+        self.apply(kind, "applying an update");
     }
 
-    pub(crate) async fn delete(&self, old: &Row, position: &str) {
+    pub(crate) fn delete(&self, old: &Row, position: &str) {
         *self.position.lock() = position.to_string();
         let kind = ChangeKind::Delete {
             identity: old.clone(),
         };
-        self.apply(kind, "applying a delete").await;
+        self.apply(kind, "applying a delete");
     }
 
-    pub(crate) async fn truncate(&self, position: &str) {
+    pub(crate) fn truncate(&self, position: &str) {
         *self.position.lock() = position.to_string();
-        self.apply(ChangeKind::Truncate, "applying a truncate")
-            .await;
+        self.apply(ChangeKind::Truncate, "applying a truncate");
     }
 
     /// Loads a saved replica (before any stream).
-    pub(crate) async fn load_file(&self, file: SnapshotFile) {
-        if self.set_columns(file.columns.clone()).await.is_err() {
+    pub(crate) fn load_file(&self, file: SnapshotFile) {
+        if self.set_columns(file.columns.clone()).is_err() {
             return;
         }
-        self.upsert_rows(&file.rows).await;
+        self.upsert_rows(&file.rows);
         let mut state = self.state.lock();
         state.last_seq = file.last_seq;
         state.last_position = file.last_source_position;
@@ -153,7 +139,7 @@ impl Replica {
             last_source_position: state.last_position,
             server_id: state.server_id,
             columns: state.columns,
-            rows: self.target.all(),
+            rows: self.rows.all(),
         }
     }
 }

@@ -301,7 +301,7 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                 return lost(SessionErrorKind::Lost, "a second handshake".into());
             }
             M::SnapshotBegin(begin) => {
-                inner.replica.clear().await;
+                inner.replica.clear();
                 inner.replica.update(|s| s.snapshot_id = begin.snapshot_id);
             }
             M::SnapshotRows(batch) => {
@@ -322,7 +322,7 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                         }
                     }
                 }
-                inner.replica.upsert_rows(&rows).await;
+                inner.replica.upsert_rows(&rows);
             }
             M::SnapshotEnd(end) => {
                 inner.replica.update(|s| {
@@ -364,7 +364,7 @@ async fn drive(inner: &Arc<Inner>, opened: Opened) -> End {
                     tracing::warn!("the primary key changed: taking a fresh snapshot");
                     return End::Restart;
                 }
-                if let Err(error) = inner.replica.set_columns(columns).await {
+                if let Err(error) = inner.replica.set_columns(columns) {
                     tracing::warn!(%error, "taking a fresh snapshot");
                     return End::Restart;
                 }
@@ -418,7 +418,7 @@ async fn take_handshake(
         .iter()
         .map(ColumnDefinition::from)
         .collect();
-    inner.replica.set_columns(columns).await?;
+    inner.replica.set_columns(columns)?;
     let full = handshake.mode == pb::SyncMode::FullSnapshot as i32;
     inner.replica.update(|s| {
         if s.server_id != handshake.server_id {
@@ -458,20 +458,20 @@ async fn apply(
     match wire::ChangeAction::try_from(entry.action) {
         Ok(wire::ChangeAction::Insert) => {
             if let Some(new) = &new {
-                replica.insert(new, position).await;
+                replica.insert(new, position);
             }
         }
         Ok(wire::ChangeAction::Update) => {
             if let Some(new) = &new {
-                replica.update_row(new, old.as_ref(), position).await;
+                replica.update_row(new, old.as_ref(), position);
             }
         }
         Ok(wire::ChangeAction::Delete) => {
             if let Some(old) = &old {
-                replica.delete(old, position).await;
+                replica.delete(old, position);
             }
         }
-        Ok(wire::ChangeAction::Truncate) => replica.truncate(position).await,
+        Ok(wire::ChangeAction::Truncate) => replica.truncate(position),
         other => tracing::warn!(action = ?other, "skipping a journal entry with an unknown action"),
     }
     replica.update(|s| {

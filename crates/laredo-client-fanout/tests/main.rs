@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use laredo_client_fanout::{ClientOptions, FanoutClient};
-use laredo_core::{Engine, PipelineOptions, Row, TableIdentifier, Value, row, table};
+use laredo_core::{Engine, PipelineOptions, Row, RowAccess, TableIdentifier, Value, row, table};
 use laredo_source_test::TestSource;
 use laredo_target_fanout::{DrainReason, FanoutConfig, FanoutTarget, ReplicationService};
 use laredo_test_support::{FaultProxy, wait_until};
@@ -170,6 +170,11 @@ async fn a_client_replicates_the_table_and_follows_live_changes() {
         50
     );
     assert_eq!(client.lookup("region", &Value::text("us")).len(), 50);
+    // The replica's store is a RowAccess too: readable without knowing its type.
+    let rows: Arc<dyn RowAccess> = client.rows();
+    assert_eq!(rows.key_fields(), ["id"]);
+    assert_eq!(rows.get(&row! {"id" => 2}), Some(item(2, "us")));
+    assert_eq!(rows.count(), 100, "100 rows, one inserted, one deleted");
     assert_eq!(positions.lock().as_slice(), [inserted.to_string()]);
     assert_eq!(client.last_source_position(), deleted.to_string());
     assert!(
