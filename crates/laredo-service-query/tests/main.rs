@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod compiled;
+mod fanout;
 mod fixture;
 mod list;
 mod reads;
