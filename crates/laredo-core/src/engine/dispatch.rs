@@ -102,7 +102,7 @@ impl<'a> Dispatcher<'a> {
     /// takes, so the gauge stays current without an observer call per change.
     fn report_depth(&self, pipeline: &PipelineEntry, buffer: &ChangeBuffer, depth: usize) {
         let capacity = buffer.capacity();
-        if depth == 1 || depth >= capacity || depth % DEPTH_REPORT_STEP == 0 {
+        if depth == 1 || depth >= capacity || depth.is_multiple_of(DEPTH_REPORT_STEP) {
             self.inner
                 .observer
                 .on_buffer_depth_changed(&pipeline.id, depth, capacity);
