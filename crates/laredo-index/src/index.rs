@@ -19,8 +19,8 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::codec;
 
-/// The row slab: slot number → encoded row (`None`: a free slot).
-pub(crate) type Slots = Vec<Option<Box<[u8]>>>;
+use crate::slab::Segmented;
+pub(crate) use crate::slab::Slots;
 
 /// No slot (the end of a group list).
 const NONE: u32 = u32::MAX;
@@ -81,7 +81,7 @@ pub(crate) struct Index {
     unique: bool,
     table: HashTable<Entry>,
     /// Non-unique indexes: `[prev, next]` per slot within its key group.
-    links: Vec<[u32; 2]>,
+    links: Segmented<[u32; 2]>,
     /// Non-unique indexes: the rows indexed.
     entries: usize,
 }
@@ -94,7 +94,7 @@ impl Index {
             positions: Vec::new(),
             unique,
             table: HashTable::new(),
-            links: Vec::new(),
+            links: Segmented::default(),
             entries: 0,
         }
     }
@@ -122,16 +122,14 @@ impl Index {
     /// Drops every entry and frees the memory.
     pub(crate) fn clear(&mut self) {
         self.table = HashTable::new();
-        self.links = Vec::new();
+        self.links = Segmented::default();
         self.entries = 0;
     }
 
     fn link(&mut self, slot: u32) -> &mut [u32; 2] {
         let idx = slot as usize;
-        if self.links.len() <= idx {
-            self.links.resize(idx + 1, [NONE, NONE]);
-        }
-        &mut self.links[idx]
+        self.links.grow_to(idx + 1, [NONE, NONE]);
+        self.links.get_mut(idx).expect("grown to hold the slot")
     }
 
     /// Adds `slot` under `key` (hash bits `hash`): a unique index re-points an existing
@@ -215,7 +213,9 @@ impl Index {
         if let Some(link) = self.links.get_mut(next as usize) {
             link[0] = prev;
         }
-        self.links[slot as usize] = [NONE, NONE];
+        if let Some(link) = self.links.get_mut(slot as usize) {
+            *link = [NONE, NONE];
+        }
         self.entries = self.entries.saturating_sub(1);
     }
 
@@ -230,6 +230,6 @@ impl Index {
 
     /// Bytes allocated by the table and the group links.
     pub(crate) fn heap_size(&self) -> usize {
-        self.table.allocation_size() + self.links.capacity() * size_of::<[u32; 2]>()
+        self.table.allocation_size() + self.links.heap_size()
     }
 }

@@ -45,6 +45,7 @@ mod index;
 mod key;
 mod order;
 mod rows;
+mod slab;
 mod store;
 
 pub use crate::key::IntoKey;

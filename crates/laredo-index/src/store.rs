@@ -90,7 +90,7 @@ impl Store {
             layout: None,
             visible: None,
             mapping: None,
-            slots: Vec::new(),
+            slots: Slots::default(),
             free: Vec::new(),
             len: 0,
             row_bytes: 0,
@@ -549,7 +549,7 @@ impl Store {
         if let Some(ordered) = self.ordered.as_mut() {
             ordered.clear();
         }
-        self.slots = Vec::new();
+        self.slots = Slots::default();
         self.free = Vec::new();
         self.len = 0;
         self.row_bytes = 0;
@@ -599,7 +599,7 @@ impl Store {
     /// Approximate bytes allocated: the slab, the free list, the encoded rows and the
     /// index tables.
     pub(crate) fn heap_size(&self) -> usize {
-        self.slots.capacity() * size_of::<Option<Box<[u8]>>>()
+        self.slots.heap_size()
             + self.free.capacity() * size_of::<u32>()
             + self.row_bytes
             + self.all_indexes().map(Index::heap_size).sum::<usize>()
