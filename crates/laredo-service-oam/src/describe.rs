@@ -3,7 +3,7 @@
 //!
 //! A source is described by its id, type, resume support, ordering and
 //! [`SyncSource::details`](laredo_core::SyncSource::details); a target by its
-//! [`SyncTarget::describe`](laredo_core::SyncTarget::describe). Sources and targets
+//! [`TargetStatus::describe`](laredo_core::TargetStatus::describe). Sources and targets
 //! should leave secrets out; masking is the second line: a value under a key that
 //! names a secret (`password`, `token`, ...) becomes `****`, and so does the password
 //! of a URL (`postgres://user:****@host/db`) or of a `password=` connection-string

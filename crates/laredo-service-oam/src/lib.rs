@@ -37,7 +37,6 @@
 
 mod describe;
 mod events;
-mod replays;
 mod service;
 
 pub use crate::events::{PipelineCounters, StatusEvent, StatusEvents, WATCH_BUFFER, service_state};
