@@ -166,9 +166,15 @@ fn has_unchanged_values(event: &ChangeEvent) -> bool {
 /// Whether `position` is at or before the pipeline's last baseline. Positions only
 /// grow, so the first change past the floor clears it and later changes skip the
 /// comparison.
-fn is_below_floor(inner: &Inner, p: &PipelineEntry, position: &Position) -> bool {
+fn is_below_floor(
+    inner: &Inner,
+    p: &PipelineEntry,
+    position: &Position,
+    pending: &mut bool,
+) -> bool {
     let mut floor = p.baseline_floor.lock();
     let Some(at) = floor.as_ref() else {
+        *pending = false;
         return false;
     };
     let below = inner.sources[p.source_idx]
@@ -177,6 +183,7 @@ fn is_below_floor(inner: &Inner, p: &PipelineEntry, position: &Position) -> bool
         .is_le();
     if !below {
         *floor = None;
+        *pending = false;
     }
     below
 }
@@ -456,6 +463,9 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
         let mut done: Option<Position> = None;
         let mut failed = false;
         let mut guard = p.apply_lock.lock().await;
+        // Whether a baseline floor is pending: read under the apply lock (a baseline
+        // sets it holding that lock), so most batches take no floor lock per change.
+        let mut floor_pending = p.baseline_floor.lock().is_some();
         let mut at = 0;
         while at < items.len() {
             match p.state() {
@@ -476,12 +486,14 @@ async fn consume(inner: Arc<Inner>, pipeline_idx: usize, buffer: Arc<ChangeBuffe
                         () = buffer.closed() => {}
                     }
                     guard = p.apply_lock.lock().await;
+                    floor_pending = p.baseline_floor.lock().is_some();
                     continue;
                 }
             }
             match &mut items[at] {
                 Item::Change(event) | Item::Failed { event, .. }
-                    if is_below_floor(&inner, p, &event.position) => {}
+                    if floor_pending
+                        && is_below_floor(&inner, p, &event.position, &mut floor_pending) => {}
                 Item::Failed { .. } => {
                     if let Flushed::Failed = flush(&inner, p, &buffer, &items, &mut pending).await {
                         failed = true;
