@@ -84,7 +84,7 @@ pub(super) async fn baseline(
 
 /// The baseline proper; `Err(None)` means cancelled.
 async fn run_baseline_locked(
-    inner: &Arc<Inner>,
+    inner: &Inner,
     source_idx: usize,
     tables: &[TableIdentifier],
     pipelines: &[&PipelineEntry],
@@ -104,24 +104,11 @@ async fn run_baseline_locked(
         }
         inner.observer.on_baseline_started(&p.id, &p.table);
     }
-    let (mut sink, store) = BaselineDispatch::start(inner, pipelines);
+    let mut sink = BaselineDispatch::new(inner, pipelines);
     let started = Instant::now();
     let result = tokio::select! {
-        () = cancel.cancelled() => {
-            store.abort();
-            return Err(None);
-        }
+        () = cancel.cancelled() => return Err(None),
         res = source.source.baseline(tables, &mut sink) => res,
-    };
-    // Every batch handed over is stored before the baseline completes.
-    drop(sink);
-    let loaded = match store.await {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            return Err(Some(SourceError::msg(format!(
-                "the baseline's store task failed: {e}"
-            ))));
-        }
     };
     let position = result.map_err(Some)?;
     for (slot, p) in pipelines.iter().enumerate() {
@@ -137,7 +124,7 @@ async fn run_baseline_locked(
             inner.set_state(p, PipelineState::Error, Transition::Bulk);
             continue;
         }
-        let rows = loaded[slot];
+        let rows = sink.rows[slot];
         inner
             .observer
             .on_baseline_completed(&p.id, &p.table, rows, started.elapsed());
@@ -201,79 +188,42 @@ fn validate_count(inner: &Inner, p: &PipelineEntry, expected: u64) -> Validation
     }
 }
 
-/// Batches handed over to the store task and not yet stored, at most: the source
-/// decodes the next batches while the targets store the previous ones.
-const BASELINE_BATCHES_IN_FLIGHT: usize = 4;
-
-/// Delivers baseline rows to the pipelines of their table through a store task of
-/// its own, so that decoding (on the source's task) and storing (filters, transforms,
-/// TTL and the targets, on the store task) run on two cores at once. The rows' vectors
-/// come back to the source's task to be freed where they were allocated.
-struct BaselineDispatch {
-    batches: tokio::sync::mpsc::Sender<(TableIdentifier, Vec<Row>)>,
-    spent: std::sync::mpsc::Receiver<Vec<Row>>,
+/// Delivers baseline rows to the pipelines of their table.
+struct BaselineDispatch<'a> {
+    inner: &'a Inner,
+    pipelines: &'a [&'a PipelineEntry],
+    rows: Vec<u64>,
 }
 
-impl BaselineDispatch {
-    /// The dispatch and its store task, whose output is the rows stored per pipeline
-    /// (in `pipelines` order) once the dispatch is dropped.
-    fn start(
-        inner: &Arc<Inner>,
-        pipelines: &[&PipelineEntry],
-    ) -> (Self, tokio::task::JoinHandle<Vec<u64>>) {
-        let (batches, received) = tokio::sync::mpsc::channel(BASELINE_BATCHES_IN_FLIGHT);
-        let (spent_tx, spent) = std::sync::mpsc::channel();
-        let indexes = pipelines.iter().map(|p| p.idx).collect();
-        let store = tokio::spawn(store_baseline(
-            Arc::clone(inner),
-            indexes,
-            received,
-            spent_tx,
-        ));
-        (Self { batches, spent }, store)
+impl<'a> BaselineDispatch<'a> {
+    fn new(inner: &'a Inner, pipelines: &'a [&'a PipelineEntry]) -> Self {
+        Self {
+            inner,
+            pipelines,
+            rows: vec![0; pipelines.len()],
+        }
     }
 }
 
 #[async_trait]
-impl BaselineSink for BaselineDispatch {
+impl BaselineSink for BaselineDispatch<'_> {
     async fn on_rows(
         &mut self,
         table: &TableIdentifier,
         rows: Vec<Row>,
     ) -> Result<(), SourceError> {
-        while let Ok(spent) = self.spent.try_recv() {
-            drop(spent);
-        }
-        self.batches
-            .send((table.clone(), rows))
-            .await
-            .map_err(|_| SourceError::msg("the baseline's store task ended"))
-    }
-}
-
-/// Stores baseline batches into the pipelines (by index) of their table until the
-/// dispatch is dropped; returns the rows stored per pipeline.
-async fn store_baseline(
-    inner: Arc<Inner>,
-    pipelines: Vec<usize>,
-    mut batches: tokio::sync::mpsc::Receiver<(TableIdentifier, Vec<Row>)>,
-    spent: std::sync::mpsc::Sender<Vec<Row>>,
-) -> Vec<u64> {
-    let mut loaded = vec![0; pipelines.len()];
-    while let Some((table, rows)) = batches.recv().await {
-        for (slot, &idx) in pipelines.iter().enumerate() {
-            let p = &inner.pipelines[idx];
-            if p.table != table || p.state() != PipelineState::Baselining {
+        for (slot, p) in self.pipelines.iter().enumerate() {
+            if &p.table != table || p.state() != PipelineState::Baselining {
                 continue;
             }
             let result = if p.chain.is_empty() && p.options.ttl.is_none() {
-                loaded[slot] += rows.len() as u64;
-                p.target.on_baseline(&table, &rows).await
+                self.rows[slot] += rows.len() as u64;
+                p.target.on_baseline(table, &rows).await
             } else {
                 let now = time::now_micros();
                 let kept: Vec<Row> = rows
                     .iter()
-                    .filter_map(|r| p.chain.apply(&table, r))
+                    .filter_map(|r| p.chain.apply(table, r))
                     .filter(|r| {
                         p.options
                             .ttl
@@ -281,25 +231,24 @@ async fn store_baseline(
                             .is_none_or(|ttl| !ttl.is_expired(r, now))
                     })
                     .collect();
-                loaded[slot] += kept.len() as u64;
-                p.target.on_baseline(&table, &kept).await
+                self.rows[slot] += kept.len() as u64;
+                p.target.on_baseline(table, &kept).await
             };
             if let Err(e) = result {
                 tracing::error!(pipeline = %p.id, error = %crate::ErrorChain(&e), "baseline row failed");
-                inner.set_state(p, PipelineState::Error, Transition::Bulk);
+                self.inner
+                    .set_state(p, PipelineState::Error, Transition::Bulk);
                 continue;
             }
+            let loaded = self.rows[slot];
             p.expected_rows.store(
-                i64::try_from(loaded[slot]).unwrap_or(i64::MAX),
+                i64::try_from(loaded).unwrap_or(i64::MAX),
                 AtomicOrdering::Relaxed,
             );
-            inner
+            self.inner
                 .observer
-                .on_baseline_row_loaded(&p.id, &table, loaded[slot]);
+                .on_baseline_row_loaded(&p.id, table, loaded);
         }
-        // Freed by the source's task, which allocated the rows (a send fails only once
-        // the dispatch is gone: then they are freed here).
-        let _ = spent.send(rows);
+        Ok(())
     }
-    loaded
 }
