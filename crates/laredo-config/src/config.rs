@@ -65,7 +65,7 @@ impl LaredoConfig {
     /// Every validation problem, each with its key path.
     pub fn from_json(mut tree: Value) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
-        crate::schema::check(
+        crate::validate::check(
             &crate::schema::ROOT,
             &mut tree,
             &KeyPath::root(),

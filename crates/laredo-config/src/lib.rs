@@ -59,6 +59,7 @@ mod server;
 mod source;
 mod store;
 mod table;
+mod validate;
 
 pub use crate::config::LaredoConfig;
 pub use crate::dump::REDACTED;
