@@ -5,6 +5,9 @@
 //! - `deps`: installs what the suite needs (idempotent).
 //! - `bench <name>`: runs a benchmark in release mode; each prints a table and one JSON
 //!   line per figure.
+//! - `codegen [--check]`: writes the checked-in generated files (docs/configuration.md,
+//!   from laredo-config's schema); `--check` only reports the stale ones. Each has a
+//!   test that regenerates it in memory and fails when the file is stale.
 //! - `example`: runs the quick-start example (README's main-job command until the
 //!   server lands).
 
@@ -13,6 +16,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod codegen;
 mod demo;
 
 const BENCHES: &[(&str, &str, &str)] = &[
@@ -55,6 +59,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("test") => test(&root, &args[1..]),
         Some("deps") => deps(),
         Some("bench") => bench(&root, &args[1..]),
+        Some("codegen") => codegen::codegen(&root, &args[1..]),
         Some("example") => example(&root),
         Some("demo") => demo::demo(&root, &args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -79,6 +84,9 @@ fn print_help() {
         "  deps               install what the test suite needs: PostgreSQL server (idempotent)"
     );
     println!("  bench <name>       run a benchmark in release mode");
+    println!(
+        "  codegen [--check]  write the generated files (docs/configuration.md); --check only compares"
+    );
     println!(
         "  demo [--seconds N] a throwaway PostgreSQL, laredo-server, a write load and live changes"
     );

@@ -9,7 +9,9 @@
 //! `LAREDO_CONFIG`), the init dir's `*.conf`, the conf dir's `*.conf` (default
 //! `conf.d` next to the main file), `LAREDO_*` environment variables (`LAREDO_GRPC_PORT`
 //! → `grpc.port`), then `--set key=value` overrides. `${VAR}` substitutions fall back
-//! to the given environment. The full key reference is `docs/configuration.md`.
+//! to the given environment. The full key reference is `docs/configuration.md`, generated
+//! from this crate's schema and typed defaults by `cargo xtask codegen`
+//! ([`configuration_reference`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -54,6 +56,7 @@ mod duration;
 mod env;
 mod error;
 mod load;
+mod reference;
 mod schema;
 mod server;
 mod source;
@@ -69,6 +72,7 @@ pub use crate::error::{ConfigError, ConfigErrors};
 pub use crate::load::{
     CONFIG_ENV_VAR, DEFAULT_CONF_DIR, DEFAULT_CONFIG_PATH, DEFAULT_INIT_DIR, LoadOptions,
 };
+pub use crate::reference::configuration_reference;
 pub use crate::server::{
     DEFAULT_BIND, DEFAULT_FANOUT_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEALTH_PORT,
     DEFAULT_METRICS_PORT, FanoutConfig, FanoutGrpcConfig, GrpcAuthConfig, GrpcConfig,

@@ -1,15 +1,35 @@
-//! The configuration reference as data: every key, its type and whether it is
-//! required. [`crate::validate`] walks a merged tree against it.
+//! The configuration reference as data: every key, its type, whether it is required,
+//! and what docs/configuration.md says about it.
 //!
-//! The typed structs in this crate and this schema describe the same keys; a test
-//! round-trips a complete configuration through both.
+//! One tree, three readers: [`crate::validate`] checks a merged tree against it
+//! (unknown keys, types, required keys, cross-key rules), [`crate::env`] maps
+//! `LAREDO_*` names to keys with it, and [`crate::reference`] renders
+//! docs/configuration.md from it (`cargo xtask codegen`).
+//!
+//! Defaults are not written here: the reference reads them from the typed structs'
+//! `Default` impls, so the documented default is the one the code applies. A node whose
+//! parent's defaults do not contain it (a list item, a map value, an `Option` field, a
+//! `type` variant) names its struct in `defaults`. Only what the code of this crate
+//! does not know is written as text ([`Field::default_is`]): a computed default, one
+//! kept by another crate, or a key that is required only in some cases.
+//!
+//! The tree and the typed structs describe the same keys; `schema/tests.rs` checks it
+//! both ways with a configuration that sets every field of every struct.
 
+mod server;
+mod source;
+mod table;
+
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{ConfigError, KeyPath};
 
 /// Checks an object after its keys were checked and coerced.
 pub(crate) type Check = fn(&Map<String, Value>, &KeyPath, &mut Vec<ConfigError>);
+
+/// The serialized `Default` of the typed struct behind a node.
+pub(crate) type Defaults = fn() -> Value;
 
 /// A node of the schema.
 pub(crate) enum Node {
@@ -30,6 +50,28 @@ pub(crate) enum Node {
 pub(crate) struct Obj {
     pub(crate) fields: &'static [Field],
     pub(crate) check: Option<Check>,
+    /// The typed struct's defaults, when the parent's do not contain them.
+    pub(crate) defaults: Option<Defaults>,
+}
+
+impl Obj {
+    const fn new(fields: &'static [Field]) -> Self {
+        Self {
+            fields,
+            check: None,
+            defaults: None,
+        }
+    }
+
+    const fn checked(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    const fn defaults(mut self, defaults: Defaults) -> Self {
+        self.defaults = Some(defaults);
+        self
+    }
 }
 
 pub(crate) struct Field {
@@ -38,20 +80,88 @@ pub(crate) struct Field {
     pub(crate) aliases: &'static [&'static str],
     pub(crate) node: Node,
     pub(crate) required: bool,
+    pub(crate) doc: Doc,
+}
+
+/// What the reference says about a key besides its name, type and default.
+#[derive(Clone, Copy)]
+pub(crate) struct Doc {
+    /// The meaning: Markdown, one paragraph. An object's own row is shown only when it
+    /// has one; a scalar always needs one.
+    pub(crate) text: &'static str,
+    /// The type as the reference writes it, when the kind says too little
+    /// (`IP address` for a string checked as one).
+    pub(crate) shown_type: Option<&'static str>,
+    /// The default as text, for what the typed defaults cannot say.
+    pub(crate) default: Option<&'static str>,
+    /// How the reference writes a key of a map (`<id>`, `"schema.table"`).
+    pub(crate) map_key: &'static str,
+    /// Documented by a table of its own: one row here, its keys there.
+    pub(crate) own_table: bool,
+}
+
+const NO_DOC: Doc = Doc {
+    text: "",
+    shown_type: None,
+    default: None,
+    map_key: "<key>",
+    own_table: false,
+};
+
+impl Field {
+    /// The reference's text for the key.
+    const fn doc(mut self, text: &'static str) -> Self {
+        self.doc.text = text;
+        self
+    }
+
+    /// The type as the reference writes it.
+    const fn shown_as(mut self, shown_type: &'static str) -> Self {
+        self.doc.shown_type = Some(shown_type);
+        self
+    }
+
+    /// The default as text, where the typed struct's `Default` does not say it: a
+    /// computed default (`{slot_name}_pub`), a default applied by another crate, or a
+    /// key that a cross-key rule requires (`required for local`).
+    const fn default_is(mut self, text: &'static str) -> Self {
+        self.doc.default = Some(text);
+        self
+    }
+
+    /// How the reference writes the keys of this map.
+    const fn keyed_by(mut self, label: &'static str) -> Self {
+        self.doc.map_key = label;
+        self
+    }
+
+    /// The keys of this object get a table of their own in the reference.
+    const fn own_table(mut self) -> Self {
+        self.doc.own_table = true;
+        self
+    }
 }
 
 pub(crate) struct Tagged {
     /// `source`, `target`, `filter`, `transform`: used in "unknown target type".
     pub(crate) what: &'static str,
+    /// The reference's text for the `type` key.
+    pub(crate) doc: &'static str,
     pub(crate) common: &'static [Field],
     pub(crate) variants: &'static [Variant],
+    /// Defaults of the common keys.
+    pub(crate) defaults: Option<Defaults>,
 }
 
 pub(crate) struct Variant {
     /// The canonical name first, then aliases.
     pub(crate) names: &'static [&'static str],
+    /// What this type is, for the reference.
+    pub(crate) doc: &'static str,
     pub(crate) fields: &'static [Field],
     pub(crate) check: Option<Check>,
+    /// Defaults of the variant's own keys.
+    pub(crate) defaults: Option<Defaults>,
 }
 
 /// Leaf kinds.
@@ -93,6 +203,7 @@ const fn opt(name: &'static str, node: Node) -> Field {
         aliases: &[],
         node,
         required: false,
+        doc: NO_DOC,
     }
 }
 
@@ -102,6 +213,7 @@ const fn req(name: &'static str, node: Node) -> Field {
         aliases: &[],
         node,
         required: true,
+        doc: NO_DOC,
     }
 }
 
@@ -111,7 +223,60 @@ const fn aliased(name: &'static str, aliases: &'static [&'static str], node: Nod
         aliases,
         node,
         required: false,
+        doc: NO_DOC,
     }
+}
+
+/// Every key of the schema by its id: the key path without list indexes and map keys,
+/// with `type` variants as `(name)` (`tables.targets.(http-sync).headers`); the
+/// variants themselves included.
+pub(crate) fn key_ids() -> Vec<String> {
+    let mut ids = Vec::new();
+    node_key_ids(&ROOT, "", &mut ids);
+    ids
+}
+
+fn node_key_ids(node: &Node, id: &str, out: &mut Vec<String>) {
+    match node {
+        Node::Object(obj) => field_key_ids(obj.fields, id, out),
+        Node::Map(item) | Node::List(item) => node_key_ids(item, id, out),
+        Node::Tagged(tagged) => {
+            field_key_ids(tagged.common, id, out);
+            for variant in tagged.variants {
+                let variant_id = join(id, &variant_id(variant));
+                field_key_ids(variant.fields, &variant_id, out);
+                out.push(variant_id);
+            }
+        }
+        Node::Scalar(_) | Node::Any => {}
+    }
+}
+
+fn field_key_ids(fields: &[Field], id: &str, out: &mut Vec<String>) {
+    for field in fields {
+        let field_id = join(id, field.name);
+        node_key_ids(&field.node, &field_id, out);
+        out.push(field_id);
+    }
+}
+
+/// A variant's part of a key id: `(http-sync)`.
+pub(crate) fn variant_id(variant: &Variant) -> String {
+    format!("({})", variant.names[0])
+}
+
+/// `prefix.key`, or `key` at the root.
+pub(crate) fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The serialized `Default` of `T`, for [`Obj::defaults`] and its kin.
+fn defaults_of<T: Default + Serialize>() -> Value {
+    serde_json::to_value(T::default()).unwrap_or(Value::Null)
 }
 
 const STR: Node = Node::Scalar(Kind::Str);
@@ -132,545 +297,41 @@ const POSITIVE: Node = Node::Scalar(Kind::Int {
 const DURATION: Node = Node::Scalar(Kind::Duration { nonzero: false });
 const POSITIVE_DURATION: Node = Node::Scalar(Kind::Duration { nonzero: true });
 const FIELDS: Node = Node::Scalar(Kind::StrList { non_empty: true });
+const STRINGS: Node = Node::Scalar(Kind::StrList { non_empty: false });
 const STORE_KIND: Node = Node::Scalar(Kind::Enum(&["local", "s3"]));
 const FORMATS: Node = Node::Scalar(Kind::StrOrList);
 
-const STORE_LOCATION: Node = Node::Object(&Obj {
-    fields: &[
-        aliased("path", &["directory"], STR),
-        opt("bucket", STR),
-        opt("prefix", STR),
-        opt("region", STR),
-    ],
-    check: None,
-});
-
-// ---- sources -------------------------------------------------------------------
-
-const PUBLICATION: Node = Node::Object(&Obj {
-    fields: &[
-        opt("name", NON_EMPTY_STR),
-        opt("create", BOOL),
-        opt("adopt_existing", BOOL),
-        opt("publish", NON_EMPTY_STR),
-        opt(
-            "tables",
-            Node::Map(&Node::Object(&Obj {
-                fields: &[opt("where", NON_EMPTY_STR), opt("columns", FIELDS)],
-                check: None,
-            })),
-        ),
-    ],
-    check: None,
-});
-
-const RECONNECT: Node = Node::Object(&Obj {
-    fields: &[
-        opt("max_attempts", COUNT),
-        opt("initial_backoff", POSITIVE_DURATION),
-        opt("max_backoff", POSITIVE_DURATION),
-        opt("backoff_multiplier", Node::Scalar(Kind::Float { min: 1.0 })),
-    ],
-    check: Some(crate::checks::reconnect),
-});
-
-const SOURCE: Node = Node::Tagged(&Tagged {
-    what: "source",
-    common: &[],
-    variants: &[
-        Variant {
-            names: &["postgresql", "pg"],
-            fields: &[
-                req("connection", NON_EMPTY_STR),
-                opt(
-                    "slot_mode",
-                    Node::Scalar(Kind::Enum(&["ephemeral", "stateful"])),
-                ),
-                opt("slot_name", NON_EMPTY_STR),
-                opt("always_baseline", BOOL),
-                opt("max_protocol_failures", POSITIVE),
-                opt("publication", PUBLICATION),
-                opt("reconnect", RECONNECT),
-            ],
-            check: None,
-        },
-        Variant {
-            names: &["s3-kinesis"],
-            fields: &[
-                req("baseline_bucket", NON_EMPTY_STR),
-                opt("baseline_format", Node::Scalar(Kind::Enum(&["jsonl"]))),
-                req("stream_arn", NON_EMPTY_STR),
-                opt("consumer_group", NON_EMPTY_STR),
-                opt("checkpoint_table", NON_EMPTY_STR),
-                opt("region", NON_EMPTY_STR),
-            ],
-            check: Some(crate::checks::kinesis_source),
-        },
-        Variant {
-            names: &["archive", "file"],
-            fields: &[
-                opt("store", STORE_KIND),
-                opt("store_config", STORE_LOCATION),
-                opt("format", FORMATS),
-                opt("key_prefix", STR),
-                opt("key_fields", FORMATS),
-                opt("follow", BOOL),
-                opt("poll_interval", POSITIVE_DURATION),
-                opt("state_path", NON_EMPTY_STR),
-                opt("group", BOOL),
-            ],
-            check: Some(crate::checks::archive_source),
-        },
-    ],
-});
-
-// ---- tables and targets ---------------------------------------------------------
-
-const TTL: Node = Node::Object(&Obj {
-    fields: &[
-        opt("mode", Node::Scalar(Kind::Enum(&["field", "computed"]))),
-        opt("field", NON_EMPTY_STR),
-        opt("check_interval", POSITIVE_DURATION),
-    ],
-    check: Some(crate::checks::ttl),
-});
-
-const VALIDATION: Node = Node::Object(&Obj {
-    fields: &[
-        opt("post_baseline_row_count", BOOL),
-        opt(
-            "periodic_row_count",
-            Node::Object(&Obj {
-                fields: &[opt("enabled", BOOL), opt("interval", POSITIVE_DURATION)],
-                check: None,
-            }),
-        ),
-        opt(
-            "on_mismatch",
-            Node::Scalar(Kind::Enum(&["warn", "re_baseline", "error"])),
-        ),
-    ],
-    check: None,
-});
-
-const BUFFER: Node = Node::Object(&Obj {
-    fields: &[
-        opt("max_size", POSITIVE),
-        opt(
-            "policy",
-            Node::Scalar(Kind::Enum(&["block", "drop_oldest", "error"])),
-        ),
-    ],
-    check: None,
-});
-
-const DEAD_LETTER: Node = Node::Object(&Obj {
-    fields: &[
-        opt("enabled", BOOL),
-        opt(
-            "store",
-            Node::Scalar(Kind::Enum(&["memory", "local", "s3"])),
-        ),
-        opt("config", STORE_LOCATION),
-    ],
-    check: Some(crate::checks::dead_letter),
-});
-
-const ERROR_HANDLING: Node = Node::Object(&Obj {
-    fields: &[
-        opt("max_retries", COUNT),
-        opt("retry_backoff_ms", POSITIVE),
-        opt("retry_backoff_max_ms", POSITIVE),
-        opt(
-            "on_persistent_failure",
-            Node::Scalar(Kind::Enum(&["isolate", "stop_source", "stop_all"])),
-        ),
-        opt("dead_letter", DEAD_LETTER),
-    ],
-    check: Some(crate::checks::error_handling),
-});
-
-const FILTER: Node = Node::Tagged(&Tagged {
-    what: "filter",
-    common: &[],
-    variants: &[
-        Variant {
-            names: &["field-equals"],
-            fields: &[
-                req("field", NON_EMPTY_STR),
-                req("value", Node::Scalar(Kind::AnyScalar)),
-            ],
-            check: None,
-        },
-        Variant {
-            names: &["field-prefix"],
-            fields: &[req("field", NON_EMPTY_STR), req("prefix", STR)],
-            check: None,
-        },
-        Variant {
-            names: &["field-regex"],
-            fields: &[
-                req("field", NON_EMPTY_STR),
-                req("pattern", Node::Scalar(Kind::Regex)),
-            ],
-            check: None,
-        },
-    ],
-});
-
-const TRANSFORM: Node = Node::Tagged(&Tagged {
-    what: "transform",
-    common: &[],
-    variants: &[
-        Variant {
-            names: &["drop-fields"],
-            fields: &[req("fields", FIELDS)],
-            check: None,
-        },
-        Variant {
-            names: &["rename-fields"],
-            fields: &[req("mapping", Node::Map(&NON_EMPTY_STR))],
-            check: Some(crate::checks::rename_mapping),
-        },
-        Variant {
-            names: &["add-timestamp"],
-            fields: &[req("field", NON_EMPTY_STR)],
-            check: None,
-        },
-    ],
-});
-
-const FANOUT_ARCHIVE: Node = Node::Object(&Obj {
-    fields: &[
-        req("store", STORE_KIND),
-        opt("store_config", STORE_LOCATION),
-        opt("format", FORMATS),
-        opt("key_prefix", STR),
-    ],
-    check: Some(crate::checks::fanout_archive),
-});
-
-const TARGET: Node = Node::Tagged(&Tagged {
-    what: "target",
-    common: &[
-        opt("buffer", BUFFER),
-        opt("error_handling", ERROR_HANDLING),
-        opt("filters", Node::List(&FILTER)),
-        opt("transforms", Node::List(&TRANSFORM)),
-    ],
-    variants: &[
-        Variant {
-            names: &["indexed-memory"],
-            fields: &[
-                req("lookup_fields", FIELDS),
-                opt(
-                    "additional_indexes",
-                    Node::List(&Node::Object(&Obj {
-                        fields: &[
-                            req("name", NON_EMPTY_STR),
-                            req("fields", FIELDS),
-                            opt("unique", BOOL),
-                        ],
-                        check: None,
-                    })),
-                ),
-            ],
-            check: Some(crate::checks::index_names),
-        },
-        Variant {
-            names: &["compiled-memory"],
-            fields: &[
-                req("compiler", NON_EMPTY_STR),
-                req("key_fields", FIELDS),
-                opt(
-                    "filter",
-                    Node::Object(&Obj {
-                        fields: &[req("field", NON_EMPTY_STR), req("prefix", STR)],
-                        check: None,
-                    }),
-                ),
-            ],
-            check: None,
-        },
-        Variant {
-            names: &["replication-fanout"],
-            fields: &[
-                opt(
-                    "journal",
-                    Node::Object(&Obj {
-                        fields: &[
-                            opt(
-                                "max_entries",
-                                Node::Scalar(Kind::Int {
-                                    min: 1,
-                                    max: i64::MAX,
-                                }),
-                            ),
-                            opt("max_age", POSITIVE_DURATION),
-                        ],
-                        check: None,
-                    }),
-                ),
-                opt(
-                    "snapshot",
-                    Node::Object(&Obj {
-                        fields: &[
-                            opt("interval", DURATION),
-                            opt(
-                                "retention",
-                                Node::Object(&Obj {
-                                    fields: &[opt("keep_count", COUNT), opt("max_age", DURATION)],
-                                    check: None,
-                                }),
-                            ),
-                        ],
-                        check: None,
-                    }),
-                ),
-                opt("max_clients", COUNT),
-                opt(
-                    "client_buffer",
-                    Node::Object(&Obj {
-                        fields: &[
-                            opt("max_size", POSITIVE),
-                            opt(
-                                "policy",
-                                Node::Scalar(Kind::Enum(&["drop_disconnect", "slow_down"])),
-                            ),
-                        ],
-                        check: None,
-                    }),
-                ),
-                opt("heartbeat_interval", POSITIVE_DURATION),
-                opt("archive", FANOUT_ARCHIVE),
-            ],
-            check: None,
-        },
-        Variant {
-            names: &["http-sync"],
-            fields: &[
-                req("base_url", NON_EMPTY_STR),
-                opt("batch_size", POSITIVE),
-                opt("flush_interval", POSITIVE_DURATION),
-                opt("timeout_ms", POSITIVE),
-                opt("retry_count", COUNT),
-                opt("retry_backoff_ms", POSITIVE),
-                opt("auth_header", STR),
-                opt("headers", Node::Map(&STR)),
-            ],
-            check: Some(crate::checks::http_sync),
-        },
-    ],
-});
-
-const TABLE: Node = Node::Object(&Obj {
-    fields: &[
-        req("source", NON_EMPTY_STR),
-        req("schema", NON_EMPTY_STR),
-        req("table", NON_EMPTY_STR),
-        opt("targets", Node::List(&TARGET)),
-        opt("ttl", TTL),
-        opt("validation", VALIDATION),
-    ],
-    check: Some(crate::checks::table),
-});
-
-// ---- engine and server ----------------------------------------------------------
-
-const SNAPSHOT: Node = Node::Object(&Obj {
-    fields: &[
-        opt("enabled", BOOL),
-        opt("store", STORE_KIND),
-        aliased("store_config", &["config"], STORE_LOCATION),
-        opt("serializer", Node::Scalar(Kind::Enum(&["jsonl"]))),
-        opt("schedule", Node::Scalar(Kind::Schedule)),
-        opt("on_shutdown", BOOL),
-        opt(
-            "retention",
-            Node::Object(&Obj {
-                fields: &[opt("keep_count", COUNT), opt("max_age", POSITIVE_DURATION)],
-                check: None,
-            }),
-        ),
-        opt("user_meta", Node::Map(&Node::Any)),
-        opt(
-            "on_restore_mismatch",
-            Node::Scalar(Kind::Enum(&["warn", "reject"])),
-        ),
-    ],
-    check: Some(crate::checks::snapshot),
-});
-
-/// `grpc.limits` and `fanout.grpc.limits`.
-const LIMITS: Node = Node::Object(&Obj {
-    fields: &[
-        opt("max_connections", POSITIVE),
-        opt("max_concurrent_streams", POSITIVE),
-        opt("max_header_list_size", POSITIVE),
-        opt("max_message_size", POSITIVE),
-        opt("keepalive_interval", POSITIVE_DURATION),
-        opt("keepalive_timeout", POSITIVE_DURATION),
-        opt("max_pending_accept_reset_streams", POSITIVE),
-        opt("max_local_error_reset_streams", POSITIVE),
-        opt("max_cancelled_calls", POSITIVE),
-        opt("request_timeout", POSITIVE_DURATION),
-        opt("idle_timeout", POSITIVE_DURATION),
-        opt("tcp_keepalive", POSITIVE_DURATION),
-    ],
-    check: None,
-});
-
-const GRPC: Node = Node::Object(&Obj {
-    fields: &[
-        opt("port", PORT),
-        opt("bind", NON_EMPTY_STR),
-        opt("limits", LIMITS),
-        opt(
-            "tls",
-            Node::Object(&Obj {
-                fields: &[
-                    opt("enabled", BOOL),
-                    opt("cert_path", STR),
-                    opt("key_path", STR),
-                ],
-                check: Some(crate::checks::tls),
-            }),
-        ),
-        opt(
-            "auth",
-            Node::Object(&Obj {
-                fields: &[
-                    opt("admin_token", NON_EMPTY_STR),
-                    opt(
-                        "admin_tokens",
-                        Node::Scalar(Kind::StrList { non_empty: false }),
-                    ),
-                    opt(
-                        "admin_token_files",
-                        Node::Scalar(Kind::StrList { non_empty: false }),
-                    ),
-                    opt("read_token", NON_EMPTY_STR),
-                    opt(
-                        "read_tokens",
-                        Node::Scalar(Kind::StrList { non_empty: false }),
-                    ),
-                    opt(
-                        "read_token_files",
-                        Node::Scalar(Kind::StrList { non_empty: false }),
-                    ),
-                    opt(
-                        "admin_methods",
-                        Node::Scalar(Kind::StrList { non_empty: false }),
-                    ),
-                ],
-                check: None,
-            }),
-        ),
-        opt(
-            "web",
-            Node::Object(&Obj {
-                fields: &[
-                    opt("enabled", BOOL),
-                    opt(
-                        "cors_allowed_origins",
-                        Node::Scalar(Kind::StrList { non_empty: false }),
-                    ),
-                ],
-                check: None,
-            }),
-        ),
-    ],
-    check: None,
-});
-
-const FANOUT: Node = Node::Object(&Obj {
-    fields: &[opt(
-        "grpc",
-        Node::Object(&Obj {
-            fields: &[
-                opt("port", PORT),
-                opt("bind", NON_EMPTY_STR),
-                opt("limits", LIMITS),
-            ],
-            check: None,
-        }),
-    )],
-    check: None,
-});
-
-const HEALTH: Node = Node::Object(&Obj {
-    fields: &[
-        opt("http_port", PORT),
-        opt("bind", NON_EMPTY_STR),
-        opt("readiness_path", NON_EMPTY_STR),
-        opt("liveness_path", NON_EMPTY_STR),
-        opt("startup_path", NON_EMPTY_STR),
-    ],
-    check: Some(crate::checks::health_paths),
-});
-
-const OBSERVABILITY: Node = Node::Object(&Obj {
-    fields: &[
-        opt(
-            "metrics",
-            Node::Object(&Obj {
-                fields: &[
-                    opt("type", Node::Scalar(Kind::Enum(&["prometheus", "otel"]))),
-                    opt("port", PORT),
-                    opt("bind", NON_EMPTY_STR),
-                    opt("path", NON_EMPTY_STR),
-                    opt(
-                        "otel",
-                        Node::Object(&Obj {
-                            fields: &[
-                                opt("exporter", Node::Scalar(Kind::Enum(&["stdout", "otlp"]))),
-                                opt("endpoint", NON_EMPTY_STR),
-                                opt("interval", POSITIVE_DURATION),
-                            ],
-                            check: Some(crate::checks::otel),
-                        }),
-                    ),
-                ],
-                check: None,
-            }),
-        ),
-        opt(
-            "logging",
-            Node::Object(&Obj {
-                fields: &[
-                    opt("type", Node::Scalar(Kind::Enum(&["structured", "text"]))),
-                    opt(
-                        "level",
-                        Node::Scalar(Kind::Enum(&["debug", "info", "warn", "error"])),
-                    ),
-                ],
-                check: None,
-            }),
-        ),
-    ],
-    check: None,
-});
-
-const SHUTDOWN: Node = Node::Object(&Obj {
-    fields: &[
-        opt("timeout", POSITIVE_DURATION),
-        opt("drain_timeout", DURATION),
-    ],
-    check: None,
-});
+/// `store_config` of archive sources, fan-out archives and snapshots, and a dead
+/// letter's `config`.
+const STORE_LOCATION: Node = Node::Object(&Obj::new(&[
+    aliased("path", &["directory"], STR)
+        .default_is("required for `local`")
+        .doc("Local directory."),
+    opt("bucket", STR)
+        .default_is("required for `s3`")
+        .doc("S3 bucket; ambient AWS credentials."),
+    opt("prefix", STR).doc("S3 key prefix."),
+    opt("region", STR).doc("AWS region."),
+]));
 
 /// The whole configuration.
-pub(crate) const ROOT: Node = Node::Object(&Obj {
-    fields: &[
-        opt("insecure", BOOL),
-        opt("sources", Node::Map(&SOURCE)),
-        opt("tables", Node::List(&TABLE)),
-        opt("snapshot", SNAPSHOT),
-        opt("grpc", GRPC),
-        opt("fanout", FANOUT),
-        opt("health", HEALTH),
-        opt("observability", OBSERVABILITY),
-        opt("shutdown", SHUTDOWN),
-    ],
-    check: Some(crate::checks::root),
-});
+pub(crate) const ROOT: Node = Node::Object(
+    &Obj::new(&[
+        opt("insecure", BOOL).doc(
+            "Serve the gRPC ports without authentication when no token is configured. \
+             Without any token and without `insecure = true` the server refuses to \
+             start. Every start in insecure mode logs a WARN. For a laptop or the demo \
+             only.",
+        ),
+        opt("sources", Node::Map(&source::SOURCE)).keyed_by("<id>"),
+        opt("tables", Node::List(&table::TABLE)),
+        opt("snapshot", server::SNAPSHOT),
+        opt("grpc", server::GRPC),
+        opt("fanout", server::FANOUT),
+        opt("health", server::HEALTH),
+        opt("observability", server::OBSERVABILITY),
+        opt("shutdown", server::SHUTDOWN),
+    ])
+    .checked(crate::checks::root)
+    .defaults(defaults_of::<crate::LaredoConfig>),
+);

@@ -6,6 +6,7 @@ mod dump;
 mod durations;
 mod errors;
 mod layers;
+mod reference;
 
 use laredo_config::{LaredoConfig, LoadOptions};
 
