@@ -19,6 +19,8 @@
 mod server;
 mod source;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
