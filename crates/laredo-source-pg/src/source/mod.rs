@@ -112,7 +112,7 @@ struct Inner {
 impl PgSource {
     /// Checks what the server must offer before the source starts, without changing
     /// anything: `wal_level`, the REPLICATION attribute, a free slot, the publication
-    /// (see [`catalog::validate_server`]), and that every table exists and is readable.
+    /// (`catalog::validate_server`), and that every table exists and is readable.
     /// `laredo-server --validate strict` runs it before listening.
     pub async fn preflight(&self, tables: &[TableIdentifier]) -> Vec<ValidationError> {
         let client = match self.inner.query_client().await {
@@ -127,7 +127,7 @@ impl PgSource {
     }
 
     /// A source whose replication messages go through `decode` instead of
-    /// [`pgoutput::decode`]. For tests of faults a real server does not produce, such
+    /// the `pgoutput` decoder. For tests of faults a real server does not produce, such
     /// as a message that never decodes (a poison message).
     ///
     /// # Errors

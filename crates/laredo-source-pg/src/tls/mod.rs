@@ -11,17 +11,7 @@
 //! - the replication connection (pgwire-replication) through [`crate::relay`], because
 //!   pgwire-replication's own TLS feature hard-wires the `ring` provider.
 //!
-//! What each mode checks (as libpq, see
-//! <https://www.postgresql.org/docs/current/libpq-ssl.html#LIBPQ-SSL-PROTECTION>):
-//!
-//! | `sslmode` | TLS | certificate chain | host name |
-//! | --- | --- | --- | --- |
-//! | `disable` | never | - | - |
-//! | `allow` | only when the plaintext connection is refused (query connections) | as `require` | no |
-//! | `prefer` (default) | when the server offers it, else plaintext | as `require` | no |
-//! | `require` | always | only when a root certificate is given or `~/.postgresql/root.crt` exists | no |
-//! | `verify-ca` | always | yes | no |
-//! | `verify-full` | always | yes | yes (DNS name or IP address in the certificate's subjectAltName) |
+//! What each mode checks is in [`SslMode`]'s docs, as libpq defines it.
 //!
 //! `require` and stricter never fall back to plaintext; `prefer` does only when the
 //! server answers the TLS request with "no TLS here". Unlike libpq, a root certificate
@@ -63,7 +53,22 @@ const UNSUPPORTED_KEYS: [&str; 6] = [
     "requirepeer",
 ];
 
-/// libpq's `sslmode`: whether TLS is used and what it verifies (see the module docs).
+/// libpq's `sslmode`: whether TLS is used and what it verifies.
+///
+/// What each mode checks (as libpq, see
+/// <https://www.postgresql.org/docs/current/libpq-ssl.html#LIBPQ-SSL-PROTECTION>):
+///
+/// | `sslmode` | TLS | certificate chain | host name |
+/// | --- | --- | --- | --- |
+/// | `disable` | never | - | - |
+/// | `allow` | only when the plaintext connection is refused (query connections) | as `require` | no |
+/// | `prefer` (default) | when the server offers it, else plaintext | as `require` | no |
+/// | `require` | always | only when a root certificate is given or `~/.postgresql/root.crt` exists | no |
+/// | `verify-ca` | always | yes | no |
+/// | `verify-full` | always | yes | yes (DNS name or IP address in the certificate's subjectAltName) |
+///
+/// `require` and stricter never fall back to plaintext; `prefer` does only when the
+/// server answers the TLS request with "no TLS here".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SslMode {
@@ -264,7 +269,7 @@ impl TlsError {
 /// # Errors
 /// A TLS key with a bad value (the message names the key and the accepted values), an
 /// unsupported TLS key, or a string whose structure cannot be read.
-pub fn split(connection_string: &str) -> Result<(String, TlsSettings), TlsError> {
+pub(crate) fn split(connection_string: &str) -> Result<(String, TlsSettings), TlsError> {
     let trimmed = connection_string.trim_start();
     let (rest, pairs) =
         if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
