@@ -49,7 +49,7 @@ const NUMERIC_NINF: u16 = 0xF000;
 const NUMERIC_DSCALE_MASK: u16 = 0x3FFF;
 
 /// Whether [`parse_binary`] decodes type `oid`; other types must be read as text.
-pub fn is_supported(oid: u32) -> bool {
+pub(crate) fn is_supported(oid: u32) -> bool {
     Decoder::of(oid).is_some()
 }
 
@@ -82,16 +82,16 @@ impl Decoder {
 ///
 /// ```
 /// use laredo_core::Value;
-/// use laredo_source_pg::binary::parse_binary;
+/// use laredo_source_pg::internals::binary::parse_binary;
 ///
 /// // numeric -12.50: 2 digits, weight 0, negative, display scale 2, digits 12 and 5000.
 /// let bytes = [0, 2, 0, 0, 0x40, 0, 0, 2, 0, 12, 0x13, 0x88];
 /// assert_eq!(parse_binary(1700, &bytes)?, Value::numeric("-12.50"));
-/// # Ok::<(), laredo_source_pg::types::TypeError>(())
+/// # Ok::<(), laredo_source_pg::internals::types::TypeError>(())
 /// ```
 ///
 /// # Errors
-/// When the type has no binary decoder here (see [`is_supported`]), or the bytes are
+/// When the type has no binary decoder here (see `is_supported`), or the bytes are
 /// not a valid value of the type (wrong length, bad UTF-8, out-of-range fields).
 pub fn parse_binary(oid: u32, bytes: &[u8]) -> Result<Value, TypeError> {
     match Decoder::of(oid) {

@@ -93,12 +93,12 @@ fn query_error(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) ->
 }
 
 /// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `"schema"."table"`.
-pub fn quote_table(table: &TableIdentifier) -> String {
+pub(crate) fn quote_table(table: &TableIdentifier) -> String {
     format!(
         "{}.{}",
         quote_ident(table.schema()),
@@ -110,7 +110,7 @@ pub fn quote_table(table: &TableIdentifier) -> String {
 ///
 /// # Errors
 /// When the query fails.
-pub async fn server_version(client: &Client) -> Result<i32, CatalogError> {
+pub(crate) async fn server_version(client: &Client) -> Result<i32, CatalogError> {
     let row = client
         .query_one("SELECT current_setting('server_version_num')::int4", &[])
         .await

@@ -87,7 +87,7 @@ pub struct PgSourceConfig {
     /// A libpq connection string (URI or `key=value`). Its `sslmode`, `sslrootcert`,
     /// `sslcert`, `sslkey`, `sslsni` and `sslnegotiation` keys choose TLS for both the
     /// query and the replication connection, with libpq's meanings (see
-    /// [`crate::tls`]); the default is `prefer`.
+    /// [`SslMode`](crate::SslMode)); the default is `prefer`.
     pub connection_string: String,
     /// Ephemeral (the default) or stateful slot.
     pub slot_mode: SlotMode,

@@ -45,27 +45,70 @@
 //! # }
 //! ```
 //!
-//! The building blocks are public too: [`pgoutput`] (the message decoder), [`types`]
-//! (text values), [`catalog`] (columns, validation, publications), [`baseline`] (the
-//! streamed COPY), [`replication`] (slot creation with an exported snapshot) and
-//! [`tls`] (libpq's `sslmode` semantics on rustls, for both connections).
+//! The public face is [`PgSource`] and its settings ([`PgSourceConfig`],
+//! [`PublicationConfig`], [`SlotMode`], [`ReconnectPolicy`]; TLS is read from the
+//! connection string into [`TlsSettings`], with [`SslMode`] and [`SslNegotiation`] as
+//! libpq defines them), plus [`format_lsn`] and [`parse_lsn`] for PostgreSQL's LSN
+//! text. The parts under it are private modules: `pgoutput` (the message decoder),
+//! `types` and `binary` (text and binary values to [`Value`](laredo_core::Value)),
+//! `catalog` (columns, validation, publications), `baseline` (the streamed COPY),
+//! `replication` (slot creation with an exported snapshot), `tls` and `relay` (libpq's
+//! `sslmode` semantics on rustls, for both connections), and `source` (the
+//! [`SyncSource`](laredo_core::SyncSource) itself: sessions, slot, reconnects,
+//! decoding).
 //!
 //! TLS is always compiled in (rustls with the aws-lc-rs provider, as tonic in this
 //! workspace); the connection string's `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
 //! choose it, as with libpq.
 
-pub mod baseline;
-pub mod binary;
-pub mod catalog;
-pub mod config;
-pub mod pgoutput;
+mod baseline;
+mod binary;
+mod catalog;
+mod config;
+mod pgoutput;
 mod relay;
-pub mod replication;
+mod replication;
 mod source;
-pub mod tls;
-pub mod types;
+mod tls;
+mod types;
 
 pub use crate::catalog::PublicationConfig;
 pub use crate::config::{PgSourceConfig, ReconnectPolicy, SlotMode};
-pub use crate::source::{MessageDecoder, PgSource, format_lsn, parse_lsn};
+#[doc(hidden)]
+pub use crate::source::MessageDecoder;
+pub use crate::source::{PgSource, format_lsn, parse_lsn};
 pub use crate::tls::{SslMode, SslNegotiation, TlsSettings};
+
+/// The parts under [`PgSource`], for this crate's integration tests and benches, which
+/// drive them against a real server. Not part of the API: hidden from the docs, no
+/// stability promise.
+#[doc(hidden)]
+pub mod internals {
+    /// The `pgoutput` message decoder.
+    pub mod pgoutput {
+        pub use crate::pgoutput::{DecodeError, Message, OldTuple, TupleValue, decode};
+    }
+    /// Text values.
+    pub mod types {
+        pub use crate::types::{SESSION_SETTINGS, TypeError, parse_text};
+    }
+    /// Binary values.
+    pub mod binary {
+        pub use crate::binary::parse_binary;
+    }
+    /// Catalog queries and publications.
+    pub mod catalog {
+        pub use crate::catalog::{
+            CatalogError, MANAGED_COMMENT, PublicationConfig, discover_columns, drop_publication,
+            publication_tables, server_problem, sync_publication, validate_server, validate_tables,
+        };
+    }
+    /// The baseline's COPY reader.
+    pub mod baseline {
+        pub use crate::baseline::{BaselineError, TableCopy};
+    }
+    /// Slot creation with an exported snapshot.
+    pub mod replication {
+        pub use crate::replication::{ConnectionParams, create_slot_with_snapshot};
+    }
+}

@@ -107,7 +107,7 @@ pub struct TypeInfo {
     pub name: String,
 }
 
-/// One column value of a [`Tuple`].
+/// One column value of a tuple.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TupleValue {
     /// SQL NULL.
@@ -121,7 +121,7 @@ pub enum TupleValue {
 }
 
 /// A row image: one value per column of the relation.
-pub type Tuple = Vec<TupleValue>;
+pub(crate) type Tuple = Vec<TupleValue>;
 
 /// `I`: a row was inserted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,9 +481,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     r.finish(message)
 }
 
-/// Encodes a message in the wire format (the inverse of [`decode`]); used by tests and
-/// benchmarks to produce streams.
-pub fn encode(message: &Message) -> Vec<u8> {
+/// Encodes a message in the wire format (the inverse of [`decode`]); the tests use it to
+/// produce streams.
+#[cfg(test)]
+pub(crate) fn encode(message: &Message) -> Vec<u8> {
     let mut out = Vec::new();
     let string = |out: &mut Vec<u8>, s: &str| {
         out.extend_from_slice(s.as_bytes());

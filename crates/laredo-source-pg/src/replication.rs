@@ -73,7 +73,7 @@ pub struct ConnectionParams {
 /// # Errors
 /// A string that does not parse, or a TLS key with a bad value; the message names the
 /// key.
-pub fn parse_connection_string(
+pub(crate) fn parse_connection_string(
     connection_string: &str,
 ) -> Result<(tokio_postgres::Config, TlsSettings), ReplicationError> {
     let (rest, settings) = tls::split(connection_string)
@@ -142,7 +142,7 @@ pub(crate) async fn route(
 
 /// The `-c name=value` options that pin a session's settings (see
 /// [`SESSION_SETTINGS`]).
-pub fn session_options() -> String {
+pub(crate) fn session_options() -> String {
     SESSION_SETTINGS
         .iter()
         .map(|(name, value)| format!("-c {name}={value}"))

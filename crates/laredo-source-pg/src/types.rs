@@ -99,7 +99,7 @@ pub(crate) fn scalar_kind(oid: u32) -> Option<Kind> {
 }
 
 /// The element type OID of a built-in array type OID.
-pub fn array_element(oid: u32) -> Option<u32> {
+pub(crate) fn array_element(oid: u32) -> Option<u32> {
     Some(match oid {
         1000 => 16,
         1016 => 20,

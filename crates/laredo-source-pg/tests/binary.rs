@@ -2,9 +2,9 @@
 //! special values, and random values the server encoded.
 
 use laredo_core::{Row, Value, table};
-use laredo_source_pg::baseline::{BaselineError, TableCopy};
-use laredo_source_pg::catalog;
-use laredo_source_pg::types::SESSION_SETTINGS;
+use laredo_source_pg::internals::baseline::{BaselineError, TableCopy};
+use laredo_source_pg::internals::catalog;
+use laredo_source_pg::internals::types::SESSION_SETTINGS;
 use laredo_test_support::PgCluster;
 use proptest::prelude::*;
 

@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use laredo_core::{Value, time};
-use laredo_source_pg::pgoutput::{self, Message, OldTuple, TupleValue};
-use laredo_source_pg::types::parse_text;
+use laredo_source_pg::internals::pgoutput::{self, Message, OldTuple, TupleValue};
+use laredo_source_pg::internals::types::parse_text;
 use laredo_test_support::PgCluster;
 
 fn unhex(hex: &str) -> Vec<u8> {
@@ -15,7 +15,7 @@ fn unhex(hex: &str) -> Vec<u8> {
 
 /// Every message the slot has for publication `publication`, decoded.
 fn changes(pg: &PgCluster, db: &str, slot: &str, publication: &str) -> Vec<Message> {
-    let settings: String = laredo_source_pg::types::SESSION_SETTINGS
+    let settings: String = laredo_source_pg::internals::types::SESSION_SETTINGS
         .iter()
         .map(|(name, value)| format!("SET {name} = '{value}'; "))
         .collect();
@@ -328,7 +328,7 @@ fn built_in_types_map_to_values() {
 mod catalog {
     use super::{connect, with_user};
     use laredo_core::{ValidationError, table};
-    use laredo_source_pg::catalog::{self, CatalogError, PublicationConfig};
+    use laredo_source_pg::internals::catalog::{self, CatalogError, PublicationConfig};
     use laredo_test_support::PgCluster;
 
     #[tokio::test]
@@ -430,7 +430,7 @@ mod catalog {
 
     #[tokio::test]
     async fn validate_server_names_what_replication_lacks_without_changing_anything() {
-        use laredo_source_pg::catalog::server_problem;
+        use laredo_source_pg::internals::catalog::server_problem;
 
         let pg = PgCluster::shared();
         let db = pg.create_database("preflight").unwrap();
@@ -708,8 +708,8 @@ mod catalog {
 
 mod baseline {
     use laredo_core::{Value, row, table};
-    use laredo_source_pg::baseline::TableCopy;
-    use laredo_source_pg::catalog;
+    use laredo_source_pg::internals::baseline::TableCopy;
+    use laredo_source_pg::internals::catalog;
     use laredo_test_support::PgCluster;
 
     #[tokio::test]
@@ -763,16 +763,16 @@ mod handoff {
     use std::time::Duration;
 
     use laredo_core::table;
-    use laredo_source_pg::baseline::TableCopy;
-    use laredo_source_pg::catalog;
-    use laredo_source_pg::pgoutput::{self, Message};
-    use laredo_source_pg::replication::{ConnectionParams, create_slot_with_snapshot};
+    use laredo_source_pg::internals::baseline::TableCopy;
+    use laredo_source_pg::internals::catalog;
+    use laredo_source_pg::internals::pgoutput::{self, Message};
+    use laredo_source_pg::internals::replication::{ConnectionParams, create_slot_with_snapshot};
     use laredo_test_support::{PgCluster, wait_until};
     use pgwire_replication::ReplicationEvent;
 
     use super::{connect, text};
 
-    fn int(values: &[laredo_source_pg::pgoutput::TupleValue], idx: usize) -> i64 {
+    fn int(values: &[laredo_source_pg::internals::pgoutput::TupleValue], idx: usize) -> i64 {
         text(&values[idx]).unwrap().parse().unwrap()
     }
 

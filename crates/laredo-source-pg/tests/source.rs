@@ -1173,15 +1173,18 @@ async fn an_idle_stream_is_kept_by_probing_rather_than_dropped() {
 /// the reconnects and the resumes are real).
 fn poison_decoder(
     data: &[u8],
-) -> Result<laredo_source_pg::pgoutput::Message, laredo_source_pg::pgoutput::DecodeError> {
+) -> Result<
+    laredo_source_pg::internals::pgoutput::Message,
+    laredo_source_pg::internals::pgoutput::DecodeError,
+> {
     if data.windows(13).any(|w| w == b"laredo-poison") {
-        return Err(laredo_source_pg::pgoutput::DecodeError {
+        return Err(laredo_source_pg::internals::pgoutput::DecodeError {
             message: "Insert",
             offset: 0,
             problem: "injected poison".to_string(),
         });
     }
-    laredo_source_pg::pgoutput::decode(data)
+    laredo_source_pg::internals::pgoutput::decode(data)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1245,9 +1248,12 @@ async fn a_message_that_never_decodes_stops_the_source_after_max_protocol_failur
 /// injected here; the server, the tables and the streaming are real.
 fn poison_value_decoder(
     data: &[u8],
-) -> Result<laredo_source_pg::pgoutput::Message, laredo_source_pg::pgoutput::DecodeError> {
-    use laredo_source_pg::pgoutput::{Message, TupleValue};
-    let mut message = laredo_source_pg::pgoutput::decode(data)?;
+) -> Result<
+    laredo_source_pg::internals::pgoutput::Message,
+    laredo_source_pg::internals::pgoutput::DecodeError,
+> {
+    use laredo_source_pg::internals::pgoutput::{Message, TupleValue};
+    let mut message = laredo_source_pg::internals::pgoutput::decode(data)?;
     if let Message::Insert(insert) = &mut message {
         for value in &mut insert.new {
             if matches!(value, TupleValue::Text(bytes) if bytes.as_slice() == b"laredo-poison-value")

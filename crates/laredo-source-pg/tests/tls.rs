@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use laredo_core::{SyncSource, table};
-use laredo_source_pg::replication::{ConnectionParams, create_slot_with_snapshot};
+use laredo_source_pg::internals::replication::{ConnectionParams, create_slot_with_snapshot};
 use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, SlotMode};
 use laredo_test_support::{PgCluster, TestCa, TestObserver, TlsCluster, wait_until};
 
