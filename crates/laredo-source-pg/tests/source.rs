@@ -488,24 +488,28 @@ async fn a_dropped_slot_is_named_and_recovered_by_a_rebaseline() {
     let engine = start_engine(Arc::clone(&source), target.clone(), Arc::clone(&observer)).await;
     let slot = source.slot_name();
     let client = connect(&url).await;
-    // End the walsender and drop the slot before the source gets it back.
-    client
-        .batch_execute(&format!(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}'"
-        ))
-        .await
-        .unwrap();
+    // End the walsender and drop the slot before the source gets it back; when the
+    // source reconnects first (its backoff is 50 ms), end it again and retry.
+    let deadline = std::time::Instant::now() + WAIT;
     let mut dropped = false;
-    for _ in 0..200 {
-        if client
-            .batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}')"))
+    while !dropped && std::time::Instant::now() < deadline {
+        client
+            .batch_execute(&format!(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active_pid IS NOT NULL"
+            ))
             .await
-            .is_ok()
-        {
-            dropped = true;
-            break;
+            .unwrap();
+        for _ in 0..50 {
+            if client
+                .batch_execute(&format!("SELECT pg_drop_replication_slot('{slot}')"))
+                .await
+                .is_ok()
+            {
+                dropped = true;
+                break;
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
     }
     assert!(dropped, "dropped the slot");
     pg.psql(&db, "INSERT INTO t VALUES (99, 9, 'after the drop');")
