@@ -134,10 +134,10 @@ impl fmt::Display for ErrorChain<'_> {
 
 /// Writes `: cause: its cause …` for an optional cause (nothing without one).
 ///
-/// Only [`SourceError::Other`](crate::SourceError::Other) uses it, until that variant is
-/// converted: it prints its cause in its own `Display` and returns `None` from
-/// `source()` (so chain printers do not repeat it), where [`PluginError`] keeps its
-/// cause as its `source` for [`ErrorChain`] to print.
+/// Only [`SourceError`](crate::SourceError) uses it (`Other` and the typed variants
+/// that carry a cause), until they are converted: they print their cause in their own
+/// `Display` and return `None` from `source()` (so chain printers do not repeat it),
+/// where [`PluginError`] keeps its cause as its `source` for [`ErrorChain`] to print.
 pub(crate) struct Causes<'a>(pub(crate) Option<&'a BoxError>);
 
 impl fmt::Display for Causes<'_> {

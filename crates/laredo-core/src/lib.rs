@@ -64,7 +64,8 @@ mod target;
 pub mod time;
 mod value;
 
-// Only `SourceError::Other` uses `Causes`, until it keeps its cause as its `source()`.
+// Only `SourceError` uses `Causes` (`Other` and its typed variants), until it keeps its
+// cause as its `source()`.
 pub(crate) use crate::error::Causes;
 
 pub use crate::change::{ChangeAction, ChangeEvent};

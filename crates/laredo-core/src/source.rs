@@ -15,6 +15,13 @@ use crate::table::{ColumnDefinition, TableIdentifier};
 
 /// A source's error, classified so the engine can choose between re-baselining,
 /// stopping and reporting.
+///
+/// The variants name what a caller acts on: [`SourceError::is_rebaseline_required`]
+/// (the position is gone: baseline again), [`SourceError::is_retryable`] (the server
+/// could not be reached or the connection dropped: a later attempt may succeed),
+/// [`SourceError::needs_operator`] (a permission or setting is wrong: retrying cannot
+/// help). A wrapped cause is printed after the message, as with
+/// [`SourceError::Other`], and handed back by [`SourceError::cause`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
@@ -34,6 +41,71 @@ pub enum SourceError {
     Unsupported {
         /// The operation asked for.
         operation: &'static str,
+    },
+    /// The source could not open a connection to its server (refused, unreachable, a
+    /// failed TLS handshake). Retryable.
+    #[error("cannot connect to {endpoint}{}", crate::Causes(Some(.cause)))]
+    Connect {
+        /// What was being connected to, as an operator names it (`PostgreSQL at
+        /// db:5432 (sslmode=require)`).
+        endpoint: String,
+        /// The cause.
+        cause: BoxError,
+    },
+    /// An open connection failed, closed, or went silent. Retryable.
+    #[error("{message}{}", crate::Causes(.cause.as_ref()))]
+    ConnectionLost {
+        /// Which connection, and what was under way.
+        message: String,
+        /// The cause, if there is one.
+        cause: Option<BoxError>,
+    },
+    /// The replication slot (the server-side cursor the stream resumes from) does not
+    /// exist any more. The engine re-baselines.
+    #[error("re-baseline required: replication slot {slot:?} does not exist any more (dropped?)")]
+    SlotMissing {
+        /// The slot.
+        slot: String,
+    },
+    /// The server invalidated the replication slot: it can no longer serve changes
+    /// from its position. The engine re-baselines.
+    #[error("re-baseline required: replication slot {slot:?} was invalidated: {reason}")]
+    SlotInvalidated {
+        /// The slot.
+        slot: String,
+        /// Why, as the server reports it.
+        reason: String,
+    },
+    /// The server refused the login or an operation for want of a privilege. An
+    /// operator must act; retrying does not help.
+    #[error("{message}{}", crate::Causes(.cause.as_ref()))]
+    PermissionDenied {
+        /// What was refused.
+        message: String,
+        /// The cause (the server's answer), if there is one.
+        cause: Option<BoxError>,
+    },
+    /// The stream carried something that cannot be decoded, or arrived out of the
+    /// protocol's order. Not retryable as such; a source may read the data again a
+    /// bounded number of times in case it was damaged on the way.
+    #[error("{message}{}", crate::Causes(.cause.as_ref()))]
+    Protocol {
+        /// What was wrong.
+        message: String,
+        /// Where the data sits in the stream, when known.
+        position: Option<Position>,
+        /// The cause (the decoder's error), if there is one.
+        cause: Option<BoxError>,
+    },
+    /// The source's settings, or the server's, do not allow it to run (an invalid
+    /// connection string, `wal_level` not `logical`, a column list naming an unknown
+    /// column). An operator must act; retrying does not help.
+    #[error("{message}{}", crate::Causes(.cause.as_ref()))]
+    Configuration {
+        /// What is wrong.
+        message: String,
+        /// The cause, if there is one.
+        cause: Option<BoxError>,
     },
     /// Any other failure; its text is the message followed by the cause's chain.
     #[error("{message}{}", crate::Causes(.cause.as_ref()))]
@@ -62,17 +134,77 @@ impl SourceError {
         }
     }
 
-    /// The cause of an [`SourceError::Other`], if it has one.
-    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        match self {
-            SourceError::Other { cause, .. } => cause.as_deref(),
-            _ => None,
+    /// [`SourceError::Connect`]: connecting to `endpoint` failed with `cause`.
+    pub fn connect(endpoint: impl Into<String>, cause: impl Into<BoxError>) -> Self {
+        SourceError::Connect {
+            endpoint: endpoint.into(),
+            cause: cause.into(),
         }
     }
 
-    /// True for [`SourceError::ReBaselineRequired`].
+    /// [`SourceError::ConnectionLost`] with no cause.
+    pub fn connection_lost(message: impl Into<String>) -> Self {
+        SourceError::ConnectionLost {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// [`SourceError::Configuration`] with no cause.
+    pub fn configuration(message: impl Into<String>) -> Self {
+        SourceError::Configuration {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The wrapped cause, if the error has one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            SourceError::Connect { cause, .. } => Some(&**cause),
+            SourceError::ConnectionLost { cause, .. }
+            | SourceError::PermissionDenied { cause, .. }
+            | SourceError::Protocol { cause, .. }
+            | SourceError::Configuration { cause, .. }
+            | SourceError::Other { cause, .. } => cause.as_deref(),
+            SourceError::ReBaselineRequired { .. }
+            | SourceError::Stopped
+            | SourceError::Unsupported { .. }
+            | SourceError::SlotMissing { .. }
+            | SourceError::SlotInvalidated { .. } => None,
+        }
+    }
+
+    /// True when the stream cannot continue from its position and a fresh baseline is
+    /// the way on: [`SourceError::ReBaselineRequired`], [`SourceError::SlotMissing`],
+    /// [`SourceError::SlotInvalidated`].
     pub fn is_rebaseline_required(&self) -> bool {
-        matches!(self, SourceError::ReBaselineRequired { .. })
+        matches!(
+            self,
+            SourceError::ReBaselineRequired { .. }
+                | SourceError::SlotMissing { .. }
+                | SourceError::SlotInvalidated { .. }
+        )
+    }
+
+    /// True when the same call may succeed later without anyone acting: the server
+    /// could not be reached ([`SourceError::Connect`]) or a connection dropped
+    /// ([`SourceError::ConnectionLost`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Connect { .. } | SourceError::ConnectionLost { .. }
+        )
+    }
+
+    /// True when an operator must change something before the source can work: a
+    /// privilege ([`SourceError::PermissionDenied`]) or a setting
+    /// ([`SourceError::Configuration`]).
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            SourceError::PermissionDenied { .. } | SourceError::Configuration { .. }
+        )
     }
 }
 
@@ -183,8 +315,9 @@ pub trait SyncSource: Send + Sync + 'static {
     /// `Ok`) or the stream fails. Reconnects internally before giving up.
     ///
     /// # Errors
-    /// [`SourceError::ReBaselineRequired`] when `from` is no longer available; any other
-    /// error stops the source's pipelines.
+    /// An error for which [`SourceError::is_rebaseline_required`] holds when `from` is
+    /// no longer available (the engine baselines again); any other error stops the
+    /// source's pipelines, so a source retries what it can (a lost connection) itself.
     async fn stream(
         &self,
         from: Position,
@@ -282,5 +415,116 @@ pub trait SyncSource: Send + Sync + 'static {
     async fn count_rows(&self, table: &TableIdentifier) -> Option<u64> {
         let _ = table;
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused")
+    }
+
+    #[test]
+    fn typed_errors_print_their_cause_as_other_does() {
+        assert_eq!(
+            SourceError::connect("PostgreSQL at db:5432", refused()).to_string(),
+            "cannot connect to PostgreSQL at db:5432: connection refused"
+        );
+        let lost = SourceError::ConnectionLost {
+            message: "replication stream of slot \"s\"".to_string(),
+            cause: Some(refused().into()),
+        };
+        assert_eq!(
+            lost.to_string(),
+            "replication stream of slot \"s\": connection refused"
+        );
+        assert_eq!(
+            SourceError::SlotMissing {
+                slot: "s".to_string()
+            }
+            .to_string(),
+            "re-baseline required: replication slot \"s\" does not exist any more (dropped?)"
+        );
+        assert_eq!(
+            SourceError::SlotInvalidated {
+                slot: "s".to_string(),
+                reason: "wal_status = lost".to_string()
+            }
+            .to_string(),
+            "re-baseline required: replication slot \"s\" was invalidated: wal_status = lost"
+        );
+        assert_eq!(
+            SourceError::configuration("wal_level is replica").to_string(),
+            "wal_level is replica"
+        );
+        // The cause is printed, and handed back by cause(), not by source(): a chain
+        // printer does not repeat it.
+        let error = SourceError::connect("db:5432", refused());
+        assert_eq!(
+            error.cause().map(ToString::to_string).as_deref(),
+            Some("connection refused")
+        );
+        assert!(std::error::Error::source(&error).is_none());
+    }
+
+    #[test]
+    fn each_variant_says_what_a_caller_does() {
+        let cases = [
+            (SourceError::connect("db", refused()), "retry"),
+            (SourceError::connection_lost("silent"), "retry"),
+            (
+                SourceError::SlotMissing {
+                    slot: "s".to_string(),
+                },
+                "rebaseline",
+            ),
+            (
+                SourceError::SlotInvalidated {
+                    slot: "s".to_string(),
+                    reason: "lost".to_string(),
+                },
+                "rebaseline",
+            ),
+            (
+                SourceError::ReBaselineRequired {
+                    reason: "expired".to_string(),
+                },
+                "rebaseline",
+            ),
+            (
+                SourceError::PermissionDenied {
+                    message: "no REPLICATION".to_string(),
+                    cause: None,
+                },
+                "operator",
+            ),
+            (SourceError::configuration("wal_level"), "operator"),
+            (
+                SourceError::Protocol {
+                    message: "undecodable".to_string(),
+                    position: Some(Position::from_u64(7)),
+                    cause: None,
+                },
+                "halt",
+            ),
+            (SourceError::msg("other"), "halt"),
+            (SourceError::Stopped, "halt"),
+        ];
+        for (error, expected) in cases {
+            let does = match (
+                error.is_retryable(),
+                error.is_rebaseline_required(),
+                error.needs_operator(),
+            ) {
+                (true, false, false) => "retry",
+                (false, true, false) => "rebaseline",
+                (false, false, true) => "operator",
+                (false, false, false) => "halt",
+                _ => "more than one class",
+            };
+            assert_eq!(does, expected, "{error:?}");
+        }
     }
 }

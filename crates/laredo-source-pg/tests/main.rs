@@ -904,5 +904,6 @@ mod handoff {
     }
 }
 mod binary;
+mod errors;
 mod source;
 mod tls;

@@ -15,7 +15,8 @@ use laredo_core::SourceError;
 use pgwire_replication::{Lsn, ReplicationConfig};
 use tokio_postgres::Client;
 
-use super::{Inner, other};
+use super::Inner;
+use super::errors::connect_failed;
 use crate::catalog::quote_ident;
 use crate::replication::{parse_connection_string, session_options};
 use crate::tls::{self, MakeRustlsConnect, RustlsStream, SslMode};
@@ -57,16 +58,19 @@ impl Inner {
     /// the client to make progress). TLS as the connection string's `sslmode` says.
     pub(super) async fn connect_unspawned(&self) -> Result<(Client, QueryConnection), SourceError> {
         let (mut config, settings) = parse_connection_string(&self.config.connection_string)
-            .map_err(|e| other("invalid PostgreSQL connection string", e))?;
+            .map_err(|e| SourceError::Configuration {
+                message: "invalid PostgreSQL connection string".to_string(),
+                cause: Some(e.into()),
+            })?;
         config.options(session_options());
         config.application_name("laredo");
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         config.connect_timeout(QUERY_TIMEOUT);
         let failed = |e: tokio_postgres::Error| {
-            other(
+            connect_failed(
                 format!(
-                    "cannot connect to PostgreSQL at {}:{} (sslmode={})",
+                    "PostgreSQL at {}:{} (sslmode={})",
                     self.params.host, self.params.port, settings.mode
                 ),
                 e,
@@ -84,15 +88,16 @@ impl Inner {
                 .await
                 .map_err(failed);
         }
-        let tls_client = tls::client_config(&settings).await.map_err(|e| {
-            other(
-                format!(
-                    "TLS settings for PostgreSQL at {}:{}",
-                    self.params.host, self.params.port
-                ),
-                e,
-            )
-        })?;
+        let tls_client =
+            tls::client_config(&settings)
+                .await
+                .map_err(|e| SourceError::Configuration {
+                    message: format!(
+                        "TLS settings for PostgreSQL at {}:{}",
+                        self.params.host, self.params.port
+                    ),
+                    cause: Some(e.into()),
+                })?;
         let connector = MakeRustlsConnect::new(tls_client);
         if settings.negotiation == tls::SslNegotiation::Direct {
             config.ssl_negotiation(tokio_postgres::config::SslNegotiation::Direct);

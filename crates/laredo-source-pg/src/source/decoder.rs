@@ -20,7 +20,7 @@ use pgwire_replication::ReplicationEvent;
 
 use super::relations::RelationInfo;
 use super::rows::{key_row, raw_row, tuple_row};
-use super::{Inner, PgSource, other};
+use super::{Inner, PgSource};
 use crate::pgoutput::{Message, OldTuple};
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -28,9 +28,6 @@ const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// The decoding state of one stream.
 pub(super) struct Decoder {
-    /// A replication message that did not decode: its position and why (set by
-    /// `handle_event`, taken by the reconnect loop).
-    pub(super) undecodable: Option<(u64, String)>,
     /// The relations the server described, by OID.
     pub(super) relations: HashMap<u32, RelationInfo>,
     /// The tables the source serves.
@@ -146,8 +143,13 @@ impl PgSource {
                 let message = match (inner.decode)(&data) {
                     Ok(message) => message,
                     Err(e) => {
-                        decoder.undecodable = Some((wal_start.as_u64(), e.to_string()));
-                        return Err(other("undecodable pgoutput message", e));
+                        // The reconnect loop reads it again, up to max_protocol_failures
+                        // times: the position tells the same message failing again.
+                        return Err(SourceError::Protocol {
+                            message: "undecodable pgoutput message".to_string(),
+                            position: Some(Position::from_u64(wal_start.as_u64())),
+                            cause: Some(e.into()),
+                        });
                     }
                 };
                 self.handle_message(message, decoder, handler).await?;
@@ -254,6 +256,15 @@ impl PgSource {
     }
 }
 
+/// A stream out of the protocol's order, where no position tells which message.
+fn protocol(message: impl Into<String>) -> SourceError {
+    SourceError::Protocol {
+        message: message.into(),
+        position: None,
+        cause: None,
+    }
+}
+
 /// A change's relation, position and (commit time, xid).
 type NextChange<'a> = (&'a RelationInfo, Position, (SystemTime, i64));
 
@@ -265,14 +276,14 @@ fn next_change<'a>(
     inner: &Inner,
 ) -> Result<Option<NextChange<'a>>, SourceError> {
     let Some(tx) = decoder.tx.as_mut() else {
-        return Err(SourceError::msg("a change arrived outside a transaction"));
+        return Err(protocol("a change arrived outside a transaction"));
     };
     tx.seq += 1;
     let position = (tx.final_lsn, tx.seq);
     let tx_delivered = &mut tx.delivered;
     let commit = (tx.commit_time, tx.xid);
     let Some(rel) = decoder.relations.get(&oid) else {
-        return Err(SourceError::msg(format!(
+        return Err(protocol(format!(
             "a change of relation {oid} arrived before its relation message"
         )));
     };
@@ -334,7 +345,6 @@ mod tests {
             vec![ColumnDefinition::new("id", "int8").primary_key(1).oid(20)],
         );
         let mut decoder = Decoder {
-            undecodable: None,
             relations: HashMap::new(),
             tables: vec![t],
             tx: None,
@@ -405,10 +415,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_undecodable_message_is_recorded_with_its_position_for_the_poison_guard() {
+    async fn an_undecodable_message_is_a_protocol_error_with_its_position_for_the_poison_guard() {
         let source = PgSource::new(PgSourceConfig::new("postgres://u@localhost/db")).unwrap();
         let mut decoder = Decoder {
-            undecodable: None,
             relations: HashMap::new(),
             tables: Vec::new(),
             tx: None,
@@ -425,8 +434,18 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.to_string().contains("undecodable"), "{error}");
-        let (lsn, cause) = decoder.undecodable.take().expect("recorded");
-        assert_eq!(format_lsn(lsn), "16/B374D848");
-        assert!(!cause.is_empty());
+        let SourceError::Protocol {
+            position: Some(position),
+            cause: Some(cause),
+            ..
+        } = &error
+        else {
+            panic!("a protocol error with its position and cause: {error:?}");
+        };
+        assert_eq!(
+            format_lsn(position.as_u64().expect("an LSN")),
+            "16/B374D848"
+        );
+        assert!(!cause.to_string().is_empty());
     }
 }

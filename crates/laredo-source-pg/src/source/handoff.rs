@@ -19,8 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use laredo_core::{BaselineSink, Position, SourceError, TableIdentifier};
 use tokio_postgres::Client;
 
+use super::errors::failed;
 use super::position::format_lsn;
-use super::{Inner, Pending, PgSource, other};
+use super::{Inner, Pending, PgSource};
 use crate::baseline::TableCopy;
 use crate::catalog;
 use crate::config::SlotMode;
@@ -56,7 +57,7 @@ impl PgSource {
             catalog::sync_publication(&client, &inner.config.publication, &ours)
                 .await
                 .map_err(|e| {
-                    other(
+                    failed(
                         format!("publication {:?}", inner.config.publication.name),
                         e,
                     )
@@ -92,7 +93,7 @@ impl PgSource {
             inner.config.slot_mode == SlotMode::Ephemeral,
         )
         .await
-        .map_err(|e| other(format!("creating replication slot {slot:?}"), e))?;
+        .map_err(|e| failed(format!("creating replication slot {slot:?}"), e))?;
         tracing::info!(
             slot,
             consistent_point = %format_lsn(created.consistent_point),
@@ -141,8 +142,11 @@ impl Inner {
         tokio::select! {
             outcome = copy => outcome,
             ended = &mut connection => Err(match ended {
-                Ok(()) => SourceError::msg("the baseline connection closed"),
-                Err(e) => other("the baseline connection failed", e),
+                Ok(()) => SourceError::connection_lost("the baseline connection closed"),
+                Err(e) => SourceError::ConnectionLost {
+                    message: "the baseline connection failed".to_string(),
+                    cause: Some(e.into()),
+                },
             }),
         }
     }
@@ -158,7 +162,7 @@ impl Inner {
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
-            .map_err(|e| other("starting the baseline transaction", e))?;
+            .map_err(|e| failed("starting the baseline transaction", e))?;
         if let Some(snapshot) = snapshot {
             client
                 .batch_execute(&format!(
@@ -166,7 +170,7 @@ impl Inner {
                     snapshot.replace('\'', "''")
                 ))
                 .await
-                .map_err(|e| other(format!("importing snapshot {snapshot:?}"), e))?;
+                .map_err(|e| failed(format!("importing snapshot {snapshot:?}"), e))?;
         }
         let mut jobs = Vec::with_capacity(tables.len());
         for table in tables {
@@ -181,11 +185,11 @@ impl Inner {
         for (table, columns, filter) in jobs {
             let mut copy = TableCopy::start_filtered(client, &table, &columns, filter.as_deref())
                 .await
-                .map_err(|e| other(format!("baseline of {table}"), e))?;
+                .map_err(|e| failed(format!("baseline of {table}"), e))?;
             while let Some(rows) = copy
                 .next_batch(batch_rows)
                 .await
-                .map_err(|e| other(format!("baseline of {table}"), e))?
+                .map_err(|e| failed(format!("baseline of {table}"), e))?
             {
                 sink.on_rows(&table, rows).await?;
             }
@@ -193,6 +197,6 @@ impl Inner {
         client
             .batch_execute("COMMIT")
             .await
-            .map_err(|e| other("ending the baseline transaction", e))
+            .map_err(|e| failed("ending the baseline transaction", e))
     }
 }

@@ -18,6 +18,7 @@
 
 mod connection;
 mod decoder;
+mod errors;
 mod handoff;
 mod lag;
 mod position;
@@ -50,6 +51,7 @@ use crate::config::{PgSourceConfig, SlotMode};
 use crate::pgoutput::{self, Message};
 use crate::replication::ConnectionParams;
 
+use self::errors::failed;
 use self::position::pair;
 pub use self::position::{format_lsn, parse_lsn};
 
@@ -150,13 +152,17 @@ impl PgSource {
     /// An unusable connection string.
     pub fn new(mut config: PgSourceConfig) -> Result<Self, SourceError> {
         if config.connection_string.trim().is_empty() {
-            return Err(SourceError::msg("connection string is required"));
+            return Err(SourceError::configuration("connection string is required"));
         }
         if config.publication.name.is_empty() {
             config.publication.name = format!("{}_pub", config.slot_name);
         }
-        let params = ConnectionParams::parse(&config.connection_string)
-            .map_err(|e| SourceError::with_source("invalid PostgreSQL connection string", e))?;
+        let params = ConnectionParams::parse(&config.connection_string).map_err(|e| {
+            SourceError::Configuration {
+                message: "invalid PostgreSQL connection string".to_string(),
+                cause: Some(e.into()),
+            }
+        })?;
         let slot = config.slot_name.clone();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -200,10 +206,6 @@ impl PgSource {
     }
 }
 
-fn other(what: impl Into<String>, e: impl Into<laredo_core::BoxError>) -> SourceError {
-    SourceError::with_source(what, e)
-}
-
 impl Inner {
     fn set_state(&self, state: SourceState) {
         *self.state.lock() = state;
@@ -237,10 +239,10 @@ impl SyncSource for PgSource {
         let wal_level: String = client
             .query_one("SELECT current_setting('wal_level')", &[])
             .await
-            .map_err(|e| other("reading wal_level", e))?
+            .map_err(|e| failed("reading wal_level", e))?
             .get(0);
         if wal_level != "logical" {
-            return Err(SourceError::msg(format!(
+            return Err(SourceError::configuration(format!(
                 "the server runs with wal_level={wal_level}; logical replication needs wal_level=logical"
             )));
         }
@@ -255,7 +257,7 @@ impl SyncSource for PgSource {
                             .iter()
                             .find(|name| !columns.iter().any(|c| &c.name == *name))
                         {
-                            return Err(SourceError::msg(format!(
+                            return Err(SourceError::configuration(format!(
                                 "publication column list of {table} names column {unknown:?}, which the table does not have"
                             )));
                         }
@@ -266,7 +268,7 @@ impl SyncSource for PgSource {
                 }
                 // Missing tables are reported by validate_tables.
                 Err(catalog::CatalogError::TableNotFound(_)) => {}
-                Err(e) => return Err(other(format!("reading the columns of {table}"), e)),
+                Err(e) => return Err(failed(format!("reading the columns of {table}"), e)),
             }
         }
         let present: Vec<TableIdentifier> = tables
@@ -277,7 +279,7 @@ impl SyncSource for PgSource {
         catalog::sync_publication(&client, &inner.config.publication, &present)
             .await
             .map_err(|e| {
-                other(
+                failed(
                     format!("publication {:?}", inner.config.publication.name),
                     e,
                 )
@@ -392,7 +394,7 @@ impl SyncSource for PgSource {
                     &[&slot_name],
                 )
                 .await
-                .map_err(|e| other(format!("looking up replication slot {slot_name:?}"), e))
+                .map_err(|e| failed(format!("looking up replication slot {slot_name:?}"), e))
         }
         .await;
         match looked_up {
@@ -434,7 +436,7 @@ impl SyncSource for PgSource {
                 &[slot],
             )
             .await
-            .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))?;
+            .map_err(|e| failed(format!("looking up replication slot {slot:?}"), e))?;
         let Some(row) = row else {
             return Ok(false);
         };
@@ -460,12 +462,12 @@ impl SyncSource for PgSource {
                 &[slot],
             )
             .await
-            .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))?;
+            .map_err(|e| failed(format!("looking up replication slot {slot:?}"), e))?;
         let Some(row) = row else {
             return Ok(None);
         };
         if !row.get::<_, Option<bool>>(1).unwrap_or(false) {
-            return Err(SourceError::msg(format!(
+            return Err(SourceError::configuration(format!(
                 "replication slot {slot:?} belongs to another database or is not a logical slot"
             )));
         }
@@ -570,7 +572,7 @@ impl SyncSource for PgSource {
         if drop_publication {
             catalog::drop_publication(&client, &inner.config.publication.name)
                 .await
-                .map_err(|e| other("dropping the publication", e))?;
+                .map_err(|e| failed("dropping the publication", e))?;
         }
         inner.acked.store(0, AtomicOrdering::SeqCst);
         *inner.last_delivered.lock() = (0, 0);

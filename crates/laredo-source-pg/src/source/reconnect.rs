@@ -21,11 +21,11 @@ use laredo_core::{ChangeHandler, Position, SourceError, SourceState};
 use pgwire_replication::ReplicationClient;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::QUERY_TIMEOUT;
+use super::PgSource;
 use super::decoder::Decoder;
+use super::errors::{connect_failed, failed};
 use super::position::{format_lsn, pair};
 use super::session::SessionEnd;
-use super::{PgSource, other};
 use crate::config::SlotMode;
 use crate::replication;
 
@@ -57,6 +57,37 @@ impl PoisonGuard {
     }
 }
 
+/// The WAL position of a replication message that did not decode, for the poison
+/// guard; `None` for any other error.
+fn undecodable_at(error: &SourceError) -> Option<u64> {
+    match error {
+        SourceError::Protocol {
+            position: Some(position),
+            ..
+        } => position.as_u64(),
+        _ => None,
+    }
+}
+
+/// The error that ends the stream once the reconnect attempts ran out, `last` being
+/// the last attempt's: still an operator's matter when `last` was (a privilege, a
+/// setting), else a lost connection.
+fn attempts_exhausted(message: String, last: SourceError) -> SourceError {
+    if last.needs_operator() {
+        let denied = matches!(last, SourceError::PermissionDenied { .. });
+        let cause = Some(last.into());
+        return if denied {
+            SourceError::PermissionDenied { message, cause }
+        } else {
+            SourceError::Configuration { message, cause }
+        };
+    }
+    SourceError::ConnectionLost {
+        message,
+        cause: Some(last.into()),
+    }
+}
+
 impl PgSource {
     /// [`SyncSource::stream`](laredo_core::SyncSource::stream) without the state
     /// bookkeeping around it.
@@ -70,7 +101,6 @@ impl PgSource {
         let (from_lsn, from_seq) = pair(&from);
         inner.advance_delivered((from_lsn, from_seq));
         let mut decoder = Decoder {
-            undecodable: None,
             relations: HashMap::new(),
             tables: inner.tables.lock().clone(),
             tx: None,
@@ -86,7 +116,7 @@ impl PgSource {
                         .client
                         .start()
                         .await
-                        .map_err(|e| other("starting replication", e))?;
+                        .map_err(|e| failed("starting replication", e))?;
                     Ok(pending.client)
                 }
                 None => {
@@ -112,23 +142,26 @@ impl PgSource {
                             poison.passed(decoder.last_complete);
                             end
                         }
-                        Err(error) => match decoder.undecodable.take() {
+                        Err(error) => match undecodable_at(&error) {
                             // A message that did not decode: maybe damaged on the way,
                             // maybe a poison message. Reconnect and read it again; stop
                             // once it failed max_protocol_failures times in a row.
-                            Some((lsn, cause)) => {
+                            Some(lsn) => {
                                 let max = inner.config.max_protocol_failures;
                                 if let Some(count) = poison.record(lsn, max) {
-                                    return Err(other(
-                                        format!(
+                                    let cause =
+                                        error.cause().map(ToString::to_string).unwrap_or_default();
+                                    return Err(SourceError::Protocol {
+                                        message: format!(
                                             "the replication message at {} could not be \
                                              decoded {count} times in a row \
                                              (max_protocol_failures): {cause}; the source \
                                              stops instead of reading it again",
                                             format_lsn(lsn)
                                         ),
-                                        error,
-                                    ));
+                                        position: Some(Position::from_u64(lsn)),
+                                        cause: Some(error.into()),
+                                    });
                                 }
                                 tracing::warn!(
                                     position = %format_lsn(lsn),
@@ -170,7 +203,7 @@ impl PgSource {
                     failures += 1;
                     let policy = &inner.config.reconnect;
                     if failures > policy.attempts() {
-                        return Err(other(
+                        return Err(attempts_exhausted(
                             format!(
                                 "replication connection lost: exhausted {} reconnect attempts",
                                 policy.attempts()
@@ -199,57 +232,21 @@ impl PgSource {
     async fn open_stream(&self) -> Result<ReplicationClient, SourceError> {
         let inner = &self.inner;
         let slot = inner.config.slot_name.clone();
-        // The query connection may be down too; a failure here is a lost connection.
-        let lookup = async {
-            let client = inner.query_client().await?;
-            client
-                .query_opt(
-                    "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&slot],
-                )
-                .await
-                .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))
-        };
-        let row = match tokio::time::timeout(QUERY_TIMEOUT, lookup).await {
-            Ok(row) => row?,
-            Err(_) => {
-                *inner.query.lock().await = None;
-                return Err(SourceError::msg(format!(
-                    "looking up replication slot {slot:?} took longer than {QUERY_TIMEOUT:?}"
-                )));
-            }
-        };
-        match row {
-            None => {
-                return Err(SourceError::ReBaselineRequired {
-                    reason: format!("replication slot {slot:?} does not exist any more (dropped?)"),
-                });
-            }
-            Some(row) if row.get::<_, Option<String>>(0).as_deref() == Some("lost") => {
-                return Err(SourceError::ReBaselineRequired {
-                    reason: format!(
-                        "replication slot {slot:?} was invalidated (wal_status = lost): the WAL it needed is gone"
-                    ),
-                });
-            }
-            Some(_) => {}
-        }
+        inner.check_slot(&slot).await?;
         let acked = inner.acked.load(AtomicOrdering::SeqCst);
         let mut config = inner.replication_config(&slot, acked);
+        let endpoint = || {
+            format!(
+                "PostgreSQL at {}:{} for the replication stream of slot {slot:?}",
+                inner.params.host, inner.params.port
+            )
+        };
         replication::route(&inner.params, &mut config)
             .await
-            .map_err(|e| {
-                other(
-                    format!("opening the replication stream of slot {slot:?}"),
-                    e,
-                )
-            })?;
-        ReplicationClient::connect(config).await.map_err(|e| {
-            other(
-                format!("opening the replication stream of slot {slot:?}"),
-                e,
-            )
-        })
+            .map_err(|e| connect_failed(endpoint(), e))?;
+        ReplicationClient::connect(config)
+            .await
+            .map_err(|e| connect_failed(endpoint(), e))
     }
 }
 

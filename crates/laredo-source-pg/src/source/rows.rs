@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use laredo_core::{Row, SourceError, Value};
 
-use super::other;
 use super::relations::RelationInfo;
 use crate::pgoutput::{Tuple, TupleValue};
 use crate::types::parse_text;
@@ -22,7 +21,7 @@ fn value_of(rel: &RelationInfo, idx: usize, value: &TupleValue) -> Result<Value,
         TupleValue::UnchangedToast => Value::UnchangedToast,
         TupleValue::Text(bytes) | TupleValue::Binary(bytes) => {
             let text = std::str::from_utf8(bytes).map_err(|e| {
-                other(
+                SourceError::with_source(
                     format!(
                         "{}: column {} is not UTF-8",
                         rel.table,
@@ -32,7 +31,7 @@ fn value_of(rel: &RelationInfo, idx: usize, value: &TupleValue) -> Result<Value,
                 )
             })?;
             parse_text(rel.oids[idx], text).map_err(|e| {
-                other(
+                SourceError::with_source(
                     format!("{}: column {}", rel.table, rel.layout.names()[idx]),
                     e,
                 )

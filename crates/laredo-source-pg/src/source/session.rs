@@ -15,12 +15,13 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 
 use futures_util::FutureExt;
 use laredo_core::{ChangeHandler, SourceError};
-use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationEvent};
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use tokio_util::sync::CancellationToken;
 
+use super::PgSource;
 use super::decoder::Decoder;
+use super::errors::sqlstate;
 use super::watchdog::{Silence, SilenceWatch};
-use super::{PgSource, other};
 
 /// Events handled in a row from the read-ahead before the stream looks at cancel,
 /// pause and acknowledgements again.
@@ -35,15 +36,6 @@ pub(super) enum SessionEnd {
         error: SourceError,
         progressed: bool,
     },
-}
-
-/// The SQLSTATE a server error carries in its text, if any.
-fn sqlstate(error: &PgWireError) -> Option<String> {
-    let PgWireError::Server(text) = error else {
-        return None;
-    };
-    let start = text.rfind("(SQLSTATE ")? + "(SQLSTATE ".len();
-    Some(text[start..].trim_end_matches(')').to_string())
 }
 
 impl PgSource {
@@ -97,7 +89,7 @@ impl PgSource {
                         Silence::Dead => {
                             client.abort();
                             return Ok(SessionEnd::Lost {
-                                error: SourceError::msg(format!(
+                                error: SourceError::connection_lost(format!(
                                     "nothing received for {:?}, not even a probe; the connection is presumed dead",
                                     inner.config.receive_timeout
                                 )),
@@ -166,7 +158,7 @@ impl PgSource {
         match result {
             Ok(Some(event)) => Ok(Ok(event)),
             Ok(None) => Ok(Err(SessionEnd::Lost {
-                error: SourceError::msg("the server ended the replication stream"),
+                error: SourceError::connection_lost("the server ended the replication stream"),
                 progressed,
             })),
             Err(e) => {
@@ -179,23 +171,13 @@ impl PgSource {
                     tracing::warn!(slot, code, error = %e, "the server ended the replication stream");
                 }
                 Ok(Err(SessionEnd::Lost {
-                    error: other(format!("replication stream of slot {slot:?}"), e),
+                    error: SourceError::ConnectionLost {
+                        message: format!("replication stream of slot {slot:?}"),
+                        cause: Some(e.into()),
+                    },
                     progressed,
                 }))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_errors_carry_their_sqlstate() {
-        let e =
-            PgWireError::Server("replication slot \"x\" does not exist (SQLSTATE 42704)".into());
-        assert_eq!(sqlstate(&e).as_deref(), Some("42704"));
-        assert_eq!(sqlstate(&PgWireError::Protocol("x".into())), None);
     }
 }

@@ -7,6 +7,11 @@
 //! none does (after the stream ended, at close), [`Inner::advance_slot`] moves it with
 //! `pg_replication_slot_advance`. A slot held by a session that is still exiting
 //! reports SQLSTATE 55006 (object in use): both operations wait and try again.
+//!
+//! Before a session resumes from the persistent slot, [`Inner::check_slot`] looks it
+//! up: a slot dropped since, or invalidated by the server (`wal_status = lost`, once it
+//! held back more WAL than `max_slot_wal_keep_size`), cannot serve the position, and
+//! the engine re-baselines instead of the source retrying.
 
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
@@ -14,8 +19,10 @@ use std::time::Duration;
 use laredo_core::SourceError;
 use tokio_postgres::Client;
 
+use super::Inner;
+use super::connection::QUERY_TIMEOUT;
+use super::errors::failed;
 use super::position::format_lsn;
-use super::{Inner, other};
 
 impl Inner {
     /// Drops `slot` if it exists, ending the session that holds it first.
@@ -27,7 +34,7 @@ impl Inner {
                     &[&slot],
                 )
                 .await
-                .map_err(|e| other(format!("looking up replication slot {slot:?}"), e))?;
+                .map_err(|e| failed(format!("looking up replication slot {slot:?}"), e))?;
             let Some(row) = row else {
                 return Ok(false);
             };
@@ -48,7 +55,7 @@ impl Inner {
                         Some("55006") => tokio::time::sleep(Duration::from_millis(100)).await,
                         Some("42704") => return Ok(false),
                         _ => {
-                            return Err(other(format!("dropping replication slot {slot:?}"), e));
+                            return Err(failed(format!("dropping replication slot {slot:?}"), e));
                         }
                     }
                 }
@@ -86,7 +93,7 @@ impl Inner {
                     wait = (wait * 2).min(Duration::from_millis(250));
                 }
                 Err(e) => {
-                    return Err(other(
+                    return Err(failed(
                         format!("advancing replication slot {slot:?} to {}", format_lsn(lsn)),
                         e,
                     ));
@@ -97,5 +104,46 @@ impl Inner {
             "replication slot {slot:?} stayed in use; its position was not advanced to {}",
             format_lsn(lsn)
         )))
+    }
+
+    /// Looks `slot` up before a session resumes from it: a slot that was dropped or
+    /// invalidated is [`SourceError::SlotMissing`] or [`SourceError::SlotInvalidated`],
+    /// which the engine answers with a re-baseline, rather than a failed connection.
+    ///
+    /// # Errors
+    /// As above, or the lookup failed or timed out (the query connection may be down
+    /// too: a lost connection).
+    pub(super) async fn check_slot(&self, slot: &str) -> Result<(), SourceError> {
+        let lookup = async {
+            let client = self.query_client().await?;
+            client
+                .query_opt(
+                    "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .map_err(|e| failed(format!("looking up replication slot {slot:?}"), e))
+        };
+        let row = match tokio::time::timeout(QUERY_TIMEOUT, lookup).await {
+            Ok(row) => row?,
+            Err(_) => {
+                *self.query.lock().await = None;
+                return Err(SourceError::connection_lost(format!(
+                    "looking up replication slot {slot:?} took longer than {QUERY_TIMEOUT:?}"
+                )));
+            }
+        };
+        match row {
+            None => Err(SourceError::SlotMissing {
+                slot: slot.to_string(),
+            }),
+            Some(row) if row.get::<_, Option<String>>(0).as_deref() == Some("lost") => {
+                Err(SourceError::SlotInvalidated {
+                    slot: slot.to_string(),
+                    reason: "wal_status = lost, the WAL it needed is gone".to_string(),
+                })
+            }
+            Some(_) => Ok(()),
+        }
     }
 }

@@ -246,6 +246,20 @@ pub enum TlsError {
 }
 
 impl TlsError {
+    /// True when connecting again may succeed with the same settings: the server could
+    /// not be reached, or the handshake broke off for a reason other than the
+    /// certificates (a reset connection). A bad setting or file, a server without TLS
+    /// under `require`, or a certificate that does not verify needs an operator.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match self {
+            Self::Io { .. } => true,
+            Self::Handshake { source, .. } => source
+                .get_ref()
+                .is_none_or(|cause| !cause.is::<rustls::Error>()),
+            _ => false,
+        }
+    }
+
     fn invalid(key: &'static str, value: &str, accepted: &'static str) -> Self {
         Self::InvalidValue {
             key,
@@ -534,5 +548,39 @@ mod tests {
         assert!(SslMode::VerifyFull.requires_tls());
         assert!(!SslMode::Prefer.requires_tls());
         assert!(!SslMode::Allow.requires_tls());
+    }
+
+    #[test]
+    fn only_an_unreachable_server_or_a_broken_off_handshake_is_retryable() {
+        let server = || "db:5432".to_string();
+        let reset = || io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(
+            TlsError::Io {
+                server: server(),
+                source: reset()
+            }
+            .is_retryable()
+        );
+        assert!(
+            TlsError::Handshake {
+                server: server(),
+                context: "sslmode=require".to_string(),
+                source: reset()
+            }
+            .is_retryable()
+        );
+        let untrusted = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::General("unknown issuer".to_string()),
+        );
+        assert!(
+            !TlsError::Handshake {
+                server: server(),
+                context: "sslmode=verify-full".to_string(),
+                source: untrusted
+            }
+            .is_retryable()
+        );
+        assert!(!TlsError::invalid("sslmode", "sometimes", SslMode::ACCEPTED).is_retryable());
     }
 }
