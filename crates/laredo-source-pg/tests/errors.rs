@@ -2,12 +2,19 @@
 //! connection, re-baseline past a lost slot, or have an operator grant a privilege or
 //! fix a setting. The text stays what failed followed by the server's reason.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
-use laredo_core::{BaselineSink, Row, SourceError, SyncSource, TableIdentifier, table};
+use laredo_core::{
+    BaselineSink, ChangeEvent, ChangeHandler, Row, SourceError, SyncSource, TableIdentifier, table,
+};
 use laredo_source_pg::{PgSource, PgSourceConfig, PublicationConfig, SlotMode};
 use laredo_test_support::PgCluster;
+use tokio_util::sync::CancellationToken;
 
 use super::with_user;
+
+const WAIT: Duration = Duration::from_secs(60);
 
 /// Counts baseline rows.
 #[derive(Default)]
@@ -18,6 +25,26 @@ impl BaselineSink for CountRows {
     async fn on_rows(&mut self, _: &TableIdentifier, rows: Vec<Row>) -> Result<(), SourceError> {
         self.0 += rows.len();
         Ok(())
+    }
+}
+
+/// Refuses every change: none is expected.
+struct NoChanges;
+
+#[async_trait]
+impl ChangeHandler for NoChanges {
+    async fn on_change(&mut self, event: ChangeEvent) -> Result<(), SourceError> {
+        panic!("no change was expected: {event:?}");
+    }
+}
+
+/// Refuses baseline rows, as the engine does when it stops.
+struct RefuseRows;
+
+#[async_trait]
+impl BaselineSink for RefuseRows {
+    async fn on_rows(&mut self, _: &TableIdentifier, _: Vec<Row>) -> Result<(), SourceError> {
+        Err(SourceError::Stopped)
     }
 }
 
@@ -110,6 +137,77 @@ async fn a_role_without_replication_is_denied_the_slot() {
         error.to_string().starts_with("creating replication slot "),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_slot_is_slot_missing_which_asks_for_a_rebaseline() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "err_dropped");
+    let source = PgSource::new(config(pg.connection_string(&db), &db, SlotMode::Stateful)).unwrap();
+    let t = table("public", "t");
+    source.init(std::slice::from_ref(&t)).await.unwrap();
+    let mut rows = CountRows::default();
+    let position = source.baseline(&[t], &mut rows).await.unwrap();
+    assert_eq!(rows.0, 3);
+    source.close().await.unwrap();
+    let slot = source.slot_name();
+    assert!(
+        pg.wait_for_value(
+            &db,
+            &format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active"
+            ),
+            "0",
+            WAIT
+        ),
+        "the baseline's session ended with close"
+    );
+    pg.psql(&db, &format!("SELECT pg_drop_replication_slot('{slot}')"))
+        .unwrap();
+
+    let error = source
+        .stream(position, &mut NoChanges, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, SourceError::SlotMissing { slot: missing } if *missing == slot)
+            && error.is_rebaseline_required(),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "re-baseline required: replication slot {slot:?} does not exist any more (dropped?)"
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_baseline_the_engine_stops_returns_its_error_and_drops_the_new_slot() {
+    let pg = PgCluster::shared();
+    let db = setup(pg, "err_stopped");
+    let source = PgSource::new(config(pg.connection_string(&db), &db, SlotMode::Stateful)).unwrap();
+    let t = table("public", "t");
+    source.init(std::slice::from_ref(&t)).await.unwrap();
+    let error = tokio::time::timeout(WAIT, source.baseline(&[t], &mut RefuseRows))
+        .await
+        .expect("the failed baseline returns")
+        .unwrap_err();
+    assert!(matches!(error, SourceError::Stopped), "{error:?}");
+    // A slot whose baseline never completed must not be resumed from.
+    assert!(
+        pg.wait_for_value(
+            &db,
+            &format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}'",
+                source.slot_name()
+            ),
+            "0",
+            WAIT
+        ),
+        "the new slot is dropped"
+    );
+    source.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

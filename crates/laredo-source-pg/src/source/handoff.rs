@@ -21,7 +21,7 @@ use tokio_postgres::Client;
 
 use super::errors::failed;
 use super::position::format_lsn;
-use super::{Inner, Pending, PgSource};
+use super::{Inner, Pending, PgSource, end_unstarted};
 use crate::baseline::TableCopy;
 use crate::catalog;
 use crate::config::SlotMode;
@@ -47,8 +47,8 @@ impl PgSource {
             let (lsn, seq) = *inner.last_delivered.lock();
             return Ok(Position::from_pair(lsn, seq));
         }
-        if let Some(mut old) = inner.pending.lock().await.take() {
-            let _ = old.client.shutdown().await;
+        if let Some(old) = inner.pending.lock().await.take() {
+            end_unstarted(old.client);
         }
         let client = inner.query_client().await?;
         if inner.config.publication.create {
@@ -99,12 +99,11 @@ impl PgSource {
             consistent_point = %format_lsn(created.consistent_point),
             "replication slot created; reading the baseline under its snapshot"
         );
-        let mut repl = repl;
         if let Err(e) = inner
             .copy_tables(tables, Some(&created.snapshot_name), sink)
             .await
         {
-            let _ = repl.shutdown().await;
+            end_unstarted(repl);
             if inner.config.slot_mode == SlotMode::Stateful {
                 // A slot whose baseline never completed must not be resumed from.
                 if let Err(drop_error) = inner.drop_slot(&client, &slot).await {

@@ -69,8 +69,18 @@ impl std::fmt::Debug for PgSource {
     }
 }
 
+/// The replication session whose slot the last baseline created, not streaming yet.
 struct Pending {
     client: ReplicationClient,
+}
+
+/// Ends a replication session that has not started streaming. Dropping the client
+/// closes the gate its worker waits on before `START_REPLICATION`, which ends the
+/// session; `ReplicationClient::shutdown` would wait for that worker, which does not
+/// listen for the stop request until it streams (pgwire-replication 0.5), and so
+/// never return.
+fn end_unstarted(client: ReplicationClient) {
+    drop(client);
 }
 
 /// Decodes one pgoutput message (see [`PgSource::with_message_decoder`]).
@@ -543,8 +553,8 @@ impl SyncSource for PgSource {
     }
 
     async fn close(&self) -> Result<(), SourceError> {
-        if let Some(mut pending) = self.inner.pending.lock().await.take() {
-            let _ = pending.client.shutdown().await;
+        if let Some(pending) = self.inner.pending.lock().await.take() {
+            end_unstarted(pending.client);
         }
         // The stream has ended: make sure the slot holds the last acknowledged position
         // even if no status update carried it before the session closed.
@@ -563,8 +573,8 @@ impl SyncSource for PgSource {
 
     async fn reset(&self, drop_publication: bool) -> Result<(), SourceError> {
         let inner = &self.inner;
-        if let Some(mut pending) = inner.pending.lock().await.take() {
-            let _ = pending.client.shutdown().await;
+        if let Some(pending) = inner.pending.lock().await.take() {
+            end_unstarted(pending.client);
         }
         let client = inner.query_client().await?;
         let slot = inner.slot.lock().clone();
