@@ -191,16 +191,9 @@ fn is_below_floor(
 /// An update whose new row carries [`Value::UnchangedToast`] markers (values the
 /// source did not resend) completed from the row the target holds; without one, the
 /// marked columns are left out of the row, so the target never sees a marker or a
-/// made-up null. `None` when the event needs nothing.
+/// made-up null. For events that [`has_unchanged_values`]; `None` without a new row.
 fn complete_unchanged_values(p: &PipelineEntry, event: &ChangeEvent) -> Option<ChangeEvent> {
     let new = event.new_values.as_ref()?;
-    if !new
-        .values()
-        .iter()
-        .any(|v| matches!(v, Value::UnchangedToast))
-    {
-        return None;
-    }
     let identity = event.old_values.as_ref().unwrap_or(new);
     let current = p.target.rows().and_then(|rows| rows.get(identity));
     let mut values = Vec::with_capacity(new.len());
